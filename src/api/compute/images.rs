@@ -1,0 +1,249 @@
+//! The image proxy actions (nova-images §4): list, detail, show, delete.
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::schemas::positive_integer;
+use super::views;
+use super::{Ctx, Reply};
+use crate::api::fault::Fault;
+use crate::domain::ImageStatus;
+use crate::store::{Caller, ListQuery, StoreError};
+
+/// Nova's `[api] max_limit`: the most images one page carries (the Rec of §4.2).
+pub const MAX_LIMIT: u64 = 1000;
+
+/// The query parameters Nova's `index_query` schema keeps; everything else is stripped
+/// (and so also left out of `next` links).
+const KNOWN_PARAMS: &[&str] = &[
+    "name",
+    "status",
+    "changes-since",
+    "server",
+    "type",
+    "minRam",
+    "minDisk",
+    "limit",
+    "page_size",
+    "marker",
+    "offset",
+];
+
+fn is_known(param: &str) -> bool {
+    KNOWN_PARAMS.contains(&param) || param.starts_with("property-")
+}
+
+pub async fn index(ctx: &Ctx) -> Result<Reply, Fault> {
+    list(ctx, false).await
+}
+
+pub async fn detail(ctx: &Ctx) -> Result<Reply, Fault> {
+    list(ctx, true).await
+}
+
+async fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
+    let query = list_query(ctx, detail)?;
+    let images = ctx
+        .state
+        .store
+        .list_images(Caller::User(&ctx.principal), &query)
+        .await
+        .map_err(|e| match e {
+            StoreError::MarkerNotFound(m) => {
+                Fault::bad_request(format!("HTTP 400 Bad Request: Marker {m} could not be found."))
+            }
+            other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        })?;
+    let items: Vec<Value> = images
+        .iter()
+        .map(|i| {
+            if detail {
+                views::image_detail(&ctx.links, i)
+            } else {
+                views::image_basic(&ctx.links, i)
+            }
+        })
+        .collect();
+    let mut body = json!({ "images": items });
+    if let Some(last) = images.last().filter(|_| images.len() == query.limit) {
+        let collection = if detail { "images/detail" } else { "images" };
+        let href = ctx.links.collection(collection, &next_query(ctx, &last.id));
+        body["images_links"] = json!([{"rel": "next", "href": href}]);
+    }
+    Ok(Reply::ok(body))
+}
+
+/// Translates the Compute filters into the store's listing query (§4.2, Glance semantics).
+fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
+    let limit = positive_integer("limit", &ctx.query_all("limit"))?;
+    positive_integer("page_size", &ctx.query_all("page_size"))?;
+    positive_integer("offset", &ctx.query_all("offset"))?;
+
+    let mut q = ListQuery {
+        limit: limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT) as usize,
+        marker: ctx.query_last("marker").map(str::to_owned),
+        detail,
+        ..ListQuery::default()
+    };
+    if let Some(name) = ctx.query_last("name") {
+        q.names = in_operator(name);
+    }
+    if let Some(status) = ctx.query_last("status") {
+        q.statuses = in_operator(&status.to_lowercase())
+            .iter()
+            .map(|s| {
+                ImageStatus::parse(s)
+                    .ok_or_else(|| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid status value: {s}")))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(since) = ctx.query_last("changes-since") {
+        q.updated_since = Some(parse_time(since).ok_or_else(|| {
+            Fault::bad_request(format!("HTTP 400 Bad Request: Invalid changes-since value: {since}"))
+        })?);
+    }
+    if let Some(server) = ctx.query_last("server") {
+        let uuid = server.rsplit('/').next().unwrap_or(server);
+        q.properties.push(("instance_uuid".into(), uuid.into()));
+    }
+    if let Some(kind) = ctx.query_last("type") {
+        q.properties.push(("image_type".into(), kind.into()));
+    }
+    q.min_ram = int_filter(ctx, "minRam")?;
+    q.min_disk = int_filter(ctx, "minDisk")?;
+    let mut seen = Vec::new();
+    for (k, _) in &ctx.query {
+        if let Some(prop) = k.strip_prefix("property-")
+            && !seen.contains(&prop)
+        {
+            seen.push(prop);
+            let v = ctx.query_last(k).unwrap_or_default();
+            q.properties.push((prop.to_owned(), v.to_owned()));
+        }
+    }
+    Ok(q)
+}
+
+/// Glance's `in:a,b` operator for name and status; otherwise one exact value.
+fn in_operator(value: &str) -> Vec<String> {
+    match value.strip_prefix("in:") {
+        Some(list) => list.split(',').map(str::to_owned).collect(),
+        None => vec![value.to_owned()],
+    }
+}
+
+fn int_filter(ctx: &Ctx, name: &str) -> Result<Option<i64>, Fault> {
+    ctx.query_last(name)
+        .map(|v| {
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid {name} value: {v}")))
+        })
+        .transpose()
+}
+
+/// ISO 8601 as Glance accepts it: with or without a UTC offset or fractions, or a bare date.
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    use time::macros::format_description;
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t);
+    }
+    let naive = [
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]"),
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"),
+    ];
+    for f in naive {
+        if let Ok(t) = time::PrimitiveDateTime::parse(s, &f) {
+            return Some(t.assume_utc());
+        }
+    }
+    time::Date::parse(s, &format_description!("[year]-[month]-[day]"))
+        .ok()
+        .map(|d| d.midnight().assume_utc())
+}
+
+/// The query of a `next` link: the kept parameters sorted by name (then value), one value each
+/// (the last after sorting, as an OrderedDict of the sorted pairs), with `marker` set.
+fn next_query(ctx: &Ctx, marker: &str) -> String {
+    let mut pairs: Vec<(&str, &str)> = ctx
+        .query
+        .iter()
+        .filter(|(k, _)| is_known(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    pairs.sort();
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in pairs.into_iter().chain([("marker", marker)]) {
+        match params.iter_mut().find(|(pk, _)| *pk == k) {
+            Some(slot) => slot.1 = v,
+            None => params.push((k, v)),
+        }
+    }
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote_plus(k), quote_plus(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Python's `urllib.parse.quote_plus`.
+fn quote_plus(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `GET /images/{id}`.
+pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+    let image = ctx
+        .state
+        .store
+        .get_image(&ctx.principal, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Fault::not_found("Image not found."),
+            other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        })?;
+    Ok(Reply::ok(json!({"image": views::image_detail(&ctx.links, &image)})))
+}
+
+/// `DELETE /images/{id}`.
+pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+    ctx.state
+        .store
+        .delete_image(&ctx.principal, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Fault::not_found("Image not found."),
+            StoreError::Forbidden => Fault::forbidden("You are not allowed to delete the image."),
+            other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        })?;
+    Ok(Reply::no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_plus_like_python() {
+        assert_eq!(quote_plus("a b/c~é"), "a+b%2Fc~%C3%A9");
+    }
+
+    #[test]
+    fn times_glance_accepts() {
+        assert!(parse_time("2026-01-02T03:04:05Z").is_some());
+        assert!(parse_time("2026-01-02T03:04:05").is_some());
+        assert!(parse_time("2026-01-02T03:04:05.123456").is_some());
+        assert!(parse_time("2026-01-02").is_some());
+        assert!(parse_time("yesterday").is_none());
+    }
+}

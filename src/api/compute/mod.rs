@@ -1,0 +1,418 @@
+//! The Compute API (`/v2` legacy compatible, `/v2.1` with microversions).
+//!
+//! [`handle`] is Nova's paste pipeline and `Resource.__call__` in one function, checking in
+//! the order of nova-images §2 (the first failing step answers): body size → token → route →
+//! microversion → `Content-Type` → body JSON → URL project id → microversion window → query →
+//! the action.
+
+mod image_metadata;
+mod images;
+mod limits;
+pub mod routes;
+pub mod schemas;
+mod versions;
+pub mod views;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tracing::Instrument;
+
+use self::routes::{Action, NoRoute, Route};
+use self::schemas::Strictness;
+use self::views::LinkBase;
+use super::AppState;
+use super::fault::Fault;
+use super::microversion::{self, Version};
+use crate::auth::AuthError;
+use crate::domain::Principal;
+
+/// A request that passed the protocol checks, as the actions see it.
+pub struct Ctx {
+    pub state: AppState,
+    pub principal: Principal,
+    /// The negotiated microversion; `None` on `/v2`.
+    pub version: Option<Version>,
+    pub strictness: Strictness,
+    pub links: LinkBase,
+    /// Decoded query parameters, in request order.
+    pub query: Vec<(String, String)>,
+    /// The parsed body of a POST or PUT (`None` when empty).
+    pub body: Option<Value>,
+}
+
+impl Ctx {
+    /// All values of query parameter `name`, in order.
+    pub fn query_all(&self, name: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The last value of query parameter `name` (WebOb's `params.get`).
+    pub fn query_last(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A successful action's answer: a status and a JSON body (none for 204).
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    pub fn ok(body: Value) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: Some(body),
+        }
+    }
+
+    pub fn no_content() -> Reply {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+        }
+    }
+}
+
+/// The entry point for every request of the compute listener.
+pub async fn handle(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let (prefix, rest) = if let Some(rest) = strip_segment_prefix(&path, "/v2.1") {
+        ("/v2.1", rest)
+    } else if let Some(rest) = strip_segment_prefix(&path, "/v2") {
+        ("/v2", rest)
+    } else {
+        // The root application: version list or multiple choices, no auth, no request id.
+        return versions::root(&parts);
+    };
+    let request_id = super::request_id();
+    let span = tracing::info_span!("request", id = %request_id, method = %parts.method, path = %path);
+    let mut response = api_request(state, parts, body, prefix, rest.to_owned())
+        .instrument(span)
+        .await;
+    let id = HeaderValue::from_str(&request_id).expect("a request id is a valid header value");
+    response.headers_mut().insert("x-compute-request-id", id.clone());
+    response.headers_mut().insert("x-openstack-request-id", id);
+    response
+}
+
+/// `path` without `prefix`, if `prefix` is a whole leading segment.
+fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+async fn api_request(state: AppState, parts: Parts, body: Body, prefix: &'static str, rest: String) -> Response {
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+    let legacy = prefix == "/v2";
+    let mut version_header = None;
+    let result = pipeline(&state, &parts, body, prefix, legacy, &rest, &mut version_header).await;
+    let mut response = match result {
+        Ok(reply) => render(reply, &parts.headers),
+        Err(fault) => {
+            if fault.status().is_server_error() {
+                tracing::error!(status = %fault.status(), "request failed");
+            }
+            fault.render(accept.as_ref())
+        }
+    };
+    if let Some(v) = version_header {
+        microversion::add_response_headers(response.headers_mut(), v);
+    }
+    response
+}
+
+async fn pipeline(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+    prefix: &'static str,
+    legacy: bool,
+    rest: &str,
+    version_header: &mut Option<Version>,
+) -> Result<Reply, Fault> {
+    let settings = &state.settings;
+    // 1. oslo.middleware sizelimit, on the declared length.
+    if declared_length(&parts.headers).is_some_and(|n| n > settings.max_request_body_size as u64) {
+        return Err(too_large());
+    }
+
+    // 2-3. The token (except for the version document), then the route.
+    let route = percent_decode(rest)
+        .ok_or(NoRoute::NotFound)
+        .and_then(|p| routes::resolve(&parts.method, &p));
+    let principal = match &route {
+        Ok(Route { action, .. }) if !action.needs_token() => None,
+        _ => Some(authenticate(state, &parts.headers).await?),
+    };
+    let route = route.map_err(|e| match e {
+        NoRoute::NotFound => Fault::Bare {
+            status: StatusCode::NOT_FOUND,
+            detail: None,
+        },
+        NoRoute::MethodNotAllowed(allow) => Fault::BadMethod { allow },
+    })?;
+
+    // 4. Microversion: negotiated on /v2.1 only; /v2 ignores the headers.
+    let version = if legacy {
+        None
+    } else {
+        match microversion::negotiate(&parts.headers) {
+            Ok(v) => {
+                *version_header = Some(v);
+                Some(v)
+            }
+            Err((fault, echoed)) => {
+                *version_header = echoed;
+                return Err(fault);
+            }
+        }
+    };
+
+    let links = link_base(parts, prefix, principal.as_ref(), settings);
+    let Some(principal) = principal else {
+        return Ok(versions::document(prefix, &links));
+    };
+
+    // 5. Content-Type, on every method.
+    check_content_type(&parts.headers)?;
+
+    // 6. The body of a POST or PUT; other methods' bodies are never read.
+    let body = if parts.method == Method::POST || parts.method == Method::PUT {
+        read_json(body, settings.max_request_body_size).await?
+    } else {
+        None
+    };
+
+    // 7. The URL's project id must be the token's.
+    if let Some(url_project) = &route.project_id
+        && *url_project != principal.project_id
+    {
+        return Err(Fault::bad_request(format!(
+            "Malformed request URL: URL's project_id '{url_project}' doesn't match Context's project_id '{}'",
+            principal.project_id
+        )));
+    }
+
+    // 8. The action's microversion window.
+    if let Some(v) = version {
+        let max = match route.action {
+            Action::ImageIndex | Action::ImageDetail | Action::ImageShow(_) | Action::ImageDelete(_) => {
+                Some(microversion::MAX_IMAGE_PROXY)
+            }
+            Action::Limits | Action::VersionDocument => None,
+            _ => Some(microversion::MAX_IMAGE_META_PROXY),
+        };
+        if max.is_some_and(|max| v > max) {
+            return Err(Fault::resource_not_found());
+        }
+    }
+
+    // 9. The query string must decode to UTF-8.
+    let query = parse_query(parts.uri.query().unwrap_or(""))
+        .ok_or_else(|| Fault::bad_request("Query string is not UTF-8 encoded"))?;
+
+    let ctx = Ctx {
+        state: state.clone(),
+        principal,
+        version,
+        strictness: if legacy { Strictness::Legacy } else { Strictness::Strict },
+        links,
+        query,
+        body,
+    };
+    dispatch(&ctx, route.action).await
+}
+
+async fn dispatch(ctx: &Ctx, action: Action) -> Result<Reply, Fault> {
+    use Action::*;
+    match action {
+        VersionDocument => unreachable!("answered before authentication"),
+        ImageIndex => images::index(ctx).await,
+        ImageDetail => images::detail(ctx).await,
+        ImageShow(id) => images::show(ctx, &id).await,
+        ImageDelete(id) => images::delete(ctx, &id).await,
+        MetadataIndex(id) => image_metadata::index(ctx, &id).await,
+        MetadataCreate(id) => image_metadata::create(ctx, &id).await,
+        MetadataUpdateAll(id) => image_metadata::update_all(ctx, &id).await,
+        MetadataShow(id, key) => image_metadata::show(ctx, &id, &key).await,
+        MetadataUpdate(id, key) => image_metadata::update(ctx, &id, &key).await,
+        MetadataDelete(id, key) => image_metadata::delete(ctx, &id, &key).await,
+        Limits => limits::index(ctx),
+    }
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Fault> {
+    let unauthorized = || Fault::Unauthorized {
+        www_authenticate_uri: state.settings.www_authenticate_uri.clone(),
+    };
+    let token = headers
+        .get("x-auth-token")
+        .and_then(|t| t.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
+    state.auth.authenticate(token).await.map_err(|e| match e {
+        AuthError::Invalid => unauthorized(),
+        AuthError::Unavailable(why) => {
+            tracing::error!(error = %why, "identity service unavailable");
+            Fault::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity service is unavailable. Please retry later.",
+            )
+        }
+    })
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn too_large() -> Fault {
+    Fault::Bare {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        detail: Some("Request is too large. Larger than max_request_body_size (%s).".into()),
+    }
+}
+
+/// Nova's `Content-Type` rule (§2 step 5): absent, empty or `text/plain` pass; otherwise it
+/// must be JSON.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Fault> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media = value
+        .to_str()
+        .unwrap_or("\u{0}")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json" => Ok(()),
+        _ => Err(Fault::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Content-Type",
+        )),
+    }
+}
+
+async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            too_large()
+        } else {
+            Fault::bad_request("Malformed request body")
+        }
+    })?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| Fault::bad_request("Malformed request body"))
+}
+
+/// Percent-decodes a path; `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    String::from_utf8(unescape(s.as_bytes(), false)).ok()
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs; `None` when any is not UTF-8.
+fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = String::from_utf8(unescape(k.as_bytes(), true)).ok()?;
+            let v = String::from_utf8(unescape(v.as_bytes(), true)).ok()?;
+            Some((k, v))
+        })
+        .collect()
+}
+
+fn unescape(input: &[u8], plus_is_space: bool) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Builds the link base of §4.1 from the request: the `Host` header names the root, and the
+/// project appears when the token's project id occurs anywhere in the request URL.
+fn link_base(parts: &Parts, prefix: &'static str, who: Option<&Principal>, settings: &super::Settings) -> LinkBase {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_owned();
+    let root = format!("http://{host}");
+    let url = format!("{root}{}", parts.uri.path_and_query().map_or("", |p| p.as_str()));
+    let project = match who {
+        Some(p) if !p.project_id.is_empty() && url.contains(&p.project_id) => {
+            format!("/{}", p.project_id)
+        }
+        _ => String::new(),
+    };
+    let image_endpoint = settings.image_url.clone().unwrap_or_else(|| {
+        let hostname = match host.strip_prefix('[') {
+            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
+            None => host.split(':').next().unwrap_or("").to_owned(),
+        };
+        format!("http://{hostname}:9292")
+    });
+    LinkBase {
+        root,
+        version_prefix: prefix,
+        project,
+        image_endpoint,
+    }
+}
+
+/// Success responses: `application/json` (or the compute vendor type when `Accept` prefers
+/// it); a 204 keeps the content type and has an empty body.
+fn render(reply: Reply, request_headers: &HeaderMap) -> Response {
+    let accept = request_headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or("");
+    let content_type = super::negotiate(accept, &["application/json", "application/vnd.openstack.compute+json"])
+        .unwrap_or("application/json");
+    let body = reply.body.map(|b| super::json::to_vec(&b)).unwrap_or_default();
+    (
+        reply.status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}

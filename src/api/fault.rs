@@ -1,0 +1,187 @@
+//! The one error type that crosses the HTTP boundary, and the wire formats it renders to.
+//!
+//! Nova answers in three formats depending on which layer refuses the request
+//! (nova-images §1.1, §2, §5): its own fault body `{"<name>": {"code", "message"}}`;
+//! keystonemiddleware's 401 body; and WebOb's bare error page (unrouted paths, oversized
+//! bodies), whose format follows `Accept`.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::json;
+
+/// The content type of Nova fault bodies.
+pub const FAULT_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
+
+/// The message of the 405 Nova's legacy v2 code sent (WebOb's default text).
+const BAD_METHOD_MESSAGE: &str =
+    "The server could not comply with the request since\r\nit is either malformed or otherwise incorrect.\r\n";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Nova's fault body; the name follows from the status (§5.1).
+    Nova { status: StatusCode, message: String },
+    /// A missing or invalid token, in Keystone's format with `WWW-Authenticate`.
+    Unauthorized { www_authenticate_uri: String },
+    /// A WebOb error page: the status with an optional detail line.
+    Bare { status: StatusCode, detail: Option<String> },
+    /// A known path called with a method it does not serve (this project's 405 override).
+    BadMethod { allow: &'static str },
+}
+
+impl Fault {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Fault {
+        Fault::Nova {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Fault {
+        Fault::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Fault {
+        Fault::new(StatusCode::FORBIDDEN, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Fault {
+        Fault::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// WebOb's `HTTPNotFound()` text, used where Nova raises it bare inside a resource.
+    pub fn resource_not_found() -> Fault {
+        Fault::not_found("The resource could not be found.")
+    }
+
+    /// An unexpected failure: logged in full here (the caller's span carries the request
+    /// id), answered with Nova's generic 500 text only.
+    pub fn internal(error: &dyn std::fmt::Display, kind: &str) -> Fault {
+        tracing::error!(error = %error, "unexpected error");
+        Fault::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Unexpected API Error. Please contact the administrator\n<class '{kind}'>"),
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Fault::Nova { status, .. } | Fault::Bare { status, .. } => *status,
+            Fault::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Fault::BadMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// Renders the fault. `accept` only matters to the bare WebOb format.
+    pub fn render(self, accept: Option<&HeaderValue>) -> Response {
+        let status = self.status();
+        match self {
+            Fault::Nova { message, .. } => nova_body(status, &message),
+            Fault::BadMethod { allow } => {
+                let mut r = nova_body(status, BAD_METHOD_MESSAGE);
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            Fault::Unauthorized { www_authenticate_uri } => {
+                let body = json!({"error": {
+                    "code": 401,
+                    "title": "Unauthorized",
+                    "message": "The request you have made requires authentication.",
+                }});
+                let mut headers = HeaderMap::new();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE));
+                let challenge = format!("Keystone uri=\"{www_authenticate_uri}\"");
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+                (status, headers, json::to_vec(&body)).into_response()
+            }
+            Fault::Bare { detail, .. } => bare_body(status, detail.as_deref(), accept),
+        }
+    }
+}
+
+/// Nova's fault name for a status (§5.1); everything unlisted, 406 and 500 included, is
+/// `computeFault`.
+pub fn fault_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "badRequest",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "itemNotFound",
+        405 => "badMethod",
+        409 => "conflictingRequest",
+        413 | 429 => "overLimit",
+        415 => "badMediaType",
+        501 => "notImplemented",
+        503 => "serviceUnavailable",
+        _ => "computeFault",
+    }
+}
+
+fn nova_body(status: StatusCode, message: &str) -> Response {
+    let body = json!({ fault_name(status): {"code": status.as_u16(), "message": message} });
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))],
+        json::to_vec(&body),
+    )
+        .into_response()
+}
+
+/// WebOb's explanation line for the statuses Nova leaves to it.
+fn explanation(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "The resource could not be found.",
+        413 => "The body of your request was too large for this server.",
+        _ => "",
+    }
+}
+
+/// WebOb's `WSGIHTTPException.generate_response`: HTML, JSON or plain text by `Accept`
+/// (plain text when there is none).
+fn bare_body(status: StatusCode, detail: Option<&str>, accept: Option<&HeaderValue>) -> Response {
+    let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
+    let status_line = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let title = status.canonical_reason().unwrap_or("");
+    let explanation = explanation(status);
+    let detail = detail.unwrap_or("");
+    let (content_type, body) = match super::negotiate(accept, &["text/html", "application/json"]) {
+        Some("application/json") => {
+            let message = format!("{explanation}<br /><br />\n{detail}\n\n");
+            let body = json!({"message": message, "code": status_line, "title": title});
+            ("application/json", json::to_vec(&body))
+        }
+        Some(_) => {
+            let body = format!(
+                "<html>\n <head>\n  <title>{status_line}</title>\n </head>\n <body>\n  <h1>{status_line}</h1>\n  \
+                 {explanation}<br /><br />\n{detail}\n\n\n </body>\n</html>"
+            );
+            ("text/html; charset=UTF-8", body.into_bytes())
+        }
+        None => {
+            let body = format!("{status_line}\n\n{explanation}\n{detail}\n\n");
+            ("text/plain; charset=UTF-8", body.into_bytes())
+        }
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_follow_nova_table() {
+        assert_eq!(fault_name(StatusCode::NOT_FOUND), "itemNotFound");
+        assert_eq!(fault_name(StatusCode::NOT_ACCEPTABLE), "computeFault");
+        assert_eq!(fault_name(StatusCode::INTERNAL_SERVER_ERROR), "computeFault");
+        assert_eq!(fault_name(StatusCode::UNSUPPORTED_MEDIA_TYPE), "badMediaType");
+    }
+}

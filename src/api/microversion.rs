@@ -1,0 +1,166 @@
+//! Compute API microversions (nova-images §6): request header parsing, the supported range,
+//! and the response headers.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::fault::Fault;
+
+/// A `major.minor` API version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    pub const fn new(major: u32, minor: u32) -> Version {
+        Version { major, minor }
+    }
+
+    /// Nova's `^([1-9]\d*)\.([1-9]\d*|0)$`.
+    pub fn parse(s: &str) -> Option<Version> {
+        let (major, minor) = s.split_once('.')?;
+        let number = |p: &str, zero_ok: bool| -> Option<u32> {
+            let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+            let canonical = !p.starts_with('0') || (zero_ok && p == "0");
+            if digits && canonical { p.parse().ok() } else { None }
+        };
+        Some(Version::new(number(major, false)?, number(minor, true)?))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+pub const MIN: Version = Version::new(2, 1);
+/// Current Nova's maximum (nova 33.0.0-373, `_MAX_API_VERSION`).
+pub const MAX: Version = Version::new(2, 104);
+/// The last version serving `/images`, `/images/detail` and `/images/{id}`.
+pub const MAX_IMAGE_PROXY: Version = Version::new(2, 35);
+/// The last version serving `/images/{id}/metadata*`.
+pub const MAX_IMAGE_META_PROXY: Version = Version::new(2, 38);
+
+/// The version a request asks for, as the microversion-parse library reads it: the last
+/// `compute` entry of `OpenStack-API-Version`, else the last value of
+/// `X-OpenStack-Nova-API-Version`, else the minimum.
+///
+/// Errors: a malformed string is 400; a version outside [MIN, MAX] is 406, and carries the
+/// requested version so the response can echo it.
+pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<Version>)> {
+    let Some(requested) = requested(headers) else {
+        return Ok(MIN);
+    };
+    if requested == "latest" {
+        return Ok(MAX);
+    }
+    let Some(v) = Version::parse(&requested) else {
+        return Err((
+            Fault::bad_request(format!(
+                "API Version String {requested} is of invalid format. Must be of format MajorNum.MinorNum."
+            )),
+            None,
+        ));
+    };
+    if v < MIN || v > MAX {
+        return Err((
+            Fault::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("Version {v} is not supported by the API. Minimum is {MIN} and maximum is {MAX}."),
+            ),
+            Some(v),
+        ));
+    }
+    Ok(v)
+}
+
+fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+fn requested(headers: &HeaderMap) -> Option<String> {
+    let compute = header_values(headers, "openstack-api-version")
+        .filter_map(|item| {
+            let mut parts = item.split_whitespace();
+            let service = parts.next()?;
+            let version = parts.collect::<Vec<_>>().join(" ");
+            service.eq_ignore_ascii_case("compute").then_some(version)
+        })
+        .last();
+    if compute.is_some() {
+        return compute;
+    }
+    if headers.contains_key("x-openstack-nova-api-version") {
+        return header_values(headers, "x-openstack-nova-api-version")
+            .last()
+            .map(str::to_owned);
+    }
+    None
+}
+
+/// Adds the four response headers of a `/v2.1` resource response.
+pub fn add_response_headers(headers: &mut HeaderMap, v: Version) {
+    let value = |s: String| HeaderValue::from_str(&s).expect("a version is a valid header value");
+    headers.insert("openstack-api-version", value(format!("compute {v}")));
+    headers.insert("x-openstack-nova-api-version", value(v.to_string()));
+    headers.append("vary", HeaderValue::from_static("OpenStack-API-Version"));
+    headers.append("vary", HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn parses_nova_version_grammar() {
+        assert_eq!(Version::parse("2.38"), Some(Version::new(2, 38)));
+        assert_eq!(Version::parse("3.0"), Some(Version::new(3, 0)));
+        for bad in ["2.01", "abc", "02.1", "2.", ".1", "2.1.1", "", "2.-1"] {
+            assert_eq!(Version::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_header_wins_and_last_compute_entry_counts() {
+        let v = negotiate(&h(&[
+            ("openstack-api-version", "compute 2.30, image 2.5"),
+            ("openstack-api-version", "COMPUTE 2.38"),
+            ("x-openstack-nova-api-version", "2.10"),
+        ]));
+        assert_eq!(v, Ok(Version::new(2, 38)));
+        assert_eq!(
+            negotiate(&h(&[("x-openstack-nova-api-version", "2.3, 2.37")])),
+            Ok(Version::new(2, 37))
+        );
+        assert_eq!(negotiate(&h(&[])), Ok(MIN));
+        assert_eq!(negotiate(&h(&[("openstack-api-version", "compute latest")])), Ok(MAX));
+    }
+
+    #[test]
+    fn out_of_range_is_406_and_bad_format_400() {
+        let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 3.0")])).unwrap_err();
+        assert_eq!(
+            (f.status(), echoed),
+            (StatusCode::NOT_ACCEPTABLE, Some(Version::new(3, 0)))
+        );
+        let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 2.01")])).unwrap_err();
+        assert_eq!((f.status(), echoed), (StatusCode::BAD_REQUEST, None));
+    }
+}

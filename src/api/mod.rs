@@ -1,0 +1,116 @@
+//! HTTP only: routing, faults, microversions, links, pagination. Handlers orchestrate
+//! (parse → store → view); the store applies policy and quota.
+
+pub mod compute;
+pub mod fault;
+pub mod json;
+pub mod microversion;
+
+use std::sync::Arc;
+
+use crate::auth::Authenticator;
+use crate::domain::metadata::MetadataQuota;
+use crate::store::DynStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub auth: Arc<dyn Authenticator>,
+    pub settings: Arc<Settings>,
+}
+
+/// API behaviour that operators configure.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `metadata_items` quota.
+    pub metadata_quota: MetadataQuota,
+    /// oslo.middleware's `max_request_body_size`: larger bodies get 413.
+    pub max_request_body_size: usize,
+    /// Sent in `WWW-Authenticate: Keystone uri="…"` with every 401.
+    pub www_authenticate_uri: String,
+    /// Where the image API is reached, for the `alternate` links. `None`: the request's host
+    /// on port 9292.
+    pub image_url: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            metadata_quota: MetadataQuota::from_config(128),
+            max_request_body_size: 114_688,
+            www_authenticate_uri: "http://127.0.0.1:5000".into(),
+            image_url: None,
+        }
+    }
+}
+
+/// A new request id, `req-<uuid4>`.
+pub fn request_id() -> String {
+    format!("req-{}", uuid::Uuid::new_v4())
+}
+
+/// Picks the offer an `Accept` header value prefers: highest quality, the earlier offer on
+/// ties, wildcards allowed. `None` when the header is empty or accepts none of them.
+pub fn negotiate<'a>(accept: &str, offers: &[&'a str]) -> Option<&'a str> {
+    if accept.trim().is_empty() {
+        return None;
+    }
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let range = parts.next()?.trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (!range.is_empty()).then_some((range, q))
+        })
+        .collect();
+    let quality = |offer: &str| -> f32 {
+        let (ty, _) = offer.split_once('/').unwrap_or((offer, ""));
+        let mut best: Option<(u8, f32)> = None;
+        for (range, q) in &ranges {
+            let specificity = if range == offer {
+                3
+            } else if range.strip_suffix("/*") == Some(ty) {
+                2
+            } else if range == "*/*" {
+                1
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(s, _)| specificity > s) {
+                best = Some((specificity, *q));
+            }
+        }
+        best.map_or(0.0, |(_, q)| q)
+    };
+    let mut chosen: Option<(&str, f32)> = None;
+    for offer in offers {
+        let q = quality(offer);
+        if q > 0.0 && chosen.is_none_or(|(_, best)| q > best) {
+            chosen = Some((offer, q));
+        }
+    }
+    chosen.map(|(o, _)| o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate;
+
+    #[test]
+    fn accept_negotiation() {
+        let offers = ["text/html", "application/json"];
+        assert_eq!(negotiate("application/json", &offers), Some("application/json"));
+        assert_eq!(negotiate("*/*", &offers), Some("text/html"));
+        assert_eq!(
+            negotiate("text/html;q=0.5, application/json", &offers),
+            Some("application/json")
+        );
+        assert_eq!(negotiate("image/png", &offers), None);
+        assert_eq!(negotiate("", &offers), None);
+    }
+}

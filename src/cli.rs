@@ -1,0 +1,298 @@
+//! The command line: `serve`, and the operator's `image create` / `image list`, which work
+//! on the database directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::api::Settings;
+use crate::api::compute::views::isotime;
+use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
+use crate::domain::metadata::MetadataQuota;
+use crate::domain::{Image, ImageStatus, Properties, Visibility, now};
+use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, Synchronous};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagemeta",
+    version,
+    about = "OpenStack Compute image and image-metadata API in one binary"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Compute API.
+    Serve(ServeArgs),
+    /// Manage images directly in the database.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// The database: `sqlite:PATH`.
+    #[arg(long, env = "IMAGEMETA_DATABASE", default_value = "sqlite:imagemeta.db")]
+    database: String,
+    /// SQLite `synchronous`: `full` makes every acknowledged write survive power loss.
+    #[arg(long, env = "IMAGEMETA_SYNCHRONOUS", value_enum, default_value = "full")]
+    synchronous: Synchronous,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<DynStore> {
+        let url = DatabaseUrl::parse(&self.database).map_err(anyhow::Error::msg)?;
+        Ok(store::open(&url, self.synchronous).await?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the Compute API listener.
+    #[arg(long, env = "IMAGEMETA_COMPUTE_LISTEN", default_value = "127.0.0.1:8774")]
+    compute_listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How tokens are validated.
+    #[arg(long, env = "IMAGEMETA_AUTH", value_enum, default_value = "static")]
+    auth: AuthMode,
+    /// The tokens file of `--auth static` (JSON: token → user_id, project_id, roles).
+    #[arg(long, env = "IMAGEMETA_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// Allow `--auth noauth` on a non-loopback address.
+    #[arg(long, env = "IMAGEMETA_FORCE_NOAUTH")]
+    force_noauth: bool,
+    /// The `metadata_items` quota per image; -1 is unlimited.
+    #[arg(long, env = "IMAGEMETA_METADATA_ITEMS", default_value_t = 128, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
+    metadata_items: i64,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "IMAGEMETA_MAX_REQUEST_BODY_SIZE", default_value_t = 114_688)]
+    max_request_body_size: usize,
+    /// The identity endpoint named in `WWW-Authenticate` on 401 responses.
+    #[arg(
+        long,
+        env = "IMAGEMETA_WWW_AUTHENTICATE_URI",
+        default_value = "http://127.0.0.1:5000"
+    )]
+    www_authenticate_uri: String,
+    /// The image API endpoint for `alternate` links (default: the request's host, port 9292).
+    #[arg(long, env = "IMAGEMETA_IMAGE_URL")]
+    image_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Create an image (or `--count` images) and print it as JSON.
+    Create(CreateArgs),
+    /// Print every image as a JSON array.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The image id (default: a new UUID).
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// The owning project id.
+    #[arg(long)]
+    owner: Option<String>,
+    /// public, private, shared or community.
+    #[arg(long, default_value = "private", value_parser = parse_visibility)]
+    visibility: Visibility,
+    /// A Glance status: queued, saving, active, killed, deleted, deactivated, …
+    #[arg(long, default_value = "active", value_parser = parse_status)]
+    status: ImageStatus,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    min_disk: i64,
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    min_ram: i64,
+    /// Size in bytes.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    size: Option<i64>,
+    #[arg(long)]
+    protected: bool,
+    #[arg(long)]
+    os_hidden: bool,
+    /// Creation time (RFC 3339); default now.
+    #[arg(long, value_parser = parse_time)]
+    created_at: Option<OffsetDateTime>,
+    /// A property `key=value` (repeatable).
+    #[arg(long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Create this many images (names `NAME-0`…), one second apart, one JSON object per line.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+}
+
+fn parse_visibility(s: &str) -> Result<Visibility, String> {
+    Visibility::parse(s).ok_or_else(|| format!("unknown visibility {s:?}"))
+}
+
+fn parse_status(s: &str) -> Result<ImageStatus, String> {
+    ImageStatus::parse(s).ok_or_else(|| format!("unknown status {s:?}"))
+}
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not key=value"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        init_logging();
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("imagemeta: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = runtime.block_on(async {
+            match self.command {
+                Command::Serve(args) => serve(args).await,
+                Command::Image(ImageCommand::Create(args)) => create(args).await,
+                Command::Image(ImageCommand::List { store }) => list(store).await,
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("imagemeta: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("IMAGEMETA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        compute_listen: args.compute_listen,
+        database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,
+        synchronous: args.store.synchronous,
+        auth: args.auth,
+        tokens: args.tokens,
+        force_noauth: args.force_noauth,
+        settings: Settings {
+            metadata_quota: MetadataQuota::from_config(args.metadata_items),
+            max_request_body_size: args.max_request_body_size,
+            www_authenticate_uri: args.www_authenticate_uri,
+            image_url: args.image_url.map(|u| u.trim_end_matches('/').to_owned()),
+        },
+    };
+    let app = Application::build(config).await?;
+    let addr = app.local_addr()?;
+    // The one line on stdout: scripts and tests wait for it.
+    println!("imagemeta: compute API listening on http://{addr}");
+    tracing::info!(%addr, "compute API listening");
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let store = args.store.open().await?;
+    let start = args.created_at.unwrap_or_else(now);
+    let count = args.count.unwrap_or(1);
+    for n in 0..count {
+        let id = match (&args.id, args.count) {
+            (Some(id), None) => id.clone(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let created = start + time::Duration::seconds(n as i64);
+        let mut image = Image::new(id, created);
+        image.name = match (&args.name, args.count) {
+            (Some(name), Some(_)) => Some(format!("{name}-{n}")),
+            (name, _) => name.clone(),
+        };
+        image.owner = args.owner.clone();
+        image.visibility = args.visibility;
+        image.status = args.status;
+        image.min_disk = args.min_disk;
+        image.min_ram = args.min_ram;
+        image.size = args.size;
+        image.protected = args.protected;
+        image.os_hidden = args.os_hidden;
+        let mut props = Properties::default();
+        for (k, v) in &args.properties {
+            props.set(k.clone(), Some(v.clone()));
+        }
+        image.properties = props;
+        let image = store
+            .insert_image(image)
+            .await
+            .with_context(|| "cannot create the image")?;
+        println!("{}", serde_json::to_string(&glance_shape(&image))?);
+    }
+    Ok(())
+}
+
+async fn list(store: StoreArgs) -> anyhow::Result<()> {
+    let store = store.open().await?;
+    let mut all = Vec::new();
+    let mut query = ListQuery {
+        limit: 1000,
+        detail: true,
+        ..ListQuery::default()
+    };
+    loop {
+        let page = store.list_images(Caller::Operator, &query).await?;
+        let done = page.len() < query.limit;
+        query.marker = page.last().map(|i| i.id.clone());
+        all.extend(page.iter().map(glance_shape));
+        if done {
+            break;
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&Value::Array(all))?);
+    Ok(())
+}
+
+/// The image as Glance v2 shows it: base attributes, then every property as a top-level key.
+fn glance_shape(image: &Image) -> Value {
+    let mut v: Map<String, Value> = json!({
+        "id": image.id, "name": image.name, "status": image.status.as_str(),
+        "visibility": image.visibility.as_str(), "owner": image.owner, "protected": image.protected,
+        "os_hidden": image.os_hidden, "size": image.size, "virtual_size": image.virtual_size,
+        "min_disk": image.min_disk, "min_ram": image.min_ram, "disk_format": image.disk_format,
+        "container_format": image.container_format, "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo, "os_hash_value": image.os_hash_value,
+        "created_at": isotime(image.created_at), "updated_at": isotime(image.updated_at),
+        "tags": image.tags,
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    for (k, val) in image.properties.iter() {
+        v.entry(k.to_owned()).or_insert_with(|| json!(val.unwrap_or("")));
+    }
+    Value::Object(v)
+}

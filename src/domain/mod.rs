@@ -1,0 +1,146 @@
+//! The image catalogue's own model: images, their metadata, who may see and change them.
+//!
+//! Nothing here knows HTTP or SQL. Both APIs (Compute and, later, Glance v2) speak about the same
+//! [`Image`]; the API layers translate it into their wire shapes.
+
+pub mod metadata;
+pub mod policy;
+
+use time::OffsetDateTime;
+
+pub use metadata::{MetadataKey, MetadataValue, Properties};
+pub use policy::Principal;
+
+/// Glance's image status. Stored as its Glance name; the Compute API maps it to its own
+/// status and progress (nova-images §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStatus {
+    Queued,
+    Saving,
+    Active,
+    Killed,
+    Deleted,
+    PendingDelete,
+    Deactivated,
+    Uploading,
+    Importing,
+}
+
+impl ImageStatus {
+    pub const ALL: [ImageStatus; 9] = [
+        Self::Queued,
+        Self::Saving,
+        Self::Active,
+        Self::Killed,
+        Self::Deleted,
+        Self::PendingDelete,
+        Self::Deactivated,
+        Self::Uploading,
+        Self::Importing,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Saving => "saving",
+            Self::Active => "active",
+            Self::Killed => "killed",
+            Self::Deleted => "deleted",
+            Self::PendingDelete => "pending_delete",
+            Self::Deactivated => "deactivated",
+            Self::Uploading => "uploading",
+            Self::Importing => "importing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Glance's visibility of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    Private,
+    Shared,
+    Community,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::Shared => "shared",
+            Self::Community => "community",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Public, Self::Private, Self::Shared, Self::Community]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// An image as the store keeps it: Glance's base attributes in typed fields, every other
+/// property (what the Compute API calls metadata) in `properties`, in insertion order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: ImageStatus,
+    pub visibility: Visibility,
+    pub owner: Option<String>,
+    pub protected: bool,
+    pub os_hidden: bool,
+    pub size: Option<i64>,
+    pub virtual_size: Option<i64>,
+    pub min_disk: i64,
+    pub min_ram: i64,
+    pub disk_format: Option<String>,
+    pub container_format: Option<String>,
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub tags: Vec<String>,
+    pub properties: Properties,
+}
+
+impl Image {
+    /// A new image with Glance's defaults (`queued`, `shared`, sizes unknown).
+    pub fn new(id: String, now: OffsetDateTime) -> Image {
+        Image {
+            id,
+            name: None,
+            status: ImageStatus::Queued,
+            visibility: Visibility::Shared,
+            owner: None,
+            protected: false,
+            os_hidden: false,
+            size: None,
+            virtual_size: None,
+            min_disk: 0,
+            min_ram: 0,
+            disk_format: None,
+            container_format: None,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            created_at: now,
+            updated_at: now,
+            tags: Vec::new(),
+            properties: Properties::default(),
+        }
+    }
+}
+
+/// Now, truncated to microseconds: the resolution the store keeps, so a value read back
+/// equals the value written.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}

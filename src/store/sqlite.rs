@@ -1,0 +1,551 @@
+//! The embedded default store: SQLite in WAL mode.
+//!
+//! # Layout
+//! * Reads run on a small pool of read-only connections, each in its own snapshot transaction,
+//!   on tokio's blocking threads.
+//! * Writes go to one writer thread that owns the only writing connection. It takes every
+//!   write waiting in its queue, runs each inside its own savepoint of one transaction, commits
+//!   once (one fsync for the whole batch: group commit), and only then answers each caller. A
+//!   write whose own checks fail rolls back to its savepoint and leaves the batch intact; a
+//!   failed commit fails every write in the batch, none of which was acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::{Caller, ListQuery, Store, StoreError, Synchronous};
+use crate::domain::metadata::{MetadataChange, MetadataQuota};
+use crate::domain::{Image, ImageStatus, Principal, Properties, Visibility, now, policy};
+
+/// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_images.sql")];
+
+/// The most writes one commit carries: bounds the latency of the first writer in a batch.
+const MAX_BATCH: usize = 512;
+
+/// How many idle read connections are kept.
+const READ_POOL: usize = 16;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    /// Idle read connections; a read takes one or opens a new one.
+    readers: Mutex<Vec<Connection>>,
+    /// The writer thread's queue. The thread ends when this sender is dropped.
+    writer: mpsc::Sender<Job>,
+}
+
+/// A write, run on the writer thread inside its savepoint. It returns whether it succeeded
+/// (to keep or roll back its savepoint) and how to answer its caller once the commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            readers: Mutex::new(Vec::new()),
+            writer: tx,
+        })
+    }
+
+    fn reader(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(c)
+    }
+
+    /// Runs `f` in a read snapshot on a blocking thread.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.reader()?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let tx = conn.transaction()?;
+                let r = f(&tx)?;
+                tx.finish()?;
+                Ok(r)
+            })();
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Queues `f` for the writer; resolves once the transaction holding it has committed.
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(committed.and(result));
+            });
+            (ok, reply)
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Internal(format!(
+            "the database schema is version {applied}, newer than this imagemeta ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for sql in &MIGRATIONS[applied..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The writer thread: group commit over whatever is queued.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Nothing ran. Dropping the jobs drops their reply channels: each caller gets an error.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            continue;
+        }
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let outcome = conn
+                .execute_batch("SAVEPOINT w")
+                .map(|()| job(&conn))
+                .and_then(|(ok, reply)| {
+                    let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+                    conn.execute_batch(end).map(|()| reply)
+                });
+            match outcome {
+                Ok(reply) => replies.push(Some(reply)),
+                Err(e) => {
+                    tracing::error!(error = %e, "savepoint failed; failing the batch");
+                    replies.push(None);
+                }
+            }
+        }
+        let committed = if replies.iter().all(Option::is_some) {
+            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        } else {
+            Err("a write in the batch could not be isolated".into())
+        };
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed; no write of the batch is acknowledged");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.into_iter().flatten() {
+            reply(committed.clone().map_err(StoreError::Internal));
+        }
+    }
+}
+
+const IMAGE_COLUMNS: &str = "id, name, status, visibility, owner, protected, os_hidden, size, \
+     virtual_size, min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, \
+     os_hash_value, created_at, updated_at";
+
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+fn from_micros(us: i64) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e)))
+}
+
+fn bad_column(col: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        format!("unknown {what} in the database").into(),
+    )
+}
+
+/// One `images` row, without properties and tags.
+fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
+    let status: String = row.get(2)?;
+    let visibility: String = row.get(3)?;
+    Ok(Image {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        status: ImageStatus::parse(&status).ok_or_else(|| bad_column(2, "status"))?,
+        visibility: Visibility::parse(&visibility).ok_or_else(|| bad_column(3, "visibility"))?,
+        owner: row.get(4)?,
+        protected: row.get(5)?,
+        os_hidden: row.get(6)?,
+        size: row.get(7)?,
+        virtual_size: row.get(8)?,
+        min_disk: row.get(9)?,
+        min_ram: row.get(10)?,
+        disk_format: row.get(11)?,
+        container_format: row.get(12)?,
+        checksum: row.get(13)?,
+        os_hash_algo: row.get(14)?,
+        os_hash_value: row.get(15)?,
+        created_at: from_micros(row.get(16)?)?,
+        updated_at: from_micros(row.get(17)?)?,
+        tags: Vec::new(),
+        properties: Properties::default(),
+    })
+}
+
+fn load_properties(conn: &Connection, id: &str) -> rusqlite::Result<Properties> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, value FROM image_properties WHERE image_id = ?1 ORDER BY rowid")?;
+    let items = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Properties::new(items))
+}
+
+fn load_tags(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT tag FROM image_tags WHERE image_id = ?1 ORDER BY tag")?;
+    stmt.query_map([id], |r| r.get(0))?.collect()
+}
+
+/// The whole image, or `None`.
+fn load_image(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1"))?;
+    let Some(mut image) = stmt.query_row([id], image_from_row).optional()? else {
+        return Ok(None);
+    };
+    image.properties = load_properties(conn, id)?;
+    image.tags = load_tags(conn, id)?;
+    Ok(Some(image))
+}
+
+/// The image if `who` may see it, else `NotFound`.
+fn visible_image(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
+    match load_image(conn, id)? {
+        Some(image) if policy::can_see(who, &image) => Ok(image),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+fn touch(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE images SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, micros(now())])?;
+    Ok(())
+}
+
+fn upsert_property(conn: &Connection, id: &str, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![id, key, value])?;
+    Ok(())
+}
+
+fn delete_property(conn: &Connection, id: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM image_properties WHERE image_id = ?1 AND name = ?2")?
+        .execute(params![id, key])?;
+    Ok(())
+}
+
+/// The metadata transaction body (see [`Store::change_metadata`] for the order of checks).
+fn change_metadata_tx(
+    conn: &Connection,
+    who: &Principal,
+    id: &str,
+    change: MetadataChange,
+    quota: MetadataQuota,
+) -> Result<Properties, StoreError> {
+    let image = visible_image(conn, who, id)?;
+    let may_modify = policy::can_modify(who, &image);
+    let mut props = image.properties;
+    let count = match &change {
+        MetadataChange::Merge(items) => {
+            for (k, v) in items {
+                props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
+            }
+            props.len()
+        }
+        MetadataChange::Replace(items) => items.len(),
+        MetadataChange::Set(k, v) => {
+            props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
+            props.len()
+        }
+        MetadataChange::Delete(k) => {
+            if !props.remove(k) {
+                return Err(StoreError::KeyNotFound);
+            }
+            0 // Nova never checks the quota on a delete.
+        }
+    };
+    if !quota.allows(count) {
+        return Err(StoreError::QuotaExceeded);
+    }
+    if !may_modify {
+        return Err(StoreError::Forbidden);
+    }
+    match change {
+        MetadataChange::Merge(items) => {
+            for (k, v) in &items {
+                upsert_property(conn, id, k.as_str(), v.as_str())?;
+            }
+        }
+        MetadataChange::Replace(items) => {
+            let keep: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+            for (old, _) in props.iter().filter(|(k, _)| !keep.contains(k)) {
+                delete_property(conn, id, old)?;
+            }
+            for (k, v) in &items {
+                upsert_property(conn, id, k.as_str(), v.as_str())?;
+            }
+        }
+        MetadataChange::Set(k, v) => upsert_property(conn, id, k.as_str(), v.as_str())?,
+        MetadataChange::Delete(k) => delete_property(conn, id, &k)?,
+    }
+    touch(conn, id)?;
+    Ok(load_properties(conn, id)?)
+}
+
+fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<(), StoreError> {
+    let image = visible_image(conn, who, id)?;
+    if !policy::can_delete(who, &image) {
+        return Err(StoreError::Forbidden);
+    }
+    conn.prepare_cached("DELETE FROM images WHERE id = ?1")?.execute([id])?;
+    Ok(())
+}
+
+fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+        .exists([&image.id])?;
+    if exists {
+        return Err(StoreError::Conflict(image.id.clone()));
+    }
+    conn.prepare_cached(&format!(
+        "INSERT INTO images ({IMAGE_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?
+    .execute(params![
+        image.id,
+        image.name,
+        image.status.as_str(),
+        image.visibility.as_str(),
+        image.owner,
+        image.protected,
+        image.os_hidden,
+        image.size,
+        image.virtual_size,
+        image.min_disk,
+        image.min_ram,
+        image.disk_format,
+        image.container_format,
+        image.checksum,
+        image.os_hash_algo,
+        image.os_hash_value,
+        micros(image.created_at),
+        micros(image.updated_at),
+    ])?;
+    let mut prop = conn.prepare_cached("INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3)")?;
+    for (k, v) in image.properties.iter() {
+        prop.execute(params![image.id, k, v])?;
+    }
+    let mut tag = conn.prepare_cached("INSERT OR IGNORE INTO image_tags (image_id, tag) VALUES (?1, ?2)")?;
+    for t in &image.tags {
+        tag.execute(params![image.id, t])?;
+    }
+    Ok(())
+}
+
+/// Builds and runs the listing query: visibility, filters, then the keyset after the marker.
+fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Result<Vec<Image>, StoreError> {
+    let mut sql = format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: Value| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+
+    // Glance's default listing scope: public images and the caller's own; an admin sees every
+    // project's images except other projects' community images. Hidden images are left out.
+    match caller {
+        Caller::Operator => {}
+        Caller::User(who) => {
+            sql.push_str(" AND i.os_hidden = 0");
+            let vis = if who.is_admin {
+                " AND (i.visibility <> 'community' OR i.owner = ?)"
+            } else {
+                " AND (i.visibility = 'public' OR i.owner = ?)"
+            };
+            arg(&mut sql, vis, Value::Text(who.project_id.clone()));
+        }
+    }
+    if !q.names.is_empty() {
+        sql.push_str(" AND i.name IN (");
+        for (n, name) in q.names.iter().enumerate() {
+            arg(&mut sql, if n == 0 { "?" } else { ", ?" }, Value::Text(name.clone()));
+        }
+        sql.push(')');
+    }
+    if !q.statuses.is_empty() {
+        sql.push_str(" AND i.status IN (");
+        for (n, st) in q.statuses.iter().enumerate() {
+            arg(
+                &mut sql,
+                if n == 0 { "?" } else { ", ?" },
+                Value::Text(st.as_str().into()),
+            );
+        }
+        sql.push(')');
+    }
+    if let Some(t) = q.updated_since {
+        arg(&mut sql, " AND i.updated_at >= ?", Value::Integer(micros(t)));
+    }
+    if let Some(n) = q.min_ram {
+        arg(&mut sql, " AND i.min_ram = ?", Value::Integer(n));
+    }
+    if let Some(n) = q.min_disk {
+        arg(&mut sql, " AND i.min_disk = ?", Value::Integer(n));
+    }
+    for (k, v) in &q.properties {
+        arg(
+            &mut sql,
+            " AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ?",
+            Value::Text(k.clone()),
+        );
+        arg(&mut sql, " AND p.value = ?)", Value::Text(v.clone()));
+    }
+    if let Some(marker) = &q.marker {
+        let found = load_image(conn, marker)?;
+        let visible = match (caller, &found) {
+            (_, None) => false,
+            (Caller::Operator, Some(_)) => true,
+            (Caller::User(who), Some(img)) => policy::can_see(who, img),
+        };
+        let Some(m) = found.filter(|_| visible) else {
+            return Err(StoreError::MarkerNotFound(marker.clone()));
+        };
+        let at = micros(m.created_at);
+        arg(&mut sql, " AND (i.created_at < ?", Value::Integer(at));
+        arg(&mut sql, " OR (i.created_at = ?", Value::Integer(at));
+        arg(&mut sql, " AND i.id < ?))", Value::Text(m.id));
+    }
+    arg(
+        &mut sql,
+        " ORDER BY i.created_at DESC, i.id DESC LIMIT ?",
+        Value::Integer(q.limit as i64),
+    );
+
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut images = stmt
+        .query_map(params_from_iter(args), image_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if q.detail {
+        for image in &mut images {
+            image.properties = load_properties(conn, &image.id)?;
+            image.tags = load_tags(conn, &image.id)?;
+        }
+    }
+    Ok(images)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
+        let (who, id) = (who.clone(), id.to_owned());
+        self.read(move |c| visible_image(c, &who, &id)).await
+    }
+
+    async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
+        let query = query.clone();
+        let who = match caller {
+            Caller::User(p) => Some(p.clone()),
+            Caller::Operator => None,
+        };
+        self.read(move |c| {
+            let caller = who.as_ref().map_or(Caller::Operator, Caller::User);
+            list_images_tx(c, caller, &query)
+        })
+        .await
+    }
+
+    async fn change_metadata(
+        &self,
+        who: &Principal,
+        id: &str,
+        change: MetadataChange,
+        quota: MetadataQuota,
+    ) -> Result<Properties, StoreError> {
+        let (who, id) = (who.clone(), id.to_owned());
+        self.write(move |c| change_metadata_tx(c, &who, &id, change, quota))
+            .await
+    }
+
+    async fn delete_image(&self, who: &Principal, id: &str) -> Result<(), StoreError> {
+        let (who, id) = (who.clone(), id.to_owned());
+        self.write(move |c| delete_image_tx(c, &who, &id)).await
+    }
+
+    async fn insert_image(&self, image: Image) -> Result<Image, StoreError> {
+        self.write(move |c| {
+            insert_image_tx(c, &image)?;
+            Ok(image)
+        })
+        .await
+    }
+}
