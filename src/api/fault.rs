@@ -5,7 +5,7 @@
 //! keystonemiddleware's 401 body; and WebOb's bare error page (unrouted paths, oversized
 //! bodies), whose format follows `Accept`.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -24,8 +24,15 @@ pub enum Fault {
     Nova { status: StatusCode, message: String },
     /// A missing or invalid token, in Keystone's format with `WWW-Authenticate`.
     Unauthorized { www_authenticate_uri: String },
-    /// A WebOb error page: the status with an optional detail line.
-    Bare { status: StatusCode, detail: Option<String> },
+    /// A WebOb error page (Nova's unrouted paths and oversized bodies, every Glance error):
+    /// the status, an explanation (WebOb's default for the status when `None`), an optional
+    /// detail line, and extra headers.
+    Bare {
+        status: StatusCode,
+        explanation: Option<String>,
+        detail: Option<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
     /// A known path called with a method it does not serve (this project's 405 override).
     BadMethod { allow: &'static str },
 }
@@ -35,6 +42,26 @@ impl Fault {
         Fault::Nova {
             status,
             message: message.into(),
+        }
+    }
+
+    /// A WebOb error page with its default text.
+    pub fn bare(status: StatusCode) -> Fault {
+        Fault::Bare {
+            status,
+            explanation: None,
+            detail: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A WebOb error page with an explanation (Glance's `HTTPXxx(explanation=…)`).
+    pub fn explained(status: StatusCode, explanation: impl Into<String>) -> Fault {
+        Fault::Bare {
+            status,
+            explanation: Some(explanation.into()),
+            detail: None,
+            headers: Vec::new(),
         }
     }
 
@@ -97,7 +124,17 @@ impl Fault {
                 }
                 (status, headers, json::to_vec(&body)).into_response()
             }
-            Fault::Bare { detail, .. } => bare_body(status, detail.as_deref(), accept),
+            Fault::Bare {
+                explanation,
+                detail,
+                headers,
+                ..
+            } => {
+                let explanation = explanation.as_deref().unwrap_or_else(|| default_explanation(status));
+                let mut r = bare_body(status, explanation, detail.as_deref(), accept);
+                r.headers_mut().extend(headers);
+                r
+            }
         }
     }
 }
@@ -130,22 +167,29 @@ fn nova_body(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// WebOb's explanation line for the statuses Nova leaves to it.
-fn explanation(status: StatusCode) -> &'static str {
+/// WebOb's default explanation for a status.
+fn default_explanation(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        400 => "The server could not comply with the request since it is either malformed or otherwise incorrect.",
+        401 => "This server could not verify that you are authorized to access the document you requested.",
+        403 => "Access was denied to this resource.",
         404 => "The resource could not be found.",
+        409 => "There was a conflict when trying to complete your request.",
         413 => "The body of your request was too large for this server.",
+        415 => "The request media type is not supported by this server.",
+        416 => "The Range requested is not available.",
+        501 => "That method is not implemented by this server.",
+        503 => "The server is currently unavailable. Please try again at a later time.",
         _ => "",
     }
 }
 
 /// WebOb's `WSGIHTTPException.generate_response`: HTML, JSON or plain text by `Accept`
 /// (plain text when there is none).
-fn bare_body(status: StatusCode, detail: Option<&str>, accept: Option<&HeaderValue>) -> Response {
+fn bare_body(status: StatusCode, explanation: &str, detail: Option<&str>, accept: Option<&HeaderValue>) -> Response {
     let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
     let status_line = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let title = status.canonical_reason().unwrap_or("");
-    let explanation = explanation(status);
     let detail = detail.unwrap_or("");
     let (content_type, body) = match super::negotiate(accept, &["text/html", "application/json"]) {
         Some("application/json") => {

@@ -5,6 +5,7 @@ pub mod compute;
 pub mod fault;
 pub mod json;
 pub mod microversion;
+pub mod pyrepr;
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 
 pub mod metadata;
 pub mod policy;
+pub mod update;
 
 use time::OffsetDateTime;
 
@@ -135,6 +136,54 @@ impl Image {
             tags: Vec::new(),
             properties: Properties::default(),
         }
+    }
+}
+
+/// Why a change to an image was refused, in terms both APIs can map to a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The request is malformed or names an invalid value (400).
+    Invalid,
+    /// The caller may not do this (403).
+    Forbidden,
+    /// The image is not in a state that allows it (409).
+    Conflict,
+    /// A quota or size limit would be exceeded (413).
+    OverLimit,
+    /// The uploaded data does not match the declared format (415).
+    BadData,
+    /// The image changed under the request (410).
+    Gone,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectionKind, message: impl Into<String>) -> Rejection {
+        Rejection {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Rejection {
+        Rejection::new(RejectionKind::Invalid, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection::new(RejectionKind::Forbidden, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Rejection {
+        Rejection::new(RejectionKind::Conflict, message)
+    }
+
+    pub fn over_limit(message: impl Into<String>) -> Rejection {
+        Rejection::new(RejectionKind::OverLimit, message)
     }
 }
 

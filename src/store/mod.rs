@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, ImageStatus, Principal, Properties};
+use crate::domain::{Image, Principal, Properties, Rejection, Visibility};
 
 /// What a store operation can fail with. The API layers map each to their own fault.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +32,15 @@ pub enum StoreError {
     /// A list marker that names no visible image.
     #[error("marker {0} could not be found")]
     MarkerNotFound(String),
-    /// An image with this id exists already.
+    /// An image with this id exists already, or existed and was deleted.
     #[error("image {0} already exists")]
     Conflict(String),
+    /// A delete of a protected image.
+    #[error("image is protected")]
+    Protected,
+    /// A modification refused by the domain rules.
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
     /// The database failed; the operation did not happen (or, for a write, was not committed).
     #[error("store failure: {0}")]
     Internal(String),
@@ -48,20 +54,16 @@ pub enum Caller<'a> {
     Operator,
 }
 
-/// A filtered, keyset-paginated listing in the order newest `created_at` first, then `id`
-/// descending (Glance's default).
+/// A filtered, sorted, keyset-paginated listing.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    /// Exact names; more than one means any of them (Glance's `in:` operator).
-    pub names: Vec<String>,
-    /// Statuses, any of them.
-    pub statuses: Vec<ImageStatus>,
-    /// Only images updated at or after this instant.
-    pub updated_since: Option<OffsetDateTime>,
-    pub min_ram: Option<i64>,
-    pub min_disk: Option<i64>,
-    /// Property equality filters, all of which must hold.
-    pub properties: Vec<(String, String)>,
+    /// All must hold.
+    pub filters: Vec<Filter>,
+    pub visibility: VisibilityFilter,
+    pub hidden: HiddenFilter,
+    /// Sort keys in order; `created_at` then `id` are appended as tie-breakers in the direction
+    /// of the last key (descending when there is none), as Glance does.
+    pub sort: Vec<(Column, SortDir)>,
     /// Start after this image id.
     pub marker: Option<String>,
     pub limit: usize,
@@ -69,13 +71,90 @@ pub struct ListQuery {
     pub detail: bool,
 }
 
+/// Which visibilities a user listing keeps (glance-v2 §10). Other projects' community images
+/// appear only when asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VisibilityFilter {
+    /// Public, the caller's own, and community images the caller owns.
+    #[default]
+    Default,
+    Only(Visibility),
+    /// Everything the caller may list.
+    All,
+}
+
+/// `os_hidden` images: left out by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HiddenFilter {
+    #[default]
+    Exclude,
+    Only,
+}
+
+/// Image columns that listings filter and sort on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    Id,
+    Name,
+    Status,
+    Visibility,
+    Owner,
+    ContainerFormat,
+    DiskFormat,
+    Size,
+    VirtualSize,
+    MinRam,
+    MinDisk,
+    Checksum,
+    OsHashValue,
+    Protected,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortDir {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// A filter value, typed like its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+    Time(OffsetDateTime),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// `column <cmp> value`.
+    Compare(Column, Cmp, Scalar),
+    /// `column IN (values)`.
+    In(Column, Vec<Scalar>),
+    /// An extra property equal to a string.
+    Property(String, String),
+    /// The image carries this tag.
+    Tag(String),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The image `id`, if `who` may see it.
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError>;
 
-    /// A page of the images `caller` may list. Hidden images (`os_hidden`) are left out of
-    /// user listings, as Glance does by default.
+    /// A page of the images `caller` may list (never deleted or killed ones for users).
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError>;
 
     /// Applies one metadata change atomically and returns the image's properties after it.
@@ -89,14 +168,22 @@ pub trait Store: Send + Sync + 'static {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError>;
 
-    /// Deletes the image: `NotFound` if invisible, `Forbidden` if not allowed or protected.
-    async fn delete_image(&self, who: &Principal, id: &str) -> Result<(), StoreError>;
+    /// Loads the visible image `id`, lets `change` modify it (it applies its own permission
+    /// checks), and saves the result in the same transaction, with a new `updated_at`.
+    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError>;
 
-    /// Inserts a complete image (the operator's seeding path).
+    /// Deletes the image and returns it: `NotFound` if invisible, `Forbidden` if not allowed,
+    /// `Protected` if protected. Its id can never be used again.
+    async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError>;
+
+    /// Inserts a complete image; `Conflict` when the id is or was in use.
     async fn insert_image(&self, image: Image) -> Result<Image, StoreError>;
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// A change to one image, run inside the store's transaction.
+pub type Modification = Box<dyn FnOnce(&mut Image) -> Result<(), Rejection> + Send>;
 
 /// Where the data lives, parsed from `--database`.
 #[derive(Debug, Clone, PartialEq, Eq)]

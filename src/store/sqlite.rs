@@ -18,12 +18,18 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{Caller, ListQuery, Store, StoreError, Synchronous};
+use super::{
+    Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Modification, Scalar, SortDir, Store, StoreError,
+    Synchronous, VisibilityFilter,
+};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::{Image, ImageStatus, Principal, Properties, Visibility, now, policy};
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_images.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_images.sql"),
+    include_str!("migrations/0002_deleted_ids.sql"),
+];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
 const MAX_BATCH: usize = 512;
@@ -361,27 +367,33 @@ fn change_metadata_tx(
     Ok(load_properties(conn, id)?)
 }
 
-fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<(), StoreError> {
+fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
     let image = visible_image(conn, who, id)?;
-    if !policy::can_delete(who, &image) {
+    if !policy::can_modify(who, &image) {
         return Err(StoreError::Forbidden);
     }
+    if image.protected {
+        return Err(StoreError::Protected);
+    }
     conn.prepare_cached("DELETE FROM images WHERE id = ?1")?.execute([id])?;
-    Ok(())
+    conn.prepare_cached("INSERT OR REPLACE INTO deleted_image_ids (id, deleted_at) VALUES (?1, ?2)")?
+        .execute(params![id, micros(now())])?;
+    Ok(image)
 }
 
-fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
-        .exists([&image.id])?;
-    if exists {
-        return Err(StoreError::Conflict(image.id.clone()));
-    }
-    conn.prepare_cached(&format!(
-        "INSERT INTO images ({IMAGE_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-    ))?
-    .execute(params![
+fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result<()> {
+    let sql = if insert {
+        format!(
+            "INSERT INTO images ({IMAGE_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        )
+    } else {
+        "UPDATE images SET name = ?2, status = ?3, visibility = ?4, owner = ?5, protected = ?6, os_hidden = ?7, \
+         size = ?8, virtual_size = ?9, min_disk = ?10, min_ram = ?11, disk_format = ?12, container_format = ?13, \
+         checksum = ?14, os_hash_algo = ?15, os_hash_value = ?16, created_at = ?17, updated_at = ?18 WHERE id = ?1"
+            .to_owned()
+    };
+    conn.prepare_cached(&sql)?.execute(params![
         image.id,
         image.name,
         image.status.as_str(),
@@ -401,10 +413,12 @@ fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
         micros(image.created_at),
         micros(image.updated_at),
     ])?;
-    let mut prop = conn.prepare_cached("INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3)")?;
-    for (k, v) in image.properties.iter() {
-        prop.execute(params![image.id, k, v])?;
-    }
+    Ok(())
+}
+
+fn write_tags(conn: &Connection, image: &Image) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM image_tags WHERE image_id = ?1")?
+        .execute([&image.id])?;
     let mut tag = conn.prepare_cached("INSERT OR IGNORE INTO image_tags (image_id, tag) VALUES (?1, ?2)")?;
     for t in &image.tags {
         tag.execute(params![image.id, t])?;
@@ -412,64 +426,208 @@ fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Builds and runs the listing query: visibility, filters, then the keyset after the marker.
+fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
+    let taken = conn
+        .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+        .exists([&image.id])?
+        || conn
+            .prepare_cached("SELECT 1 FROM deleted_image_ids WHERE id = ?1")?
+            .exists([&image.id])?;
+    if taken {
+        return Err(StoreError::Conflict(image.id.clone()));
+    }
+    write_row(conn, image, true)?;
+    let mut prop = conn.prepare_cached("INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3)")?;
+    for (k, v) in image.properties.iter() {
+        prop.execute(params![image.id, k, v])?;
+    }
+    Ok(write_tags(conn, image)?)
+}
+
+/// Loads, modifies and saves one image: only the properties that changed are written, so
+/// their insertion order is kept.
+fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+    let before = visible_image(conn, who, id)?;
+    let mut after = before.clone();
+    change(&mut after).map_err(StoreError::Rejected)?;
+    after.id = before.id.clone();
+    after.updated_at = now();
+    write_row(conn, &after, false)?;
+    for (k, _) in before.properties.iter() {
+        if after.properties.get(k).is_none() {
+            delete_property(conn, id, k)?;
+        }
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
+    )?;
+    for (k, v) in after.properties.iter() {
+        if before.properties.get(k).map(|old| old.as_deref()) != Some(v) {
+            upsert.execute(params![id, k, v])?;
+        }
+    }
+    if before.tags != after.tags {
+        write_tags(conn, &after)?;
+    }
+    after.properties = load_properties(conn, id)?;
+    after.tags = load_tags(conn, id)?;
+    Ok(after)
+}
+
+fn column_sql(c: Column) -> &'static str {
+    match c {
+        Column::Id => "i.id",
+        Column::Name => "i.name",
+        Column::Status => "i.status",
+        Column::Visibility => "i.visibility",
+        Column::Owner => "i.owner",
+        Column::ContainerFormat => "i.container_format",
+        Column::DiskFormat => "i.disk_format",
+        Column::Size => "i.size",
+        Column::VirtualSize => "i.virtual_size",
+        Column::MinRam => "i.min_ram",
+        Column::MinDisk => "i.min_disk",
+        Column::Checksum => "i.checksum",
+        Column::OsHashValue => "i.os_hash_value",
+        Column::Protected => "i.protected",
+        Column::CreatedAt => "i.created_at",
+        Column::UpdatedAt => "i.updated_at",
+    }
+}
+
+fn scalar(v: &Scalar) -> Value {
+    match v {
+        Scalar::Text(s) => Value::Text(s.clone()),
+        Scalar::Int(n) => Value::Integer(*n),
+        Scalar::Bool(b) => Value::Integer(*b as i64),
+        Scalar::Time(t) => Value::Integer(micros(*t)),
+    }
+}
+
+/// The value of a sort column on an image, for the keyset after a marker.
+fn column_value(image: &Image, c: Column) -> Value {
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    match c {
+        Column::Id => Value::Text(image.id.clone()),
+        Column::Name => text(&image.name),
+        Column::Status => Value::Text(image.status.as_str().into()),
+        Column::Visibility => Value::Text(image.visibility.as_str().into()),
+        Column::Owner => text(&image.owner),
+        Column::ContainerFormat => text(&image.container_format),
+        Column::DiskFormat => text(&image.disk_format),
+        Column::Size => int(image.size),
+        Column::VirtualSize => int(image.virtual_size),
+        Column::MinRam => Value::Integer(image.min_ram),
+        Column::MinDisk => Value::Integer(image.min_disk),
+        Column::Checksum => text(&image.checksum),
+        Column::OsHashValue => text(&image.os_hash_value),
+        Column::Protected => Value::Integer(image.protected as i64),
+        Column::CreatedAt => Value::Integer(micros(image.created_at)),
+        Column::UpdatedAt => Value::Integer(micros(image.updated_at)),
+    }
+}
+
+/// A query under construction: SQL text and its positional arguments.
+struct Sql {
+    text: String,
+    args: Vec<Value>,
+}
+
+impl Sql {
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Appends `?N` bound to `v`.
+    fn arg(&mut self, v: Value) {
+        self.args.push(v);
+        self.text.push_str(&format!("?{}", self.args.len()));
+    }
+}
+
+/// Builds and runs the listing query: scope, filters, then the keyset after the marker, in
+/// sort order. NULLs sort first in ascending order (SQLite's rule).
 fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Result<Vec<Image>, StoreError> {
-    let mut sql = format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1");
-    let mut args: Vec<Value> = Vec::new();
-    let mut arg = |sql: &mut String, clause: &str, v: Value| {
-        args.push(v);
-        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    let mut sql = Sql {
+        text: format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1"),
+        args: Vec::new(),
     };
 
-    // Glance's default listing scope: public images and the caller's own; an admin sees every
-    // project's images except other projects' community images. Hidden images are left out.
-    match caller {
-        Caller::Operator => {}
-        Caller::User(who) => {
-            sql.push_str(" AND i.os_hidden = 0");
-            let vis = if who.is_admin {
-                " AND (i.visibility <> 'community' OR i.owner = ?)"
-            } else {
-                " AND (i.visibility = 'public' OR i.owner = ?)"
-            };
-            arg(&mut sql, vis, Value::Text(who.project_id.clone()));
+    if let Caller::User(who) = caller {
+        // Glance's candidate set: public and community images and the caller's own (an admin:
+        // all); never deleted or killed ones.
+        sql.push(" AND i.status NOT IN ('deleted', 'killed')");
+        if !who.is_admin {
+            sql.push(" AND (i.visibility IN ('public', 'community') OR i.owner = ");
+            sql.arg(Value::Text(who.project_id.clone()));
+            sql.push(")");
+        }
+        match q.visibility {
+            VisibilityFilter::Default => {
+                sql.push(" AND (i.visibility <> 'community' OR i.owner = ");
+                sql.arg(Value::Text(who.project_id.clone()));
+                sql.push(")");
+            }
+            VisibilityFilter::Only(v) => {
+                sql.push(" AND i.visibility = ");
+                sql.arg(Value::Text(v.as_str().into()));
+            }
+            VisibilityFilter::All => {}
+        }
+        sql.push(match q.hidden {
+            HiddenFilter::Exclude => " AND i.os_hidden = 0",
+            HiddenFilter::Only => " AND i.os_hidden = 1",
+        });
+    }
+    for f in &q.filters {
+        match f {
+            Filter::Compare(c, cmp, v) => {
+                let op = match cmp {
+                    Cmp::Eq => " = ",
+                    Cmp::Neq => " IS NOT ",
+                    Cmp::Gt => " > ",
+                    Cmp::Gte => " >= ",
+                    Cmp::Lt => " < ",
+                    Cmp::Lte => " <= ",
+                };
+                sql.push(&format!(" AND {}{op}", column_sql(*c)));
+                sql.arg(scalar(v));
+            }
+            Filter::In(c, values) => {
+                sql.push(&format!(" AND {} IN (", column_sql(*c)));
+                for (n, v) in values.iter().enumerate() {
+                    if n > 0 {
+                        sql.push(", ");
+                    }
+                    sql.arg(scalar(v));
+                }
+                sql.push(")");
+            }
+            Filter::Property(k, v) => {
+                sql.push(" AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
+                sql.arg(Value::Text(k.clone()));
+                sql.push(" AND p.value = ");
+                sql.arg(Value::Text(v.clone()));
+                sql.push(")");
+            }
+            Filter::Tag(t) => {
+                sql.push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.tag = ");
+                sql.arg(Value::Text(t.clone()));
+                sql.push(")");
+            }
         }
     }
-    if !q.names.is_empty() {
-        sql.push_str(" AND i.name IN (");
-        for (n, name) in q.names.iter().enumerate() {
-            arg(&mut sql, if n == 0 { "?" } else { ", ?" }, Value::Text(name.clone()));
+
+    let mut keys = q.sort.clone();
+    let tie_dir = keys.last().map_or(SortDir::Desc, |(_, d)| *d);
+    for tie in [Column::CreatedAt, Column::Id] {
+        if !keys.iter().any(|(c, _)| *c == tie) {
+            keys.push((tie, tie_dir));
         }
-        sql.push(')');
     }
-    if !q.statuses.is_empty() {
-        sql.push_str(" AND i.status IN (");
-        for (n, st) in q.statuses.iter().enumerate() {
-            arg(
-                &mut sql,
-                if n == 0 { "?" } else { ", ?" },
-                Value::Text(st.as_str().into()),
-            );
-        }
-        sql.push(')');
-    }
-    if let Some(t) = q.updated_since {
-        arg(&mut sql, " AND i.updated_at >= ?", Value::Integer(micros(t)));
-    }
-    if let Some(n) = q.min_ram {
-        arg(&mut sql, " AND i.min_ram = ?", Value::Integer(n));
-    }
-    if let Some(n) = q.min_disk {
-        arg(&mut sql, " AND i.min_disk = ?", Value::Integer(n));
-    }
-    for (k, v) in &q.properties {
-        arg(
-            &mut sql,
-            " AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ?",
-            Value::Text(k.clone()),
-        );
-        arg(&mut sql, " AND p.value = ?)", Value::Text(v.clone()));
-    }
+
     if let Some(marker) = &q.marker {
         let found = load_image(conn, marker)?;
         let visible = match (caller, &found) {
@@ -480,20 +638,49 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
         let Some(m) = found.filter(|_| visible) else {
             return Err(StoreError::MarkerNotFound(marker.clone()));
         };
-        let at = micros(m.created_at);
-        arg(&mut sql, " AND (i.created_at < ?", Value::Integer(at));
-        arg(&mut sql, " OR (i.created_at = ?", Value::Integer(at));
-        arg(&mut sql, " AND i.id < ?))", Value::Text(m.id));
+        // (k1, k2, …) strictly after the marker's values, each key in its own direction.
+        sql.push(" AND (");
+        for i in 0..keys.len() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (c, _) in &keys[..i] {
+                sql.push(&format!("{} IS ", column_sql(*c)));
+                sql.arg(column_value(&m, *c));
+                sql.push(" AND ");
+            }
+            let (c, dir) = keys[i];
+            let col = column_sql(c);
+            match (column_value(&m, c), dir) {
+                (Value::Null, SortDir::Asc) => sql.push(&format!("{col} IS NOT NULL")),
+                (Value::Null, SortDir::Desc) => sql.push("0"),
+                (v, SortDir::Asc) => {
+                    sql.push(&format!("{col} > "));
+                    sql.arg(v);
+                }
+                (v, SortDir::Desc) => {
+                    sql.push(&format!("({col} IS NULL OR {col} < "));
+                    sql.arg(v);
+                    sql.push(")");
+                }
+            }
+            sql.push(")");
+        }
+        sql.push(")");
     }
-    arg(
-        &mut sql,
-        " ORDER BY i.created_at DESC, i.id DESC LIMIT ?",
-        Value::Integer(q.limit as i64),
-    );
+    sql.push(" ORDER BY ");
+    let order: Vec<String> = keys
+        .iter()
+        .map(|(c, d)| format!("{} {}", column_sql(*c), if *d == SortDir::Asc { "ASC" } else { "DESC" }))
+        .collect();
+    sql.push(&order.join(", "));
+    sql.push(" LIMIT ");
+    sql.arg(Value::Integer(q.limit as i64));
 
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&sql.text)?;
     let mut images = stmt
-        .query_map(params_from_iter(args), image_from_row)?
+        .query_map(params_from_iter(sql.args), image_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if q.detail {
         for image in &mut images {
@@ -536,7 +723,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_image(&self, who: &Principal, id: &str) -> Result<(), StoreError> {
+    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+        let (who, id) = (who.clone(), id.to_owned());
+        self.write(move |c| modify_image_tx(c, &who, &id, change)).await
+    }
+
+    async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
         self.write(move |c| delete_image_tx(c, &who, &id)).await
     }

@@ -8,7 +8,7 @@ use super::views;
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
 use crate::domain::ImageStatus;
-use crate::store::{Caller, ListQuery, StoreError};
+use crate::store::{Caller, Cmp, Column, Filter, ListQuery, Scalar, StoreError};
 
 /// Nova's `[api] max_limit`: the most images one page carries (the Rec of §4.2).
 pub const MAX_LIMIT: u64 = 1000;
@@ -86,31 +86,39 @@ fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
         ..ListQuery::default()
     };
     if let Some(name) = ctx.query_last("name") {
-        q.names = in_operator(name);
+        let names = in_operator(name).into_iter().map(Scalar::Text).collect();
+        q.filters.push(Filter::In(Column::Name, names));
     }
     if let Some(status) = ctx.query_last("status") {
-        q.statuses = in_operator(&status.to_lowercase())
+        let statuses = in_operator(&status.to_lowercase())
             .iter()
-            .map(|s| {
-                ImageStatus::parse(s)
-                    .ok_or_else(|| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid status value: {s}")))
+            .map(|s| match ImageStatus::parse(s) {
+                Some(st) => Ok(Scalar::Text(st.as_str().into())),
+                None => Err(Fault::bad_request(format!(
+                    "HTTP 400 Bad Request: Invalid status value: {s}"
+                ))),
             })
             .collect::<Result<_, _>>()?;
+        q.filters.push(Filter::In(Column::Status, statuses));
     }
     if let Some(since) = ctx.query_last("changes-since") {
-        q.updated_since = Some(parse_time(since).ok_or_else(|| {
-            Fault::bad_request(format!("HTTP 400 Bad Request: Invalid changes-since value: {since}"))
-        })?);
+        let t = parse_time(since)
+            .ok_or_else(|| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid changes-since value: {since}")))?;
+        q.filters
+            .push(Filter::Compare(Column::UpdatedAt, Cmp::Gte, Scalar::Time(t)));
     }
     if let Some(server) = ctx.query_last("server") {
         let uuid = server.rsplit('/').next().unwrap_or(server);
-        q.properties.push(("instance_uuid".into(), uuid.into()));
+        q.filters.push(Filter::Property("instance_uuid".into(), uuid.into()));
     }
     if let Some(kind) = ctx.query_last("type") {
-        q.properties.push(("image_type".into(), kind.into()));
+        q.filters.push(Filter::Property("image_type".into(), kind.into()));
     }
-    q.min_ram = int_filter(ctx, "minRam")?;
-    q.min_disk = int_filter(ctx, "minDisk")?;
+    for (param, column) in [("minRam", Column::MinRam), ("minDisk", Column::MinDisk)] {
+        if let Some(n) = int_filter(ctx, param)? {
+            q.filters.push(Filter::Compare(column, Cmp::Eq, Scalar::Int(n)));
+        }
+    }
     let mut seen = Vec::new();
     for (k, _) in &ctx.query {
         if let Some(prop) = k.strip_prefix("property-")
@@ -118,7 +126,7 @@ fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
         {
             seen.push(prop);
             let v = ctx.query_last(k).unwrap_or_default();
-            q.properties.push((prop.to_owned(), v.to_owned()));
+            q.filters.push(Filter::Property(prop.to_owned(), v.to_owned()));
         }
     }
     Ok(q)
@@ -143,7 +151,7 @@ fn int_filter(ctx: &Ctx, name: &str) -> Result<Option<i64>, Fault> {
 }
 
 /// ISO 8601 as Glance accepts it: with or without a UTC offset or fractions, or a bare date.
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::Rfc3339;
     use time::macros::format_description;
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
@@ -223,7 +231,9 @@ pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
         .await
         .map_err(|e| match e {
             StoreError::NotFound => Fault::not_found("Image not found."),
-            StoreError::Forbidden => Fault::forbidden("You are not allowed to delete the image."),
+            StoreError::Forbidden | StoreError::Protected => {
+                Fault::forbidden("You are not allowed to delete the image.")
+            }
             other => Fault::internal(&other, "imagemeta.store.StoreError"),
         })?;
     Ok(Reply::no_content())

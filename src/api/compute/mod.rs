@@ -158,10 +158,7 @@ async fn pipeline(
         _ => Some(authenticate(state, &parts.headers).await?),
     };
     let route = route.map_err(|e| match e {
-        NoRoute::NotFound => Fault::Bare {
-            status: StatusCode::NOT_FOUND,
-            detail: None,
-        },
+        NoRoute::NotFound => Fault::bare(StatusCode::NOT_FOUND),
         NoRoute::MethodNotAllowed(allow) => Fault::BadMethod { allow },
     })?;
 
@@ -283,7 +280,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 fn too_large() -> Fault {
     Fault::Bare {
         status: StatusCode::PAYLOAD_TOO_LARGE,
+        explanation: None,
         detail: Some("Request is too large. Larger than max_request_body_size (%s).".into()),
+        headers: Vec::new(),
     }
 }
 

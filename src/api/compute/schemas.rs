@@ -6,7 +6,9 @@
 //! pagination parameters of the image lists. Error texts follow jsonschema 4.26 with Nova's
 //! `Invalid input for field/attribute <name>. Value: <str>. <message>` wrapper.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::api::pyrepr::{py_repr_str, py_str, repr};
 
 use crate::api::fault::Fault;
 use crate::domain::metadata::{MetadataItems, MetadataKey, MetadataValue};
@@ -150,73 +152,6 @@ pub fn positive_integer(name: &str, values: &[&str]) -> Result<Option<u64>, Faul
     }
     // Digits only and not zero: saturate absurdly long numbers, they are capped anyway.
     Ok(values.last().map(|v| v.parse::<u64>().unwrap_or(u64::MAX)))
-}
-
-/// Python's `str()` of a JSON value: strings bare, everything else as `repr`.
-fn py_str(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => repr(other),
-    }
-}
-
-/// Python's `repr()` of the value `json.loads` would produce.
-pub fn repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                if f.fract() == 0.0 && f.abs() < 1e16 {
-                    format!("{f:.1}")
-                } else {
-                    format!("{f}")
-                }
-            } else {
-                n.to_string()
-            }
-        }
-        Value::String(s) => py_repr_str(s),
-        Value::Array(a) => format!("[{}]", a.iter().map(repr).collect::<Vec<_>>().join(", ")),
-        Value::Object(m) => repr_map(m),
-    }
-}
-
-fn repr_map(m: &Map<String, Value>) -> String {
-    let items: Vec<String> = m
-        .iter()
-        .map(|(k, v)| format!("{}: {}", py_repr_str(k), repr(v)))
-        .collect();
-    format!("{{{}}}", items.join(", "))
-}
-
-/// Python's `repr()` of a `str`: single quotes unless the text has a single quote and no
-/// double quote; control characters escaped.
-fn py_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
 }
 
 #[cfg(test)]
