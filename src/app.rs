@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::fault::FAULT_CONTENT_TYPE;
-use crate::api::{AppState, Settings, compute};
+use crate::api::{AppState, Settings, compute, image_v2};
 use crate::auth::{Authenticator, NoAuth, StaticTokens};
+use crate::store::data::DataStore;
 use crate::store::{self, DatabaseUrl, Synchronous};
 
 /// How tokens are validated.
@@ -29,7 +30,10 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub compute_listen: SocketAddr,
+    pub image_listen: SocketAddr,
     pub database: DatabaseUrl,
+    /// Where image data files live.
+    pub image_data_dir: PathBuf,
     pub synchronous: Synchronous,
     pub auth: AuthMode,
     pub tokens: Option<PathBuf>,
@@ -38,10 +42,11 @@ pub struct ServeConfig {
     pub settings: Settings,
 }
 
-/// A bound, ready-to-serve application.
+/// A bound, ready-to-serve application: the Compute API and the image API over one state.
 pub struct Application {
-    listener: TcpListener,
-    router: Router,
+    compute: TcpListener,
+    image: TcpListener,
+    state: AppState,
 }
 
 impl Application {
@@ -53,11 +58,12 @@ impl Application {
                 Arc::new(StaticTokens::load(path)?)
             }
             AuthMode::Noauth => {
-                if !config.compute_listen.ip().is_loopback() && !config.force_noauth {
-                    anyhow::bail!(
-                        "--auth noauth accepts any token: refusing to listen on {} (not loopback) without --force-noauth",
-                        config.compute_listen
-                    );
+                for addr in [config.compute_listen, config.image_listen] {
+                    if !addr.ip().is_loopback() && !config.force_noauth {
+                        anyhow::bail!(
+                            "--auth noauth accepts any token: refusing to listen on {addr} (not loopback) without --force-noauth"
+                        );
+                    }
                 }
                 Arc::new(NoAuth)
             }
@@ -65,31 +71,55 @@ impl Application {
         let store = store::open(&config.database, config.synchronous)
             .await
             .context("cannot open the database")?;
+        let data = DataStore::open(&config.image_data_dir).with_context(|| {
+            format!(
+                "cannot open the image data directory {}",
+                config.image_data_dir.display()
+            )
+        })?;
         let state = AppState {
             store,
+            data: Arc::new(data),
             auth,
             settings: Arc::new(config.settings),
         };
-        let router = Router::new()
-            .fallback(compute::handle)
-            .with_state(state)
-            // Outermost: a panic anywhere becomes Nova's 500 instead of a dropped connection.
-            .layer(CatchPanicLayer::custom(panic_response));
-        let listener = TcpListener::bind(config.compute_listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.compute_listen))?;
-        Ok(Application { listener, router })
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        };
+        let compute = bind(config.compute_listen).await?;
+        let image = bind(config.image_listen).await?;
+        Ok(Application { compute, image, state })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    pub fn compute_addr(&self) -> std::io::Result<SocketAddr> {
+        self.compute.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub fn image_addr(&self) -> std::io::Result<SocketAddr> {
+        self.image.local_addr()
+    }
+
+    /// Serves both APIs until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let compute = Router::new().fallback(compute::handle).with_state(self.state.clone());
+        let image = Router::new().fallback(image_v2::handle).with_state(self.state);
+        // Outermost: a panic anywhere becomes a 500 instead of a dropped connection.
+        let compute = compute.layer(CatchPanicLayer::custom(panic_response));
+        let image = image.layer(CatchPanicLayer::custom(panic_response));
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
+            let _ = rx.recv().await;
+        };
+        let compute = axum::serve(self.compute, compute).with_graceful_shutdown(stopped(stop.subscribe()));
+        let image = axum::serve(self.image, image).with_graceful_shutdown(stopped(stop.subscribe()));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(());
+        };
+        let (a, b, ()) = tokio::join!(compute.into_future(), image.into_future(), signal);
+        a.and(b)
     }
 }
 

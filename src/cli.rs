@@ -15,6 +15,7 @@ use crate::api::Settings;
 use crate::api::compute::views::isotime;
 use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
 use crate::domain::metadata::MetadataQuota;
+use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Properties, Visibility, now};
 use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, Synchronous};
 
@@ -31,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the Compute API.
+    /// Serve the Compute API and the image API.
     Serve(ServeArgs),
     /// Manage images directly in the database.
     #[command(subcommand)]
@@ -60,8 +61,33 @@ struct ServeArgs {
     /// Address of the Compute API listener.
     #[arg(long, env = "IMAGEMETA_COMPUTE_LISTEN", default_value = "127.0.0.1:8774")]
     compute_listen: SocketAddr,
+    /// Address of the image API (Glance v2) listener.
+    #[arg(long, env = "IMAGEMETA_IMAGE_LISTEN", default_value = "127.0.0.1:9292")]
+    image_listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
+    /// Directory of image data files.
+    #[arg(long, env = "IMAGEMETA_IMAGE_DATA_DIR", default_value = "imagemeta-images")]
+    image_data_dir: PathBuf,
+    /// Largest image upload, in bytes (Glance's `image_size_cap`).
+    #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
+    image_size_cap: u64,
+    /// Extra properties per image in the image API (`image_property_quota`); -1 unlimited.
+    #[arg(
+        long,
+        env = "IMAGEMETA_IMAGE_PROPERTY_QUOTA",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    image_property_quota: i64,
+    /// Tags per image (`image_tag_quota`); -1 unlimited.
+    #[arg(
+        long,
+        env = "IMAGEMETA_IMAGE_TAG_QUOTA",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    image_tag_quota: i64,
     /// How tokens are validated.
     #[arg(long, env = "IMAGEMETA_AUTH", value_enum, default_value = "static")]
     auth: AuthMode,
@@ -197,6 +223,8 @@ fn init_logging() {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         compute_listen: args.compute_listen,
+        image_listen: args.image_listen,
+        image_data_dir: args.image_data_dir,
         database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,
         synchronous: args.store.synchronous,
         auth: args.auth,
@@ -207,13 +235,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_request_body_size: args.max_request_body_size,
             www_authenticate_uri: args.www_authenticate_uri,
             image_url: args.image_url.map(|u| u.trim_end_matches('/').to_owned()),
+            image_quotas: ImageQuotas {
+                properties: usize::try_from(args.image_property_quota).ok(),
+                tags: usize::try_from(args.image_tag_quota).ok(),
+            },
+            image_size_cap: args.image_size_cap,
         },
     };
     let app = Application::build(config).await?;
-    let addr = app.local_addr()?;
-    // The one line on stdout: scripts and tests wait for it.
-    println!("imagemeta: compute API listening on http://{addr}");
-    tracing::info!(%addr, "compute API listening");
+    let (compute, image) = (app.compute_addr()?, app.image_addr()?);
+    // The only lines on stdout: scripts and tests wait for them.
+    println!("imagemeta: compute API listening on http://{compute}");
+    println!("imagemeta: image API listening on http://{image}");
+    tracing::info!(%compute, %image, "listening");
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod compute;
 pub mod fault;
+pub mod image_v2;
 pub mod json;
 pub mod microversion;
 pub mod pyrepr;
@@ -11,12 +12,16 @@ use std::sync::Arc;
 
 use crate::auth::Authenticator;
 use crate::domain::metadata::MetadataQuota;
+use crate::domain::update::ImageQuotas;
 use crate::store::DynStore;
+use crate::store::data::DataStore;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub store: DynStore,
+    /// Image data files.
+    pub data: Arc<DataStore>,
     pub auth: Arc<dyn Authenticator>,
     pub settings: Arc<Settings>,
 }
@@ -33,6 +38,10 @@ pub struct Settings {
     /// Where the image API is reached, for the `alternate` links. `None`: the request's host
     /// on port 9292.
     pub image_url: Option<String>,
+    /// Glance's `image_property_quota` and `image_tag_quota`.
+    pub image_quotas: ImageQuotas,
+    /// Glance's `image_size_cap`: the largest upload, in bytes.
+    pub image_size_cap: u64,
 }
 
 impl Default for Settings {
@@ -42,6 +51,8 @@ impl Default for Settings {
             max_request_body_size: 114_688,
             www_authenticate_uri: "http://127.0.0.1:5000".into(),
             image_url: None,
+            image_quotas: ImageQuotas::default(),
+            image_size_cap: 1 << 40,
         }
     }
 }
@@ -98,9 +109,67 @@ pub fn negotiate<'a>(accept: &str, offers: &[&'a str]) -> Option<&'a str> {
     chosen.map(|(o, _)| o)
 }
 
+/// Percent-decodes a path; `None` when the result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    String::from_utf8(unescape(s.as_bytes(), false)).ok()
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs; `None` when any is not UTF-8.
+pub fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = String::from_utf8(unescape(k.as_bytes(), true)).ok()?;
+            let v = String::from_utf8(unescape(v.as_bytes(), true)).ok()?;
+            Some((k, v))
+        })
+        .collect()
+}
+
+fn unescape(input: &[u8], plus_is_space: bool) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Python's `urllib.parse.quote_plus`.
+pub fn quote_plus(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::negotiate;
+    use super::{negotiate, quote_plus};
+
+    #[test]
+    fn quote_plus_like_python() {
+        assert_eq!(quote_plus("a b/c~é"), "a+b%2Fc~%C3%A9");
+    }
 
     #[test]
     fn accept_negotiation() {

@@ -160,6 +160,8 @@ pub enum RejectionKind {
     BadData,
     /// The image changed under the request (410).
     Gone,
+    /// Something the request names does not exist (404).
+    NotFound,
 }
 
 impl Rejection {

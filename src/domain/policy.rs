@@ -35,9 +35,18 @@ impl Principal {
     }
 }
 
-/// Whether `image` exists for `who` at all: otherwise it is answered as not found.
+/// Whether `image` exists for `who` at all: otherwise it is answered as not found. Glance's
+/// `is_image_visible`: admins, the owner, public and community images, and ownerless images.
 pub fn can_see(who: &Principal, image: &Image) -> bool {
-    who.is_admin || who.owns(image) || matches!(image.visibility, Visibility::Public | Visibility::Community)
+    who.is_admin
+        || image.owner.is_none()
+        || who.owns(image)
+        || matches!(image.visibility, Visibility::Public | Visibility::Community)
+}
+
+/// Whether `who` may download the data of a visible image: members and admins, not readers.
+pub fn can_download(who: &Principal) -> bool {
+    who.may_write()
 }
 
 /// Whether `who` may change `image` (its metadata, or delete it): the owner project's members

@@ -4,6 +4,7 @@
 //! quota, and writes only what changes, so concurrent writers can never lose each other's keys
 //! or exceed a quota together.
 
+pub mod data;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@ use super::schemas::positive_integer;
 use super::views;
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
+use crate::api::quote_plus;
 use crate::domain::ImageStatus;
 use crate::store::{Caller, Cmp, Column, Filter, ListQuery, Scalar, StoreError};
 
@@ -196,19 +197,6 @@ fn next_query(ctx: &Ctx, marker: &str) -> String {
         .join("&")
 }
 
-/// Python's `urllib.parse.quote_plus`.
-fn quote_plus(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// `GET /images/{id}`.
 pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     let image = ctx
@@ -242,11 +230,6 @@ pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quote_plus_like_python() {
-        assert_eq!(quote_plus("a b/c~é"), "a+b%2Fc~%C3%A9");
-    }
 
     #[test]
     fn times_glance_accepts() {

@@ -6,7 +6,7 @@
 //! the action.
 
 mod image_metadata;
-mod images;
+pub(crate) mod images;
 mod limits;
 pub mod routes;
 pub mod schemas;
@@ -23,9 +23,9 @@ use tracing::Instrument;
 use self::routes::{Action, NoRoute, Route};
 use self::schemas::Strictness;
 use self::views::LinkBase;
-use super::AppState;
 use super::fault::Fault;
 use super::microversion::{self, Version};
+use super::{AppState, parse_query, percent_decode};
 use crate::auth::AuthError;
 use crate::domain::Principal;
 
@@ -323,46 +323,6 @@ async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|_| Fault::bad_request("Malformed request body"))
-}
-
-/// Percent-decodes a path; `None` when the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    String::from_utf8(unescape(s.as_bytes(), false)).ok()
-}
-
-/// Decodes `application/x-www-form-urlencoded` pairs; `None` when any is not UTF-8.
-fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = String::from_utf8(unescape(k.as_bytes(), true)).ok()?;
-            let v = String::from_utf8(unescape(v.as_bytes(), true)).ok()?;
-            Some((k, v))
-        })
-        .collect()
-}
-
-fn unescape(input: &[u8], plus_is_space: bool) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Builds the link base of §4.1 from the request: the `Host` header names the root, and the

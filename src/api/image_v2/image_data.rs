@@ -1,0 +1,363 @@
+//! Image data: `PUT` and `GET /v2/images/{id}/file` (glance-v2 §8).
+//!
+//! An upload moves the image `queued → saving` in one transaction, streams the body to a
+//! temporary file while hashing it, checks size and format, moves the file into place, and
+//! makes the image `active` in a second transaction. Any failure, a client disconnect
+//! included, discards the file and puts the image back to `queued`. The work runs in its own
+//! task, so it finishes (and cleans up) even when the connection is gone.
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{Ctx, no_content, rejection, store_fault};
+use crate::api::AppState;
+use crate::api::fault::Fault;
+use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, policy};
+use crate::store::StoreError;
+use crate::store::data::{Inspected, Staged, UploadError, inspect};
+
+/// `PUT /v2/images/{id}/file`.
+pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
+    let media = ctx
+        .header("content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/octet-stream" {
+        return Err(Fault::explained(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("The request media type {media} is not supported by this server."),
+        ));
+    }
+    let declared = match ctx
+        .header("x-openstack-image-size")
+        .or_else(|| ctx.header("content-length"))
+    {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| Fault::explained(StatusCode::BAD_REQUEST, format!("Invalid image size: {v}")))?,
+        ),
+    };
+
+    // queued → saving, or why not.
+    let who = ctx.principal.clone();
+    let image_id = id.to_owned();
+    ctx.state
+        .store
+        .modify_image(
+            &ctx.principal,
+            id,
+            Box::new(move |image| {
+                if !policy::can_modify(&who, image) {
+                    return Err(Rejection::forbidden(format!(
+                        "Not allowed to upload image data for image {image_id}"
+                    )));
+                }
+                if image.status != ImageStatus::Queued {
+                    return Err(Rejection::conflict(format!(
+                        "Image status transition from {} to saving is not allowed",
+                        image.status.as_str()
+                    )));
+                }
+                let missing: Vec<&str> = [
+                    ("container_format", &image.container_format),
+                    ("disk_format", &image.disk_format),
+                ]
+                .into_iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k)
+                .collect();
+                if !missing.is_empty() {
+                    return Err(Rejection::invalid(format!(
+                        "Property(ies) {} must be set prior to saving data.",
+                        missing.join(", ")
+                    )));
+                }
+                image.status = ImageStatus::Saving;
+                Ok(())
+            }),
+        )
+        .await
+        .map_err(|e| store_fault(e, id))?;
+
+    let task = tokio::spawn(receive(
+        ctx.state.clone(),
+        ctx.principal.clone(),
+        id.to_owned(),
+        body,
+        declared,
+    ));
+    match task.await {
+        Ok(result) => result.map(|()| no_content()),
+        Err(e) => Err(Fault::explained(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("upload task failed: {e}"),
+        )),
+    }
+}
+
+/// Streams, checks and activates; on any failure puts the image back to `queued`.
+async fn receive(state: AppState, who: Principal, id: String, body: Body, declared: Option<u64>) -> Result<(), Fault> {
+    let cap = state.settings.image_size_cap;
+    let staged = match state.data.stage(&id, body, cap).await {
+        Ok(s) => s,
+        Err(e) => {
+            requeue(&state, &who, &id).await;
+            return Err(match e {
+                UploadError::TooLarge => Fault::explained(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The incoming image is too large: larger than image_size_cap ({cap} bytes)"),
+                ),
+                UploadError::Interrupted(why) => {
+                    tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
+                    Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")
+                }
+                UploadError::Io(e) => {
+                    tracing::error!(error = %e, image = %id, "cannot store image data");
+                    Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+                }
+            });
+        }
+    };
+    match activate(&state, &who, &id, &staged, declared).await {
+        Ok(()) => Ok(()),
+        Err(fault) => {
+            state.data.discard(staged).await;
+            requeue(&state, &who, &id).await;
+            Err(fault)
+        }
+    }
+}
+
+/// Checks the staged data and makes it the image's: file into place, then `saving → active`.
+async fn activate(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    staged: &Staged,
+    declared: Option<u64>,
+) -> Result<(), Fault> {
+    if let Some(expected) = declared.filter(|n| *n != staged.size) {
+        return Err(Fault::explained(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Size of uploaded data ({}) does not match the declared size ({expected}).",
+                staged.size
+            ),
+        ));
+    }
+    let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
+    let virtual_size =
+        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), staged).map_err(rejection)?;
+    state.data.commit(id, staged).await.map_err(|e| {
+        tracing::error!(error = %e, image = %id, "cannot move image data into place");
+        Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+    })?;
+    let (size, md5, sha) = (staged.size as i64, staged.md5_hex.clone(), staged.sha512_hex.clone());
+    let done = state
+        .store
+        .modify_image(
+            who,
+            id,
+            Box::new(move |image| {
+                if image.status != ImageStatus::Saving {
+                    return Err(Rejection::new(
+                        RejectionKind::Gone,
+                        "The image changed during the upload.",
+                    ));
+                }
+                image.status = ImageStatus::Active;
+                image.size = Some(size);
+                image.virtual_size = virtual_size;
+                image.checksum = Some(md5);
+                image.os_hash_algo = Some("sha512".into());
+                image.os_hash_value = Some(sha);
+                Ok(())
+            }),
+        )
+        .await;
+    if let Err(e) = done {
+        // Deleted or changed meanwhile: the data belongs to nobody.
+        let _ = state.data.remove(id).await;
+        return Err(match e {
+            StoreError::NotFound => Fault::explained(StatusCode::GONE, "The image was deleted during the upload."),
+            other => store_fault(other, id),
+        });
+    }
+    Ok(())
+}
+
+/// Glance's format rule for `bare` containers (§8.1): the data must be what `disk_format`
+/// says, for the formats we can recognise (raw, qcow2). Returns the virtual size.
+fn check_format(container: Option<&str>, disk: Option<&str>, staged: &Staged) -> Result<Option<i64>, Rejection> {
+    let detected = inspect(&staged.head);
+    let mismatch = || {
+        Rejection::new(
+            RejectionKind::BadData,
+            format!("Image data does not match the disk_format {}.", disk.unwrap_or("")),
+        )
+    };
+    if let Inspected::Qcow2 { safe: false, .. } = detected {
+        return Err(Rejection::new(
+            RejectionKind::BadData,
+            "Image data failed the safety check: qcow2 with a backing file.",
+        ));
+    }
+    match (container, disk, detected) {
+        (_, Some("raw"), _) => Ok(Some(staged.size as i64)),
+        (_, Some("qcow2"), Inspected::Qcow2 { virtual_size, .. }) => Ok(Some(virtual_size as i64)),
+        (Some("bare"), Some("qcow2"), Inspected::Raw) => Err(mismatch()),
+        (Some("bare"), Some(_), Inspected::Qcow2 { .. }) => Err(mismatch()),
+        _ => Ok(None),
+    }
+}
+
+/// Back to `queued` after a failed upload, sizes cleared.
+async fn requeue(state: &AppState, who: &Principal, id: &str) {
+    let result = state
+        .store
+        .modify_image(
+            who,
+            id,
+            Box::new(|image| {
+                if image.status == ImageStatus::Saving {
+                    image.status = ImageStatus::Queued;
+                    image.size = None;
+                    image.virtual_size = None;
+                }
+                Ok(())
+            }),
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, image = %id, "cannot put the image back to queued");
+    }
+}
+
+/// `GET /v2/images/{id}/file`, with single byte ranges.
+pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
+    let image = ctx
+        .state
+        .store
+        .get_image(&ctx.principal, id)
+        .await
+        .map_err(|e| store_fault(e, id))?;
+    if image.status == ImageStatus::Deactivated && !ctx.principal.is_admin {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "The requested image has been deactivated. Image data download is forbidden.",
+        ));
+    }
+    if !policy::can_download(&ctx.principal) {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to complete download_image action.",
+        ));
+    }
+    let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated);
+    let file = if has_data {
+        ctx.state.data.open_data(id).await.map_err(|e| data_fault(e, id))?
+    } else {
+        None
+    };
+    let (Some(mut file), Some(size)) = (file, image.size) else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let size = size as u64;
+    let range = match ctx.header("range") {
+        Some(r) => Some(parse_range(r, size)?),
+        None => None,
+    };
+    let (status, start, len) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await.map_err(|e| data_fault(e, id))?;
+    }
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024));
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(md5) = image.checksum.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert("content-md5", md5);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let value = format!("bytes {}-{}/{size}", start, start + len - 1);
+        headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+    }
+    Ok(response)
+}
+
+fn data_fault(e: std::io::Error, id: &str) -> Fault {
+    tracing::error!(error = %e, image = %id, "cannot read image data");
+    Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size`: the inclusive range, 400 for several
+/// ranges, 416 for anything unsatisfiable.
+fn parse_range(value: &str, size: u64) -> Result<(u64, u64), Fault> {
+    let unsatisfiable = || Fault::Bare {
+        status: StatusCode::RANGE_NOT_SATISFIABLE,
+        explanation: None,
+        detail: None,
+        headers: vec![(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+        )],
+    };
+    let spec = value.trim().strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
+    if spec.contains(',') {
+        return Err(Fault::explained(
+            StatusCode::BAD_REQUEST,
+            "Multiple ranges are not supported.",
+        ));
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(unsatisfiable)?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n = num(n)?;
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable());
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (num(a)?, size.saturating_sub(1)),
+        (a, b) => (num(a)?, num(b)?.min(size.saturating_sub(1))),
+    };
+    if start >= size || start > end {
+        return Err(unsatisfiable());
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-4", 10).unwrap(), (0, 4));
+        assert_eq!(parse_range("bytes=-3", 10).unwrap(), (7, 9));
+        assert_eq!(parse_range("bytes=5-", 10).unwrap(), (5, 9));
+        assert_eq!(parse_range("bytes=5-100", 10).unwrap(), (5, 9));
+        assert_eq!(parse_range("bytes=10-", 10).unwrap_err().status().as_u16(), 416);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10).unwrap_err().status().as_u16(), 400);
+        assert_eq!(parse_range("pages=1", 10).unwrap_err().status().as_u16(), 416);
+    }
+}

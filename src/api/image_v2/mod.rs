@@ -1,0 +1,360 @@
+//! The Glance Image API v2 subset (glance-v2 spec), on its own listener over the same store.
+//!
+//! [`handle`] checks in Glance's order: version negotiation (answered before auth) → token →
+//! route (404, 405 with `Allow`, 501) → no body where none is expected → the action. Every
+//! error is a WebOb page whose format follows `Accept` (§12).
+
+mod image_data;
+mod images;
+pub mod schemas;
+pub mod views;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::fault::Fault;
+use super::{AppState, parse_query, percent_decode};
+use crate::domain::{Principal, Rejection, RejectionKind};
+use crate::store::StoreError;
+
+/// Version prefixes rewritten to `/v2` (no image cache, no multi-store).
+const VERSION_PREFIXES: &[&str] = &[
+    "v2", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6", "v2.7", "v2.9", "v2.15", "v2.17",
+];
+
+/// An authenticated request, as the actions see it.
+pub struct Ctx {
+    pub state: AppState,
+    pub principal: Principal,
+    pub parts: Parts,
+    pub query: Vec<(String, String)>,
+}
+
+impl Ctx {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.parts.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `http://host[:port]`, for absolute `Location` headers.
+    fn root_url(&self) -> String {
+        format!("http://{}", self.header("host").unwrap_or("localhost"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    List,
+    Create,
+    Show(String),
+    Update(String),
+    Delete(String),
+    Upload(String),
+    Download(String),
+    AddTag(String, String),
+    DeleteTag(String, String),
+    Deactivate(String),
+    Reactivate(String),
+    ImageSchema,
+    ImagesSchema,
+}
+
+impl Action {
+    /// Glance's `body_reject` routes.
+    fn rejects_body(&self) -> bool {
+        use Action::*;
+        matches!(
+            self,
+            Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_)
+        )
+    }
+}
+
+/// Resolves the path after `/v2`: `Err(None)` is 404, `Err(Some(allow))` is 405.
+fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> {
+    use Action::*;
+    let segments: Vec<&str> = path.strip_prefix('/').ok_or(None)?.split('/').collect();
+    // Glance looks ids up as given, but nothing longer than 36 characters exists.
+    if segments.iter().any(|s| s.is_empty())
+        || (segments.len() > 1 && segments[0] == "images" && segments[1].len() > 36)
+    {
+        return Err(None);
+    }
+    let id = |i: usize| segments[i].to_owned();
+    let m = method.clone();
+    let pick = |allow: &'static str, table: Vec<(Method, Action)>| {
+        table
+            .into_iter()
+            .find(|(tm, _)| *tm == m)
+            .map(|(_, a)| a)
+            .ok_or(Some(allow))
+    };
+    match segments.as_slice() {
+        ["images"] => pick("GET, POST", vec![(Method::GET, List), (Method::POST, Create)]),
+        ["images", _] => pick(
+            "GET, PATCH, DELETE",
+            vec![
+                (Method::GET, Show(id(1))),
+                (Method::PATCH, Update(id(1))),
+                (Method::DELETE, Delete(id(1))),
+            ],
+        ),
+        ["images", _, "file"] => pick(
+            "GET, PUT",
+            vec![(Method::GET, Download(id(1))), (Method::PUT, Upload(id(1)))],
+        ),
+        ["images", _, "tags", _] => pick(
+            "PUT, DELETE",
+            vec![
+                (Method::PUT, AddTag(id(1), id(3))),
+                (Method::DELETE, DeleteTag(id(1), id(3))),
+            ],
+        ),
+        ["images", _, "actions", "deactivate"] => pick("POST", vec![(Method::POST, Deactivate(id(1)))]),
+        ["images", _, "actions", "reactivate"] => pick("POST", vec![(Method::POST, Reactivate(id(1)))]),
+        ["schemas", "image"] => pick("GET", vec![(Method::GET, ImageSchema)]),
+        ["schemas", "images"] => pick("GET", vec![(Method::GET, ImagesSchema)]),
+        _ => Err(None),
+    }
+}
+
+/// The entry point for every request of the image listener.
+pub async fn handle(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    if path == "/versions" || path == "/versions/" {
+        return versions(&parts, StatusCode::OK);
+    }
+    let (first, rest) = match path.strip_prefix('/').unwrap_or("").split_once('/') {
+        Some((first, rest)) => (first.to_owned(), format!("/{rest}")),
+        None => (path.trim_start_matches('/').to_owned(), String::new()),
+    };
+    if !VERSION_PREFIXES.contains(&first.as_str()) {
+        return versions(&parts, StatusCode::MULTIPLE_CHOICES);
+    }
+    let request_id = request_id(&parts.headers);
+    let span = tracing::info_span!("request", id = %request_id, method = %parts.method, path = %path);
+    let accept = parts.headers.get(header::ACCEPT).cloned();
+    let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
+        Ok(r) => r,
+        Err(fault) => {
+            if fault.status().is_server_error() {
+                tracing::error!(status = %fault.status(), "request failed");
+            }
+            fault.render(accept.as_ref())
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-openstack-request-id", v);
+    }
+    response
+}
+
+/// A client's own request id is echoed (with `req-` added); otherwise a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    let inbound = headers
+        .get("x-openstack-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match inbound {
+        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            if id.starts_with("req-") {
+                id.to_owned()
+            } else {
+                format!("req-{id}")
+            }
+        }
+        _ => super::request_id(),
+    }
+}
+
+async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> Result<Response, Fault> {
+    if !matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    ) {
+        return Err(Fault::bare(StatusCode::NOT_IMPLEMENTED));
+    }
+    let token = parts
+        .headers
+        .get("x-auth-token")
+        .and_then(|t| t.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let unauthorized = || Fault::Unauthorized {
+        www_authenticate_uri: state.settings.www_authenticate_uri.clone(),
+    };
+    let principal = match token {
+        None => return Err(unauthorized()),
+        Some(t) => state.auth.authenticate(t).await.map_err(|e| match e {
+            crate::auth::AuthError::Invalid => unauthorized(),
+            crate::auth::AuthError::Unavailable(why) => {
+                tracing::error!(error = %why, "identity service unavailable");
+                Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The identity service is unavailable.")
+            }
+        })?,
+    };
+    let path = percent_decode(rest).ok_or_else(|| Fault::bare(StatusCode::NOT_FOUND))?;
+    let action = resolve(&parts.method, &path).map_err(|allow| match allow {
+        None => Fault::bare(StatusCode::NOT_FOUND),
+        Some(allow) => Fault::Bare {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            explanation: Some(format!("The method {} is not allowed for this resource.", parts.method)),
+            detail: None,
+            headers: vec![(header::ALLOW, HeaderValue::from_static(allow))],
+        },
+    })?;
+    if action.rejects_body() && has_body(&parts.headers) {
+        return Err(Fault::explained(
+            StatusCode::BAD_REQUEST,
+            "A body is not expected with this request.",
+        ));
+    }
+    let query = parse_query(parts.uri.query().unwrap_or(""))
+        .ok_or_else(|| Fault::explained(StatusCode::BAD_REQUEST, "Query string is not UTF-8 encoded"))?;
+    let ctx = Ctx {
+        state,
+        principal,
+        parts,
+        query,
+    };
+    use Action::*;
+    match action {
+        List => images::list(&ctx).await,
+        Create => images::create(&ctx, body).await,
+        Show(id) => images::show(&ctx, &id).await,
+        Update(id) => images::update(&ctx, &id, body).await,
+        Delete(id) => images::delete(&ctx, &id).await,
+        Upload(id) => image_data::upload(&ctx, &id, body).await,
+        Download(id) => image_data::download(&ctx, &id).await,
+        AddTag(id, tag) => images::add_tag(&ctx, &id, &tag).await,
+        DeleteTag(id, tag) => images::delete_tag(&ctx, &id, &tag).await,
+        Deactivate(id) => images::deactivate(&ctx, &id, true).await,
+        Reactivate(id) => images::deactivate(&ctx, &id, false).await,
+        ImageSchema => Ok(json_response(StatusCode::OK, schemas::image_schema())),
+        ImagesSchema => Ok(json_response(StatusCode::OK, &schemas::images_schema())),
+    }
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    length > 0 || headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// The versions document: 200 at `/versions`, 300 everywhere else outside `/v2`.
+fn versions(parts: &Parts, status: StatusCode) -> Response {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let href = format!("http://{host}/v2/");
+    let mut list = Vec::new();
+    let mut entry = |id: &str, status: &str| {
+        list.push(json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}));
+    };
+    entry("v2.15", "SUPPORTED");
+    entry("v2.9", "SUPPORTED");
+    entry("v2.17", "CURRENT");
+    for minor in (0..=7).rev() {
+        entry(&format!("v2.{minor}"), "SUPPORTED");
+    }
+    json_response(status, &json!({ "versions": list }))
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        super::json::to_vec(body),
+    )
+        .into_response()
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A domain refusal as Glance answers it.
+pub fn rejection(r: Rejection) -> Fault {
+    let status = match r.kind {
+        RejectionKind::Invalid => StatusCode::BAD_REQUEST,
+        RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+        RejectionKind::Conflict => StatusCode::CONFLICT,
+        RejectionKind::OverLimit => StatusCode::PAYLOAD_TOO_LARGE,
+        RejectionKind::BadData => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        RejectionKind::Gone => StatusCode::GONE,
+        RejectionKind::NotFound => StatusCode::NOT_FOUND,
+    };
+    Fault::explained(status, r.message)
+}
+
+/// A store failure on image `id`.
+pub fn store_fault(e: StoreError, id: &str) -> Fault {
+    match e {
+        StoreError::NotFound => Fault::explained(StatusCode::NOT_FOUND, format!("No image found with ID {id}")),
+        StoreError::Rejected(r) => rejection(r),
+        StoreError::Conflict(id) => Fault::explained(StatusCode::CONFLICT, format!("Image ID {id} already exists!")),
+        StoreError::Forbidden => {
+            Fault::explained(StatusCode::FORBIDDEN, "You are not authorized to complete this action.")
+        }
+        StoreError::Protected => Fault::explained(
+            StatusCode::FORBIDDEN,
+            format!("Image {id} is protected and cannot be deleted."),
+        ),
+        StoreError::MarkerNotFound(m) => {
+            Fault::explained(StatusCode::BAD_REQUEST, format!("Marker {m} could not be found."))
+        }
+        other => {
+            tracing::error!(error = %other, "store failure");
+            Fault::bare(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// Reads a JSON request body (create, patch) within the size limit.
+async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            Fault::bare(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body.")
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(Fault::explained(StatusCode::BAD_REQUEST, "Body expected in request."));
+    }
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body."))?;
+    if !(v.is_object() || v.is_array()) {
+        return Err(Fault::explained(
+            StatusCode::BAD_REQUEST,
+            "Unexpected body type. Expected list/dict.",
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(resolve(&Method::GET, "/images"), Ok(Action::List));
+        assert_eq!(
+            resolve(&Method::PUT, "/images/x/tags/t"),
+            Ok(Action::AddTag("x".into(), "t".into()))
+        );
+        assert_eq!(resolve(&Method::PUT, "/images/x"), Err(Some("GET, PATCH, DELETE")));
+        assert_eq!(resolve(&Method::GET, "/images/"), Err(None));
+        assert_eq!(resolve(&Method::GET, &format!("/images/{}", "a".repeat(37))), Err(None));
+    }
+}
