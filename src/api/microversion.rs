@@ -10,22 +10,23 @@ use super::fault::Fault;
 /// A `major.minor` API version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
-    pub major: u32,
-    pub minor: u32,
+    pub major: u64,
+    pub minor: u64,
 }
 
 impl Version {
-    pub const fn new(major: u32, minor: u32) -> Version {
+    pub const fn new(major: u64, minor: u64) -> Version {
         Version { major, minor }
     }
 
-    /// Nova's `^([1-9]\d*)\.([1-9]\d*|0)$`.
+    /// Nova's `^([1-9]\d*)\.([1-9]\d*|0)$`. Python's integers are unbounded; numbers past
+    /// `u64` saturate, which keeps them out of range rather than malformed.
     pub fn parse(s: &str) -> Option<Version> {
         let (major, minor) = s.split_once('.')?;
-        let number = |p: &str, zero_ok: bool| -> Option<u32> {
+        let number = |p: &str, zero_ok: bool| -> Option<u64> {
             let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
             let canonical = !p.starts_with('0') || (zero_ok && p == "0");
-            if digits && canonical { p.parse().ok() } else { None }
+            (digits && canonical).then(|| p.parse().unwrap_or(u64::MAX))
         };
         Some(Version::new(number(major, false)?, number(minor, true)?))
     }
@@ -50,8 +51,8 @@ pub const MAX_IMAGE_META_PROXY: Version = Version::new(2, 38);
 /// `X-OpenStack-Nova-API-Version`, else the minimum.
 ///
 /// Errors: a malformed string is 400; a version outside [MIN, MAX] is 406, and carries the
-/// requested version so the response can echo it.
-pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<Version>)> {
+/// requested version string so the response can echo it.
+pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<String>)> {
     let Some(requested) = requested(headers) else {
         return Ok(MIN);
     };
@@ -70,9 +71,9 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<Version>
         return Err((
             Fault::new(
                 StatusCode::NOT_ACCEPTABLE,
-                format!("Version {v} is not supported by the API. Minimum is {MIN} and maximum is {MAX}."),
+                format!("Version {requested} is not supported by the API. Minimum is {MIN} and maximum is {MAX}."),
             ),
-            Some(v),
+            Some(requested),
         ));
     }
     Ok(v)
@@ -107,11 +108,13 @@ fn requested(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-/// Adds the four response headers of a `/v2.1` resource response.
-pub fn add_response_headers(headers: &mut HeaderMap, v: Version) {
-    let value = |s: String| HeaderValue::from_str(&s).expect("a version is a valid header value");
-    headers.insert("openstack-api-version", value(format!("compute {v}")));
-    headers.insert("x-openstack-nova-api-version", value(v.to_string()));
+/// Adds the four response headers of a `/v2.1` resource response, for version `v` as the
+/// client wrote it (or as negotiated).
+pub fn add_response_headers(headers: &mut HeaderMap, v: &str) {
+    if let (Ok(full), Ok(bare)) = (HeaderValue::from_str(&format!("compute {v}")), HeaderValue::from_str(v)) {
+        headers.insert("openstack-api-version", full);
+        headers.insert("x-openstack-nova-api-version", bare);
+    }
     headers.append("vary", HeaderValue::from_static("OpenStack-API-Version"));
     headers.append("vary", HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
 }

@@ -129,7 +129,7 @@ async fn api_request(state: AppState, parts: Parts, body: Body, prefix: &'static
         }
     };
     if let Some(v) = version_header {
-        microversion::add_response_headers(response.headers_mut(), v);
+        microversion::add_response_headers(response.headers_mut(), &v);
     }
     response
 }
@@ -141,7 +141,7 @@ async fn pipeline(
     prefix: &'static str,
     legacy: bool,
     rest: &str,
-    version_header: &mut Option<Version>,
+    version_header: &mut Option<String>,
 ) -> Result<Reply, Fault> {
     let settings = &state.settings;
     // 1. oslo.middleware sizelimit, on the declared length.
@@ -168,7 +168,7 @@ async fn pipeline(
     } else {
         match microversion::negotiate(&parts.headers) {
             Ok(v) => {
-                *version_header = Some(v);
+                *version_header = Some(v.to_string());
                 Some(v)
             }
             Err((fault, echoed)) => {
@@ -282,7 +282,8 @@ fn too_large() -> Fault {
         status: StatusCode::PAYLOAD_TOO_LARGE,
         explanation: None,
         detail: Some("Request is too large. Larger than max_request_body_size (%s).".into()),
-        headers: Vec::new(),
+        // The body is left unread: the connection cannot be reused.
+        headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
     }
 }
 

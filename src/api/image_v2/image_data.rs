@@ -114,10 +114,15 @@ async fn receive(state: AppState, who: Principal, id: String, body: Body, declar
         Err(e) => {
             requeue(&state, &who, &id).await;
             return Err(match e {
-                UploadError::TooLarge => Fault::explained(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("The incoming image is too large: larger than image_size_cap ({cap} bytes)"),
-                ),
+                UploadError::TooLarge => Fault::Bare {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    explanation: Some(format!(
+                        "The incoming image is too large: larger than image_size_cap ({cap} bytes)"
+                    )),
+                    detail: None,
+                    // The rest of the body is left unread: the connection cannot be reused.
+                    headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
+                },
                 UploadError::Interrupted(why) => {
                     tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
                     Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")

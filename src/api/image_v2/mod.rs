@@ -323,7 +323,13 @@ pub fn store_fault(e: StoreError, id: &str) -> Fault {
 async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            Fault::bare(StatusCode::PAYLOAD_TOO_LARGE)
+            // The rest of the body is left unread: the connection cannot be reused.
+            Fault::Bare {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                explanation: None,
+                detail: None,
+                headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
+            }
         } else {
             Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body.")
         }
