@@ -13,6 +13,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::fault::FAULT_CONTENT_TYPE;
 use crate::api::{AppState, Settings, compute, image_v2};
+use crate::auth::keystone::{Keystone, KeystoneConfig};
 use crate::auth::{Authenticator, NoAuth, StaticTokens};
 use crate::store::data::DataStore;
 use crate::store::{self, DatabaseUrl, Synchronous};
@@ -24,6 +25,8 @@ pub enum AuthMode {
     Static,
     /// `user:project` tokens taken at their word: local development only.
     Noauth,
+    /// Tokens validated against a Keystone v3.
+    Keystone,
 }
 
 /// Everything `serve` needs.
@@ -37,6 +40,8 @@ pub struct ServeConfig {
     pub synchronous: Synchronous,
     pub auth: AuthMode,
     pub tokens: Option<PathBuf>,
+    /// The Keystone settings of `--auth keystone`.
+    pub keystone: Option<KeystoneConfig>,
     /// Allow `noauth` on a non-loopback address.
     pub force_noauth: bool,
     pub settings: Settings,
@@ -66,6 +71,13 @@ impl Application {
                     }
                 }
                 Arc::new(NoAuth)
+            }
+            AuthMode::Keystone => {
+                let config = config
+                    .keystone
+                    .clone()
+                    .context("--auth keystone needs --keystone-url and credentials")?;
+                Arc::new(Keystone::new(config)?)
             }
         };
         let store = store::open(&config.database, config.synchronous)

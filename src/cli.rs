@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -14,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::Settings;
 use crate::api::compute::views::isotime;
 use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
+use crate::auth::keystone::{KeystoneConfig, ServiceCredentials};
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Properties, Visibility, now};
@@ -94,6 +96,33 @@ struct ServeArgs {
     /// The tokens file of `--auth static` (JSON: token → user_id, project_id, roles).
     #[arg(long, env = "IMAGEMETA_TOKENS")]
     tokens: Option<PathBuf>,
+    /// `--auth keystone`: the identity endpoint, e.g. `http://127.0.0.1:5000`.
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_URL")]
+    keystone_url: Option<String>,
+    /// The service user's name (password authentication).
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_USERNAME")]
+    keystone_username: Option<String>,
+    /// The service user's password.
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_PASSWORD", hide_env_values = true)]
+    keystone_password: Option<String>,
+    /// The service user's project.
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_PROJECT", default_value = "service")]
+    keystone_project: String,
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_USER_DOMAIN", default_value = "Default")]
+    keystone_user_domain: String,
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_PROJECT_DOMAIN", default_value = "Default")]
+    keystone_project_domain: String,
+    /// An application credential id (instead of a user name and password).
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_APP_CRED_ID")]
+    keystone_app_cred_id: Option<String>,
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_APP_CRED_SECRET", hide_env_values = true)]
+    keystone_app_cred_secret: Option<String>,
+    /// Seconds a token validation is cached (never past the token's expiry).
+    #[arg(long, env = "IMAGEMETA_TOKEN_CACHE_TTL", default_value_t = 300)]
+    token_cache_ttl: u64,
+    /// Seconds a refused token stays refused without asking Keystone again.
+    #[arg(long, env = "IMAGEMETA_TOKEN_NEGATIVE_TTL", default_value_t = 5)]
+    token_negative_ttl: u64,
     /// Allow `--auth noauth` on a non-loopback address.
     #[arg(long, env = "IMAGEMETA_FORCE_NOAUTH")]
     force_noauth: bool,
@@ -104,13 +133,10 @@ struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "IMAGEMETA_MAX_REQUEST_BODY_SIZE", default_value_t = 114_688)]
     max_request_body_size: usize,
-    /// The identity endpoint named in `WWW-Authenticate` on 401 responses.
-    #[arg(
-        long,
-        env = "IMAGEMETA_WWW_AUTHENTICATE_URI",
-        default_value = "http://127.0.0.1:5000"
-    )]
-    www_authenticate_uri: String,
+    /// The identity endpoint named in `WWW-Authenticate` on 401 responses (default: the
+    /// Keystone URL, or `http://127.0.0.1:5000`).
+    #[arg(long, env = "IMAGEMETA_WWW_AUTHENTICATE_URI")]
+    www_authenticate_uri: Option<String>,
     /// The image API endpoint for `alternate` links (default: the request's host, port 9292).
     #[arg(long, env = "IMAGEMETA_IMAGE_URL")]
     image_url: Option<String>,
@@ -220,7 +246,50 @@ fn init_logging() {
         .try_init();
 }
 
+fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
+    let Some(url) = args.keystone_url.clone() else {
+        return Ok(None);
+    };
+    let credentials = match (&args.keystone_app_cred_id, &args.keystone_app_cred_secret) {
+        (Some(id), Some(secret)) => ServiceCredentials::ApplicationCredential {
+            id: id.clone(),
+            secret: secret.clone(),
+        },
+        _ => ServiceCredentials::Password {
+            username: args
+                .keystone_username
+                .clone()
+                .context("--keystone-username (or an application credential) is required")?,
+            password: args
+                .keystone_password
+                .clone()
+                .context("--keystone-password is required")?,
+            user_domain: args.keystone_user_domain.clone(),
+            project: args.keystone_project.clone(),
+            project_domain: args.keystone_project_domain.clone(),
+        },
+    };
+    Ok(Some(KeystoneConfig {
+        url,
+        credentials,
+        cache_ttl: Duration::from_secs(args.token_cache_ttl),
+        negative_ttl: Duration::from_secs(args.token_negative_ttl),
+        cache_size: 100_000,
+        timeout: Duration::from_secs(10),
+    }))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let keystone = if args.auth == AuthMode::Keystone {
+        keystone_config(&args)?
+    } else {
+        None
+    };
+    let www_authenticate_uri = args
+        .www_authenticate_uri
+        .clone()
+        .or_else(|| keystone.as_ref().map(|k| k.url.trim_end_matches('/').to_owned()))
+        .unwrap_or_else(|| "http://127.0.0.1:5000".to_owned());
     let config = ServeConfig {
         compute_listen: args.compute_listen,
         image_listen: args.image_listen,
@@ -229,11 +298,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         synchronous: args.store.synchronous,
         auth: args.auth,
         tokens: args.tokens,
+        keystone,
         force_noauth: args.force_noauth,
         settings: Settings {
             metadata_quota: MetadataQuota::from_config(args.metadata_items),
             max_request_body_size: args.max_request_body_size,
-            www_authenticate_uri: args.www_authenticate_uri,
+            www_authenticate_uri,
             image_url: args.image_url.map(|u| u.trim_end_matches('/').to_owned()),
             image_quotas: ImageQuotas {
                 properties: usize::try_from(args.image_property_quota).ok(),

@@ -21,7 +21,11 @@ const BAD_METHOD_MESSAGE: &str =
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Nova's fault body; the name follows from the status (§5.1).
-    Nova { status: StatusCode, message: String },
+    Nova {
+        status: StatusCode,
+        message: String,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
     /// A missing or invalid token, in Keystone's format with `WWW-Authenticate`.
     Unauthorized { www_authenticate_uri: String },
     /// A WebOb error page (Nova's unrouted paths and oversized bodies, every Glance error):
@@ -42,6 +46,28 @@ impl Fault {
         Fault::Nova {
             status,
             message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The identity service cannot validate tokens now: 503 with `Retry-After`, never 401.
+    pub fn identity_unavailable(nova: bool) -> Fault {
+        let retry = vec![(header::RETRY_AFTER, HeaderValue::from_static("5"))];
+        let message = "The identity service is unavailable. Please retry later.".to_owned();
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        if nova {
+            Fault::Nova {
+                status,
+                message,
+                headers: retry,
+            }
+        } else {
+            Fault::Bare {
+                status,
+                explanation: Some(message),
+                detail: None,
+                headers: retry,
+            }
         }
     }
 
@@ -104,7 +130,11 @@ impl Fault {
     pub fn render(self, accept: Option<&HeaderValue>) -> Response {
         let status = self.status();
         match self {
-            Fault::Nova { message, .. } => nova_body(status, &message),
+            Fault::Nova { message, headers, .. } => {
+                let mut r = nova_body(status, &message);
+                r.headers_mut().extend(headers);
+                r
+            }
             Fault::BadMethod { allow } => {
                 let mut r = nova_body(status, BAD_METHOD_MESSAGE);
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn out_of_range_is_406_and_bad_format_400() {
         let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 3.0")])).unwrap_err();
-        assert_eq!((f.status(), echoed), (StatusCode::NOT_ACCEPTABLE, Some("3.0".to_string())));
+        assert_eq!(
+            (f.status(), echoed),
+            (StatusCode::NOT_ACCEPTABLE, Some("3.0".to_string()))
+        );
         let (f, _) = negotiate(&h(&[("openstack-api-version", "compute 99999999999999999999.1")])).unwrap_err();
         assert_eq!(f.status(), StatusCode::NOT_ACCEPTABLE);
         let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 2.01")])).unwrap_err();

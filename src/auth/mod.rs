@@ -1,7 +1,9 @@
 //! Token validation: turns an `X-Auth-Token` into a [`Principal`].
 //!
-//! Each mode is one [`Authenticator`]; the API layers only see the trait, so a Keystone
-//! validator slots in beside these two.
+//! Each mode is one [`Authenticator`] (static tokens, noauth, [`keystone`]); the API layers
+//! only see the trait.
+
+pub mod keystone;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -193,7 +193,7 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
             crate::auth::AuthError::Invalid => unauthorized(),
             crate::auth::AuthError::Unavailable(why) => {
                 tracing::error!(error = %why, "identity service unavailable");
-                Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The identity service is unavailable.")
+                Fault::identity_unavailable(false)
             }
         })?,
     };

@@ -1,0 +1,309 @@
+//! Token validation against a real Keystone v3, the way keystonemiddleware does it.
+//!
+//! The service authenticates itself (password or application credential), keeps its own token
+//! and renews it before it expires or when Keystone refuses it. Each user token is validated
+//! with `GET /v3/auth/tokens` (`X-Auth-Token`: the service token, `X-Subject-Token`: the
+//! user's). Validations are cached until the token expires or the cache TTL passes, whichever
+//! is first; refusals are cached briefly. Cache keys are SHA-256 digests: no raw token is kept
+//! in memory longer than one request, and none is ever logged.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::future::Cache;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::Mutex;
+
+use super::{AuthError, Authenticator};
+use crate::domain::Principal;
+
+/// How the service proves who it is.
+#[derive(Debug, Clone)]
+pub enum ServiceCredentials {
+    Password {
+        username: String,
+        password: String,
+        user_domain: String,
+        project: String,
+        project_domain: String,
+    },
+    ApplicationCredential {
+        id: String,
+        secret: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct KeystoneConfig {
+    /// The identity endpoint, e.g. `http://127.0.0.1:5000` (with or without `/v3`).
+    pub url: String,
+    pub credentials: ServiceCredentials,
+    /// The longest a validation is trusted.
+    pub cache_ttl: Duration,
+    /// How long a refused token stays refused without asking again.
+    pub negative_ttl: Duration,
+    /// How many validations are cached.
+    pub cache_size: u64,
+    /// Per-request timeout towards Keystone.
+    pub timeout: Duration,
+}
+
+type TokenKey = [u8; 32];
+
+#[derive(Clone)]
+struct Valid {
+    principal: Principal,
+    until: Instant,
+}
+
+pub struct Keystone {
+    base: String,
+    credentials: ServiceCredentials,
+    http: reqwest::Client,
+    cache_ttl: Duration,
+    valid: Cache<TokenKey, Valid>,
+    refused: Cache<TokenKey, ()>,
+    /// The service's own token and when to renew it; one renewal at a time.
+    service_token: Mutex<Option<(String, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: TokenInfo,
+}
+
+#[derive(Deserialize)]
+struct TokenInfo {
+    expires_at: String,
+    user: Named,
+    project: Option<Named>,
+    #[serde(default)]
+    roles: Vec<Role>,
+    /// Absent means true (keystonemiddleware's default).
+    is_admin_project: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Role {
+    name: String,
+}
+
+fn key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Keystone is not answering usefully: the request should be retried later (503).
+fn unavailable(what: impl std::fmt::Display) -> AuthError {
+    AuthError::Unavailable(what.to_string())
+}
+
+impl Keystone {
+    pub fn new(config: KeystoneConfig) -> anyhow::Result<Keystone> {
+        let base = config.url.trim_end_matches('/').trim_end_matches("/v3").to_owned();
+        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
+        Ok(Keystone {
+            base,
+            credentials: config.credentials,
+            http,
+            cache_ttl: config.cache_ttl,
+            valid: Cache::builder()
+                .max_capacity(config.cache_size)
+                .time_to_live(config.cache_ttl)
+                .build(),
+            refused: Cache::builder()
+                .max_capacity(config.cache_size)
+                .time_to_live(config.negative_ttl)
+                .build(),
+            service_token: Mutex::new(None),
+        })
+    }
+
+    /// The service token, obtained or renewed when missing, refused, or close to expiry.
+    async fn service_token(&self, renew: bool) -> Result<String, AuthError> {
+        let mut slot = self.service_token.lock().await;
+        if let Some((token, renew_at)) = slot.as_ref()
+            && !renew
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let identity = match &self.credentials {
+            ServiceCredentials::Password {
+                username,
+                password,
+                user_domain,
+                project,
+                project_domain,
+            } => json!({
+                "auth": {
+                    "identity": {"methods": ["password"], "password": {"user": {
+                        "name": username, "domain": {"name": user_domain}, "password": password}}},
+                    "scope": {"project": {"name": project, "domain": {"name": project_domain}}},
+                }
+            }),
+            ServiceCredentials::ApplicationCredential { id, secret } => json!({
+                "auth": {"identity": {"methods": ["application_credential"],
+                                      "application_credential": {"id": id, "secret": secret}}}
+            }),
+        };
+        let response = self
+            .http
+            .post(format!("{}/v3/auth/tokens", self.base))
+            .json(&identity)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(unavailable(format!(
+                "Keystone refused the service credentials ({status})"
+            )));
+        }
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| unavailable("Keystone issued no service token"))?;
+        let body: TokenBody = response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("bad token response: {e}")))?;
+        let expires = parse_expiry(&body.token.expires_at).unwrap_or(Instant::now() + Duration::from_secs(300));
+        // Renew a minute early (or halfway, for very short-lived tokens).
+        let lifetime = expires.saturating_duration_since(Instant::now());
+        let renew_at = Instant::now() + lifetime.saturating_sub(Duration::from_secs(60).min(lifetime / 2));
+        *slot = Some((token.clone(), renew_at));
+        Ok(token)
+    }
+
+    async fn validate(&self, token: &str) -> Result<Valid, AuthError> {
+        let mut renew = false;
+        loop {
+            let service = self.service_token(renew).await?;
+            let response = self
+                .http
+                .get(format!("{}/v3/auth/tokens", self.base))
+                .header("x-auth-token", service)
+                .header("x-subject-token", token)
+                .send()
+                .await
+                .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
+            match response.status().as_u16() {
+                200 => {
+                    let body: TokenBody = response
+                        .json()
+                        .await
+                        .map_err(|e| unavailable(format!("bad validation response: {e}")))?;
+                    return principal(body.token, self.cache_ttl);
+                }
+                // The subject token is unknown, expired or revoked.
+                404 => return Err(AuthError::Invalid),
+                // Our own token was refused: renew it once.
+                401 | 403 if !renew => renew = true,
+                other => return Err(unavailable(format!("Keystone answered {other} to a token validation"))),
+            }
+        }
+    }
+}
+
+/// The identity in a validated token. A token without a project scope cannot use these APIs.
+fn principal(info: TokenInfo, ttl: Duration) -> Result<Valid, AuthError> {
+    let project = info.project.ok_or(AuthError::Invalid)?;
+    let expires = parse_expiry(&info.expires_at).ok_or(AuthError::Invalid)?;
+    let now = Instant::now();
+    if expires <= now {
+        return Err(AuthError::Invalid);
+    }
+    let roles: Vec<String> = info.roles.into_iter().map(|r| r.name.to_lowercase()).collect();
+    let mut principal = Principal::new(info.user.id, project.id, roles);
+    // An admin role in a project that is not the admin project is not cloud-wide admin.
+    principal.is_admin &= info.is_admin_project.unwrap_or(true);
+    Ok(Valid {
+        principal,
+        until: expires.min(now + ttl),
+    })
+}
+
+/// Keystone's `expires_at` as an instant on this machine's monotonic clock.
+fn parse_expiry(s: &str) -> Option<Instant> {
+    let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let left = at - OffsetDateTime::now_utc();
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left)
+}
+
+#[async_trait]
+impl Authenticator for Keystone {
+    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let k = key(token);
+        if let Some(v) = self.valid.get(&k).await {
+            if Instant::now() < v.until {
+                return Ok(v.principal);
+            }
+            self.valid.invalidate(&k).await;
+        }
+        if self.refused.get(&k).await.is_some() {
+            return Err(AuthError::Invalid);
+        }
+        match self.validate(token).await {
+            Ok(v) => {
+                let principal = v.principal.clone();
+                self.valid.insert(k, v).await;
+                Ok(principal)
+            }
+            Err(AuthError::Invalid) => {
+                self.refused.insert(k, ()).await;
+                Err(AuthError::Invalid)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(expires: &str, roles: &[&str], admin_project: Option<bool>) -> TokenInfo {
+        TokenInfo {
+            expires_at: expires.into(),
+            user: Named { id: "u".into() },
+            project: Some(Named { id: "p".into() }),
+            roles: roles.iter().map(|r| Role { name: r.to_string() }).collect(),
+            is_admin_project: admin_project,
+        }
+    }
+
+    #[test]
+    fn identity_from_token() {
+        let v = principal(
+            info("2999-01-01T00:00:00.000000Z", &["Admin", "member"], None),
+            Duration::from_secs(60),
+        )
+        .ok()
+        .unwrap();
+        assert!(v.principal.is_admin && v.principal.roles.contains(&"admin".to_string()));
+        assert!(v.until <= Instant::now() + Duration::from_secs(60));
+        let v = principal(
+            info("2999-01-01T00:00:00Z", &["admin"], Some(false)),
+            Duration::from_secs(60),
+        )
+        .ok()
+        .unwrap();
+        assert!(!v.principal.is_admin);
+        assert!(matches!(
+            principal(info("2000-01-01T00:00:00Z", &[], None), Duration::from_secs(60)),
+            Err(AuthError::Invalid)
+        ));
+    }
+}
