@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
 use crate::auth::keystone::{KeystoneConfig, ServiceCredentials};
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
-use crate::domain::{Image, ImageStatus, Properties, Visibility, now};
+use crate::domain::{Image, ImageStatus, Visibility, now};
 use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, Synchronous};
 
 #[derive(Debug, Parser)]
@@ -326,37 +327,44 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
     let start = args.created_at.unwrap_or_else(now);
     let count = args.count.unwrap_or(1);
-    for n in 0..count {
-        let id = match (&args.id, args.count) {
-            (Some(id), None) => id.clone(),
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
-        let created = start + time::Duration::seconds(n as i64);
-        let mut image = Image::new(id, created);
-        image.name = match (&args.name, args.count) {
-            (Some(name), Some(_)) => Some(format!("{name}-{n}")),
-            (name, _) => name.clone(),
-        };
-        image.owner = args.owner.clone();
-        image.visibility = args.visibility;
-        image.status = args.status;
-        image.min_disk = args.min_disk;
-        image.min_ram = args.min_ram;
-        image.size = args.size;
-        image.protected = args.protected;
-        image.os_hidden = args.os_hidden;
-        let mut props = Properties::default();
-        for (k, v) in &args.properties {
-            props.set(k.clone(), Some(v.clone()));
+    // Seeding many images: batches of 10,000 per transaction.
+    let mut n = 0;
+    while n < count {
+        let batch: Vec<Image> = (n..count.min(n + 10_000)).map(|i| seed_image(&args, start, i)).collect();
+        n += batch.len() as u64;
+        let images = store.insert_images(batch).await.with_context(|| "cannot create the images")?;
+        let mut out = std::io::stdout().lock();
+        for image in &images {
+            writeln!(out, "{}", serde_json::to_string(&glance_shape(image))?)?;
         }
-        image.properties = props;
-        let image = store
-            .insert_image(image)
-            .await
-            .with_context(|| "cannot create the image")?;
-        println!("{}", serde_json::to_string(&glance_shape(&image))?);
     }
     Ok(())
+}
+
+/// The `n`th image of an `image create` command.
+fn seed_image(args: &CreateArgs, start: OffsetDateTime, n: u64) -> Image {
+    let id = match (&args.id, args.count) {
+        (Some(id), None) => id.clone(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    let created = start + time::Duration::seconds(n as i64);
+    let mut image = Image::new(id, created);
+    image.name = match (&args.name, args.count) {
+        (Some(name), Some(_)) => Some(format!("{name}-{n}")),
+        (name, _) => name.clone(),
+    };
+    image.owner = args.owner.clone();
+    image.visibility = args.visibility;
+    image.status = args.status;
+    image.min_disk = args.min_disk;
+    image.min_ram = args.min_ram;
+    image.size = args.size;
+    image.protected = args.protected;
+    image.os_hidden = args.os_hidden;
+    for (k, v) in &args.properties {
+        image.properties.set(k.clone(), Some(v.clone()));
+    }
+    image
 }
 
 async fn list(store: StoreArgs) -> anyhow::Result<()> {

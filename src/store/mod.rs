@@ -177,8 +177,15 @@ pub trait Store: Send + Sync + 'static {
     /// `Protected` if protected. Its id can never be used again.
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError>;
 
-    /// Inserts a complete image; `Conflict` when the id is or was in use.
-    async fn insert_image(&self, image: Image) -> Result<Image, StoreError>;
+    /// Inserts complete images in one transaction (all or none); `Conflict` when an id is or
+    /// was in use.
+    async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError>;
+
+    /// Inserts one complete image.
+    async fn insert_image(&self, image: Image) -> Result<Image, StoreError> {
+        let mut done = self.insert_images(vec![image]).await?;
+        done.pop().ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -733,10 +733,12 @@ impl Store for SqliteStore {
         self.write(move |c| delete_image_tx(c, &who, &id)).await
     }
 
-    async fn insert_image(&self, image: Image) -> Result<Image, StoreError> {
+    async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
         self.write(move |c| {
-            insert_image_tx(c, &image)?;
-            Ok(image)
+            for image in &images {
+                insert_image_tx(c, image)?;
+            }
+            Ok(images)
         })
         .await
     }
