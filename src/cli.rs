@@ -1,9 +1,9 @@
 //! The command line: `serve`, and the operator's `image create` / `image list`, which work
 //! on the database directly.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -330,9 +330,14 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     // Seeding many images: batches of 10,000 per transaction.
     let mut n = 0;
     while n < count {
-        let batch: Vec<Image> = (n..count.min(n + 10_000)).map(|i| seed_image(&args, start, i)).collect();
+        let batch: Vec<Image> = (n..count.min(n + 10_000))
+            .map(|i| seed_image(&args, start, i))
+            .collect();
         n += batch.len() as u64;
-        let images = store.insert_images(batch).await.with_context(|| "cannot create the images")?;
+        let images = store
+            .insert_images(batch)
+            .await
+            .with_context(|| "cannot create the images")?;
         let mut out = std::io::stdout().lock();
         for image in &images {
             writeln!(out, "{}", serde_json::to_string(&glance_shape(image))?)?;

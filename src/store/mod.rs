@@ -184,7 +184,8 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts one complete image.
     async fn insert_image(&self, image: Image) -> Result<Image, StoreError> {
         let mut done = self.insert_images(vec![image]).await?;
-        done.pop().ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
+        done.pop()
+            .ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
     }
 }
 

@@ -93,6 +93,10 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
         ("/v2.1", rest)
     } else if let Some(rest) = strip_segment_prefix(&path, "/v2") {
         ("/v2", rest)
+    } else if let Some(prefix) = versions::from_media_type(&parts.headers).filter(|_| path != "/") {
+        // Nova's urlmap: a `;version=` media-type parameter picks the API when the path has
+        // no version prefix.
+        (prefix, path.as_str())
     } else {
         // The root application: version list or multiple choices, no auth, no request id.
         return versions::root(&parts);
@@ -209,7 +213,7 @@ async fn pipeline(
             Action::ImageIndex | Action::ImageDetail | Action::ImageShow(_) | Action::ImageDelete(_) => {
                 Some(microversion::MAX_IMAGE_PROXY)
             }
-            Action::Limits | Action::VersionDocument => None,
+            Action::Limits | Action::VersionDocument | Action::VersionShow(_) => None,
             _ => Some(microversion::MAX_IMAGE_META_PROXY),
         };
         if max.is_some_and(|max| v > max) {
@@ -248,6 +252,7 @@ async fn dispatch(ctx: &Ctx, action: Action) -> Result<Reply, Fault> {
         MetadataUpdate(id, key) => image_metadata::update(ctx, &id, &key).await,
         MetadataDelete(id, key) => image_metadata::delete(ctx, &id, &key).await,
         Limits => limits::index(ctx),
+        VersionShow(id) => versions::show(ctx, &id),
     }
 }
 

@@ -7,6 +7,8 @@ use axum::http::Method;
 pub enum Action {
     /// `GET /v2[.1][/]`: the version document.
     VersionDocument,
+    /// `GET /versions/{id}`: a version document, authenticated.
+    VersionShow(String),
     ImageIndex,
     ImageDetail,
     ImageShow(String),
@@ -71,6 +73,7 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, NoRoute> {
     use Action::*;
     match segments.as_slice() {
         ["limits"] => pick(method, "GET", [(Method::GET, Limits)], project_id),
+        ["versions", _] => pick(method, "GET", [(Method::GET, VersionShow(id(1)))], project_id),
         ["images"] => pick(method, "GET", [(Method::GET, ImageIndex)], project_id),
         // `/images/detail` is declared before `/images/{id}`: GET is the detail listing,
         // DELETE still reaches delete with the id "detail".

@@ -1,12 +1,13 @@
 //! Version discovery (nova-images §8): `GET /`, the `/v2` and `/v2.1` documents, and the
 //! 300 Multiple Choices that any other root path gets.
 
-use axum::http::{HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::Reply;
 use super::views::LinkBase;
+use super::{Ctx, Reply};
+use crate::api::fault::Fault;
 use crate::api::json;
 use crate::api::microversion::{MAX, MIN};
 
@@ -80,14 +81,39 @@ pub fn root(parts: &Parts) -> Response {
 /// `GET /v2[/]` and `GET /v2.1[/]`.
 pub fn document(prefix: &str, links: &LinkBase) -> Reply {
     let id = if prefix == "/v2.1" { "v2.1" } else { "v2.0" };
-    let (id, status, version, min, updated, media) =
-        versions().into_iter().find(|v| v.0 == id).expect("a known version");
-    Reply::ok(json!({"version": {
+    version_document(id, prefix, links).expect("a known version")
+}
+
+/// `GET /versions/{id}` (authenticated): 404 for an unknown id.
+pub fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+    version_document(id, ctx.links.version_prefix, &ctx.links).ok_or_else(Fault::resource_not_found)
+}
+
+/// The API a `;version=` parameter of `Accept` or `Content-Type` names: `/v2` or `/v2.1`.
+pub fn from_media_type(headers: &HeaderMap) -> Option<&'static str> {
+    [header::ACCEPT, header::CONTENT_TYPE].iter().find_map(|name| {
+        let value = headers.get(name)?.to_str().ok()?;
+        value.split(',').find_map(|media| {
+            media
+                .split(';')
+                .skip(1)
+                .find_map(|param| match param.trim().strip_prefix("version=")?.trim() {
+                    "2.1" => Some("/v2.1"),
+                    "2" | "2.0" => Some("/v2"),
+                    _ => None,
+                })
+        })
+    })
+}
+
+fn version_document(id: &str, prefix: &str, links: &LinkBase) -> Option<Reply> {
+    let (id, status, version, min, updated, media) = versions().into_iter().find(|v| v.0 == id)?;
+    Some(Reply::ok(json!({"version": {
         "id": id, "status": status, "version": version, "min_version": min, "updated": updated,
         "links": [
             {"rel": "self", "href": format!("{}{prefix}/", links.root)},
             {"rel": "describedby", "type": "text/html", "href": DOCS},
         ],
         "media-types": [{"base": "application/json", "type": media}],
-    }}))
+    }})))
 }
