@@ -160,6 +160,7 @@ impl Env {
                 Auth::NoAuth => {
                     cmd.env("IMAGEMETA_AUTH", "noauth");
                 }
+                Auth::External => {}
             }
             if let Some(n) = opts.metadata_items {
                 cmd.env("IMAGEMETA_METADATA_ITEMS", n.to_string());
@@ -177,6 +178,7 @@ impl Env {
                 Auth::NoAuth => {
                     cmd.args(["--auth", "noauth"]);
                 }
+                Auth::External => {}
             }
             if let Some(n) = opts.metadata_items {
                 cmd.arg(format!("--metadata-items={n}"));
@@ -201,6 +203,8 @@ pub enum Auth {
     #[default]
     Static,
     NoAuth,
+    /// No auth flags: `extra_args` carry `--auth keystone …`.
+    External,
 }
 
 #[derive(Default, Clone)]

@@ -270,10 +270,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal
         AuthError::Invalid => unauthorized(),
         AuthError::Unavailable(why) => {
             tracing::error!(error = %why, "identity service unavailable");
-            Fault::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The identity service is unavailable. Please retry later.",
-            )
+            Fault::identity_unavailable(true)
         }
     })
 }

@@ -1,0 +1,242 @@
+//! `--auth keystone` against a real Keystone (issue 4).
+//!
+//! These tests need the Keystone that `ci/keystone/` installs and starts; `.ci/run` does that
+//! and runs them with `--ignored --test-threads=1` (one of them stops and restarts Keystone).
+//! `IMAGEMETA_KEYSTONE_STATE` names the harness's state directory, whose `fixtures.json`
+//! lists the projects, users and the service user.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use helpers::*;
+
+const NEEDS: &str = "needs a Keystone: run by .ci/run (ci/keystone)";
+
+struct Keystone {
+    state: PathBuf,
+    fixtures: Value,
+    http: reqwest::Client,
+}
+
+impl Keystone {
+    fn from_env() -> Keystone {
+        let state = PathBuf::from(std::env::var("IMAGEMETA_KEYSTONE_STATE").expect("IMAGEMETA_KEYSTONE_STATE"));
+        let text = std::fs::read_to_string(state.join("fixtures.json")).expect("fixtures.json");
+        Keystone { state, fixtures: serde_json::from_str(&text).unwrap(), http: reqwest::Client::new() }
+    }
+
+    fn url(&self) -> String {
+        self.fixtures["keystone_url"].as_str().unwrap().trim_end_matches('/').to_owned()
+    }
+
+    fn project_id(&self, name: &str) -> String {
+        self.fixtures["projects"][name]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A project-scoped token for a fixture user.
+    async fn token(&self, user: &str) -> String {
+        let u = if user == "admin" { &self.fixtures["admin"] } else { &self.fixtures["users"][user] };
+        let project = u["project"].as_str().unwrap_or("admin");
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": u["name"], "domain": {"id": "default"}, "password": u["password"]}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
+        let r = self.http.post(format!("{}/v3/auth/tokens?nocatalog", self.url())).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "login of {user}");
+        r.headers()["x-subject-token"].to_str().unwrap().to_owned()
+    }
+
+    async fn revoke(&self, token: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/v3/auth/tokens", self.url()))
+            .header("X-Auth-Token", token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "revocation");
+    }
+
+    fn script(&self, name: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/keystone/");
+        let status = std::process::Command::new(format!("{script}{name}"))
+            .arg(&self.state)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name}");
+    }
+
+    /// imagemeta in keystone mode with the fixture service user.
+    fn serve(&self, env: &Env, extra: &[&str]) -> Server {
+        let svc = &self.fixtures["service_user"];
+        let mut args: Vec<String> = vec![
+            "--auth".into(),
+            "keystone".into(),
+            "--keystone-url".into(),
+            self.url(),
+            "--keystone-username".into(),
+            svc["name"].as_str().unwrap().into(),
+            "--keystone-password".into(),
+            svc["password"].as_str().unwrap().into(),
+            "--keystone-project".into(),
+            svc["project"].as_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        env.start_with(&ServerOpts { auth: Auth::External, extra_args: args, ..Default::default() })
+    }
+}
+
+async fn status(h: &Handle, method: &str, path: &str, token: &str, body: Option<Value>) -> u16 {
+    let mut call = h.call(method, path).token(token);
+    if let Some(b) = body {
+        call = if method == "PATCH" {
+            call.body(serde_json::to_vec(&b).unwrap()).content_type("application/openstack-images-v2.1-json-patch")
+        } else {
+            call.json(&b)
+        };
+    }
+    call.send().await.status
+}
+
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn ownership_matrix_across_two_projects_and_both_apis() {
+    let _ = NEEDS;
+    let ks = Keystone::from_env();
+    let env = Env::new();
+    let server = ks.serve(&env, &["--token-cache-ttl", "60"]);
+    let (glance, nova) = (server.image(), server.handle());
+    let alpha = ks.token("alpha-member").await;
+    let alpha_reader = ks.token("alpha-reader").await;
+    let beta = ks.token("beta-member").await;
+    let admin = ks.token("admin").await;
+
+    // alpha's private image, and a public image of alpha's created by the admin.
+    let private = glance.call("POST", "/v2/images").token(&alpha).json(&json!({"name": "p", "visibility": "private"})).send().await;
+    assert_eq!(private.status, 201, "{}", private.text());
+    assert_eq!(private.json()["owner"], json!(ks.project_id("alpha")));
+    let p = private.json()["id"].as_str().unwrap().to_owned();
+    let public = glance
+        .call("POST", "/v2/images")
+        .token(&admin)
+        .json(&json!({"name": "q", "visibility": "public", "owner": ks.project_id("alpha")}))
+        .send()
+        .await;
+    assert_eq!(public.status, 201, "{}", public.text());
+    let q = public.json()["id"].as_str().unwrap().to_owned();
+    let patch = json!([{"op": "add", "path": "/k", "value": "v"}]);
+    let meta = json!({"metadata": {"k": "v"}});
+
+    // (who, image, read, write) for both APIs.
+    let cases = [
+        ("alpha member, own private", &alpha, &p, 200, 200),
+        ("alpha reader, own private", &alpha_reader, &p, 200, 403),
+        ("beta member, alpha's private", &beta, &p, 404, 404),
+        ("beta member, alpha's public", &beta, &q, 200, 403),
+        ("admin, alpha's private", &admin, &p, 200, 200),
+    ];
+    for (what, token, id, read, write) in cases {
+        assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), token, None).await, read, "glance read: {what}");
+        assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}/metadata"), token, None).await, read, "nova read: {what}");
+        assert_eq!(
+            status(&glance, "PATCH", &format!("/v2/images/{id}"), token, Some(patch.clone())).await,
+            write,
+            "glance write: {what}"
+        );
+        assert_eq!(
+            status(&nova, "POST", &format!("/v2.1/images/{id}/metadata"), token, Some(meta.clone())).await,
+            write,
+            "nova write: {what}"
+        );
+    }
+    // A beta member's list holds alpha's public image but not its private one.
+    let listed = glance.call("GET", "/v2/images").token(&beta).send().await.json();
+    let ids: Vec<&str> = listed["images"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&q.as_str()) && !ids.contains(&p.as_str()), "{ids:?}");
+
+    // A token Keystone does not know: 401 in Keystone's format, pointing at Keystone.
+    let bogus = nova.call("GET", "/v2.1/images").token("not-a-token").send().await;
+    assert_eq!(bogus.status, 401);
+    assert_eq!(bogus.header("www-authenticate"), Some(format!("Keystone uri=\"{}\"", ks.url()).as_str()));
+    assert_eq!(
+        bogus.json(),
+        json!({"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}})
+    );
+    assert_eq!(glance.call("GET", "/v2/images").token("not-a-token").send().await.status, 401);
+
+    // Tokens never reach the logs.
+    let log = server.stderr();
+    for t in [&alpha, &alpha_reader, &beta, &admin] {
+        assert!(!log.contains(t.as_str()), "a token appears in the server log");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn a_revoked_token_stops_working_within_the_cache_ttl() {
+    let ks = Keystone::from_env();
+    let env = Env::new();
+    let server = ks.serve(&env, &["--token-cache-ttl", "2", "--token-negative-ttl", "1"]);
+    let nova = server.handle();
+    let token = ks.token("alpha-member").await;
+    assert_eq!(status(&nova, "GET", "/v2.1/images", &token, None).await, 200);
+
+    ks.revoke(&token).await;
+    let revoked = Instant::now();
+    let mut last = 200;
+    while revoked.elapsed() < Duration::from_secs(20) {
+        last = status(&nova, "GET", "/v2.1/images", &token, None).await;
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 401, "the revoked token still works");
+    // Cached for at most the TTL (2 s), plus one validation round trip.
+    assert!(revoked.elapsed() < Duration::from_secs(10), "took {:?}", revoked.elapsed());
+}
+
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn keystone_down_is_503_with_retry_after_and_recovers_without_restart() {
+    let ks = Keystone::from_env();
+    let env = Env::new();
+    let server = ks.serve(&env, &["--token-cache-ttl", "60"]);
+    let (glance, nova) = (server.image(), server.handle());
+    let warm = ks.token("alpha-member").await;
+    let fresh = ks.token("beta-member").await;
+    assert_eq!(status(&nova, "GET", "/v2.1/images", &warm, None).await, 200);
+
+    ks.script("stop.sh");
+    let down = nova.call("GET", "/v2.1/images").token(&fresh).send().await;
+    let glance_down = glance.call("GET", "/v2/images").token(&fresh).header("Accept", "application/json").send().await;
+    // A validation cached before the outage keeps working.
+    let cached = status(&nova, "GET", "/v2.1/images", &warm, None).await;
+    ks.script("start.sh");
+
+    assert_fault(&down, 503, "serviceUnavailable", "The identity service is unavailable. Please retry later.");
+    assert_eq!(down.header("retry-after"), Some("5"));
+    assert_eq!(glance_down.status, 503);
+    assert_eq!(glance_down.header("retry-after"), Some("5"));
+    assert_eq!(cached, 200);
+
+    // Back up: the same token now validates, no restart of imagemeta needed.
+    let mut after = 0;
+    for _ in 0..50 {
+        after = status(&nova, "GET", "/v2.1/images", &fresh, None).await;
+        if after == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(after, 200);
+    assert_eq!(status(&glance, "GET", "/v2/images", &fresh, None).await, 200);
+}
