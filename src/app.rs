@@ -73,35 +73,27 @@ impl Application {
                 Arc::new(NoAuth)
             }
             AuthMode::Keystone => {
-                let config = config
-                    .keystone
-                    .clone()
-                    .context("--auth keystone needs --keystone-url and credentials")?;
+                let config = config.keystone.clone().context("--auth keystone needs --keystone-url and credentials")?;
                 Arc::new(Keystone::new(config)?)
             }
         };
-        let store = store::open(&config.database, config.synchronous)
-            .await
-            .context("cannot open the database")?;
-        let data = DataStore::open(&config.image_data_dir).with_context(|| {
-            format!(
-                "cannot open the image data directory {}",
-                config.image_data_dir.display()
-            )
-        })?;
-        let state = AppState {
-            store,
-            data: Arc::new(data),
-            auth,
-            settings: Arc::new(config.settings),
-        };
+        let store = store::open(&config.database, config.synchronous).await.context("cannot open the database")?;
+        let data = DataStore::open(&config.image_data_dir)
+            .with_context(|| format!("cannot open the image data directory {}", config.image_data_dir.display()))?;
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
         };
         let compute = bind(config.compute_listen).await?;
         let image = bind(config.image_listen).await?;
+        // The Compute API's `alternate` links name the image listener as bound (its real port
+        // when it was 0; its address unless it listens on all of them).
+        let mut settings = config.settings;
+        let bound = image.local_addr()?;
+        settings.image_port = bound.port();
+        if settings.image_url.is_none() && !bound.ip().is_unspecified() {
+            settings.image_url = Some(format!("http://{bound}"));
+        }
+        let state = AppState { store, data: Arc::new(data), auth, settings: Arc::new(settings) };
         Ok(Application { compute, image, state })
     }
 
@@ -138,11 +130,7 @@ impl Application {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     let body = r#"{"computeFault": {"code": 500, "message": "Unexpected API Error. Please contact the administrator\n<class 'imagemeta.Panic'>"}}"#;
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))],
-        body,
-    )
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))], body)
         .into_response()
 }
 

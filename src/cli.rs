@@ -23,11 +23,7 @@ use crate::domain::{Image, ImageStatus, Visibility, now};
 use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, Synchronous};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "imagemeta",
-    version,
-    about = "OpenStack Compute image and image-metadata API in one binary"
-)]
+#[command(name = "imagemeta", version, about = "OpenStack Compute image and image-metadata API in one binary")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,20 +72,10 @@ struct ServeArgs {
     #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     image_size_cap: u64,
     /// Extra properties per image in the image API (`image_property_quota`); -1 unlimited.
-    #[arg(
-        long,
-        env = "IMAGEMETA_IMAGE_PROPERTY_QUOTA",
-        default_value_t = 128,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, env = "IMAGEMETA_IMAGE_PROPERTY_QUOTA", default_value_t = 128, allow_negative_numbers = true)]
     image_property_quota: i64,
     /// Tags per image (`image_tag_quota`); -1 unlimited.
-    #[arg(
-        long,
-        env = "IMAGEMETA_IMAGE_TAG_QUOTA",
-        default_value_t = 128,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, env = "IMAGEMETA_IMAGE_TAG_QUOTA", default_value_t = 128, allow_negative_numbers = true)]
     image_tag_quota: i64,
     /// How tokens are validated.
     #[arg(long, env = "IMAGEMETA_AUTH", value_enum, default_value = "static")]
@@ -241,10 +227,7 @@ impl Cli {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("IMAGEMETA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
@@ -252,19 +235,15 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
         return Ok(None);
     };
     let credentials = match (&args.keystone_app_cred_id, &args.keystone_app_cred_secret) {
-        (Some(id), Some(secret)) => ServiceCredentials::ApplicationCredential {
-            id: id.clone(),
-            secret: secret.clone(),
-        },
+        (Some(id), Some(secret)) => {
+            ServiceCredentials::ApplicationCredential { id: id.clone(), secret: secret.clone() }
+        }
         _ => ServiceCredentials::Password {
             username: args
                 .keystone_username
                 .clone()
                 .context("--keystone-username (or an application credential) is required")?,
-            password: args
-                .keystone_password
-                .clone()
-                .context("--keystone-password is required")?,
+            password: args.keystone_password.clone().context("--keystone-password is required")?,
             user_domain: args.keystone_user_domain.clone(),
             project: args.keystone_project.clone(),
             project_domain: args.keystone_project_domain.clone(),
@@ -281,11 +260,7 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let keystone = if args.auth == AuthMode::Keystone {
-        keystone_config(&args)?
-    } else {
-        None
-    };
+    let keystone = if args.auth == AuthMode::Keystone { keystone_config(&args)? } else { None };
     let www_authenticate_uri = args
         .www_authenticate_uri
         .clone()
@@ -306,6 +281,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_request_body_size: args.max_request_body_size,
             www_authenticate_uri,
             image_url: args.image_url.map(|u| u.trim_end_matches('/').to_owned()),
+            image_port: args.image_listen.port(),
             image_quotas: ImageQuotas {
                 properties: usize::try_from(args.image_property_quota).ok(),
                 tags: usize::try_from(args.image_tag_quota).ok(),
@@ -330,14 +306,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     // Seeding many images: batches of 10,000 per transaction.
     let mut n = 0;
     while n < count {
-        let batch: Vec<Image> = (n..count.min(n + 10_000))
-            .map(|i| seed_image(&args, start, i))
-            .collect();
+        let batch: Vec<Image> = (n..count.min(n + 10_000)).map(|i| seed_image(&args, start, i)).collect();
         n += batch.len() as u64;
-        let images = store
-            .insert_images(batch)
-            .await
-            .with_context(|| "cannot create the images")?;
+        let images = store.insert_images(batch).await.with_context(|| "cannot create the images")?;
         let mut out = std::io::stdout().lock();
         for image in &images {
             writeln!(out, "{}", serde_json::to_string(&glance_shape(image))?)?;
@@ -375,11 +346,7 @@ fn seed_image(args: &CreateArgs, start: OffsetDateTime, n: u64) -> Image {
 async fn list(store: StoreArgs) -> anyhow::Result<()> {
     let store = store.open().await?;
     let mut all = Vec::new();
-    let mut query = ListQuery {
-        limit: 1000,
-        detail: true,
-        ..ListQuery::default()
-    };
+    let mut query = ListQuery { limit: 1000, detail: true, ..ListQuery::default() };
     loop {
         let page = store.list_images(Caller::Operator, &query).await?;
         let done = page.len() < query.limit;

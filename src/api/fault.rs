@@ -21,33 +21,20 @@ const BAD_METHOD_MESSAGE: &str =
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Nova's fault body; the name follows from the status (§5.1).
-    Nova {
-        status: StatusCode,
-        message: String,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    },
+    Nova { status: StatusCode, message: String, headers: Vec<(HeaderName, HeaderValue)> },
     /// A missing or invalid token, in Keystone's format with `WWW-Authenticate`.
     Unauthorized { www_authenticate_uri: String },
     /// A WebOb error page (Nova's unrouted paths and oversized bodies, every Glance error):
-    /// the status, an explanation (WebOb's default for the status when `None`), an optional
-    /// detail line, and extra headers.
-    Bare {
-        status: StatusCode,
-        explanation: Option<String>,
-        detail: Option<String>,
-        headers: Vec<(HeaderName, HeaderValue)>,
-    },
+    /// the status, the body its template produced (`explanation<br /><br />\ndetail\n…`), and
+    /// extra headers. The representation (HTML, JSON, text) is chosen from `Accept`.
+    Bare { status: StatusCode, body: String, headers: Vec<(HeaderName, HeaderValue)> },
     /// A known path called with a method it does not serve (this project's 405 override).
     BadMethod { allow: &'static str },
 }
 
 impl Fault {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Fault {
-        Fault::Nova {
-            status,
-            message: message.into(),
-            headers: Vec::new(),
-        }
+        Fault::Nova { status, message: message.into(), headers: Vec::new() }
     }
 
     /// The identity service cannot validate tokens now: 503 with `Retry-After`, never 401.
@@ -56,39 +43,38 @@ impl Fault {
         let message = "The identity service is unavailable. Please retry later.".to_owned();
         let status = StatusCode::SERVICE_UNAVAILABLE;
         if nova {
-            Fault::Nova {
-                status,
-                message,
-                headers: retry,
-            }
+            Fault::Nova { status, message, headers: retry }
         } else {
-            Fault::Bare {
-                status,
-                explanation: Some(message),
-                detail: None,
-                headers: retry,
-            }
+            Fault::Bare { status, body: format!("{message}<br /><br />\n\n\n"), headers: retry }
         }
     }
 
     /// A WebOb error page with its default text.
     pub fn bare(status: StatusCode) -> Fault {
-        Fault::Bare {
-            status,
-            explanation: None,
-            detail: None,
-            headers: Vec::new(),
-        }
+        Fault::detailed(status, default_explanation(status), "")
     }
 
     /// A WebOb error page with an explanation (Glance's `HTTPXxx(explanation=…)`).
-    pub fn explained(status: StatusCode, explanation: impl Into<String>) -> Fault {
-        Fault::Bare {
-            status,
-            explanation: Some(explanation.into()),
-            detail: None,
-            headers: Vec::new(),
+    pub fn explained(status: StatusCode, explanation: impl AsRef<str>) -> Fault {
+        Fault::detailed(status, explanation.as_ref(), "")
+    }
+
+    /// WebOb's generic template: `${explanation}<br /><br />\n${detail}\n${html_comment}\n`.
+    pub fn detailed(status: StatusCode, explanation: &str, detail: &str) -> Fault {
+        Fault::webob(status, format!("{explanation}<br /><br />\n{detail}\n\n"))
+    }
+
+    /// A WebOb page whose class has its own template, already filled in.
+    pub fn webob(status: StatusCode, body: String) -> Fault {
+        Fault::Bare { status, body, headers: Vec::new() }
+    }
+
+    /// Adds a response header (WebOb pages and Nova faults).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Fault {
+        if let Fault::Bare { headers, .. } | Fault::Nova { headers, .. } = &mut self {
+            headers.push((name, value));
         }
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Fault {
@@ -154,14 +140,8 @@ impl Fault {
                 }
                 (status, headers, json::to_vec(&body)).into_response()
             }
-            Fault::Bare {
-                explanation,
-                detail,
-                headers,
-                ..
-            } => {
-                let explanation = explanation.as_deref().unwrap_or_else(|| default_explanation(status));
-                let mut r = bare_body(status, explanation, detail.as_deref(), accept);
+            Fault::Bare { body, headers, .. } => {
+                let mut r = bare_body(status, &body, accept);
                 r.headers_mut().extend(headers);
                 r
             }
@@ -189,11 +169,7 @@ pub fn fault_name(status: StatusCode) -> &'static str {
 
 fn nova_body(status: StatusCode, message: &str) -> Response {
     let body = json!({ fault_name(status): {"code": status.as_u16(), "message": message} });
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))],
-        json::to_vec(&body),
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))], json::to_vec(&body))
         .into_response()
 }
 
@@ -214,42 +190,67 @@ fn default_explanation(status: StatusCode) -> &'static str {
     }
 }
 
+/// WebOb's title for a status, where it differs from today's reason phrase.
+fn webob_title(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        416 => "Request Range Not Satisfiable",
+        _ => status.canonical_reason().unwrap_or(""),
+    }
+}
+
+/// WebOb's `strip_tags`: newlines become spaces, `<br>` tags newlines, other tags vanish.
+fn strip_tags(body: &str) -> String {
+    let flat = body.replace('\n', " ").replace('\r', "");
+    let mut out = String::with_capacity(flat.len());
+    let mut rest = flat.as_str();
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('>') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        if rest[start + 1..].to_ascii_lowercase().starts_with("br") {
+            out.push('\n');
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// WebOb's `WSGIHTTPException.generate_response`: HTML, JSON or plain text by `Accept`
-/// (plain text when there is none).
-fn bare_body(status: StatusCode, explanation: &str, detail: Option<&str>, accept: Option<&HeaderValue>) -> Response {
+/// (plain text when there is none; HTML wins a tie).
+fn bare_body(status: StatusCode, body: &str, accept: Option<&HeaderValue>) -> Response {
     let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
-    let status_line = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    let title = status.canonical_reason().unwrap_or("");
-    let detail = detail.unwrap_or("");
-    let (content_type, body) = match super::negotiate(accept, &["text/html", "application/json"]) {
+    let title = webob_title(status);
+    let status_line = format!("{} {title}", status.as_u16());
+    let (content_type, bytes) = match super::negotiate(accept, &["text/html", "application/json"]) {
         Some("application/json") => {
-            let message = format!("{explanation}<br /><br />\n{detail}\n\n");
-            let body = json!({"message": message, "code": status_line, "title": title});
-            ("application/json", json::to_vec(&body))
+            let doc = json!({"message": body, "code": status_line, "title": title});
+            ("application/json", json::to_vec(&doc))
         }
         Some(_) => {
-            let body = format!(
-                "<html>\n <head>\n  <title>{status_line}</title>\n </head>\n <body>\n  <h1>{status_line}</h1>\n  \
-                 {explanation}<br /><br />\n{detail}\n\n\n </body>\n</html>"
+            let page = format!(
+                "<html>\n <head>\n  <title>{status_line}</title>\n </head>\n <body>\n  <h1>{status_line}</h1>\n  {body}\n </body>\n</html>"
             );
-            ("text/html; charset=UTF-8", body.into_bytes())
+            ("text/html; charset=UTF-8", page.into_bytes())
         }
-        None => {
-            let body = format!("{status_line}\n\n{explanation}\n{detail}\n\n");
-            ("text/plain; charset=UTF-8", body.into_bytes())
-        }
+        None => ("text/plain; charset=UTF-8", format!("{status_line}\n\n{}", strip_tags(body)).into_bytes()),
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_text_is_webob_strip_tags() {
+        assert_eq!(strip_tags("No image found with ID X<br /><br />\n\n\n"), "No image found with ID X\n\n   ");
+    }
 
     #[test]
     fn fault_names_follow_nova_table() {

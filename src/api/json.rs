@@ -51,9 +51,6 @@ mod tests {
     #[test]
     fn escapes_non_ascii_like_python() {
         let v = serde_json::json!({"name": "é😀", "n": [1, 2]});
-        assert_eq!(
-            super::to_vec(&v),
-            br#"{"name": "\u00e9\ud83d\ude00", "n": [1, 2]}"#.to_vec()
-        );
+        assert_eq!(super::to_vec(&v), br#"{"name": "\u00e9\ud83d\ude00", "n": [1, 2]}"#.to_vec());
     }
 }

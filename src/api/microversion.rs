@@ -80,12 +80,7 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<String>)
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 fn requested(headers: &HeaderMap) -> Option<String> {
@@ -101,9 +96,7 @@ fn requested(headers: &HeaderMap) -> Option<String> {
         return compute;
     }
     if headers.contains_key("x-openstack-nova-api-version") {
-        return header_values(headers, "x-openstack-nova-api-version")
-            .last()
-            .map(str::to_owned);
+        return header_values(headers, "x-openstack-nova-api-version").last().map(str::to_owned);
     }
     None
 }
@@ -148,10 +141,7 @@ mod tests {
             ("x-openstack-nova-api-version", "2.10"),
         ]));
         assert_eq!(v, Ok(Version::new(2, 38)));
-        assert_eq!(
-            negotiate(&h(&[("x-openstack-nova-api-version", "2.3, 2.37")])),
-            Ok(Version::new(2, 37))
-        );
+        assert_eq!(negotiate(&h(&[("x-openstack-nova-api-version", "2.3, 2.37")])), Ok(Version::new(2, 37)));
         assert_eq!(negotiate(&h(&[])), Ok(MIN));
         assert_eq!(negotiate(&h(&[("openstack-api-version", "compute latest")])), Ok(MAX));
     }
@@ -159,10 +149,7 @@ mod tests {
     #[test]
     fn out_of_range_is_406_and_bad_format_400() {
         let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 3.0")])).unwrap_err();
-        assert_eq!(
-            (f.status(), echoed),
-            (StatusCode::NOT_ACCEPTABLE, Some("3.0".to_string()))
-        );
+        assert_eq!((f.status(), echoed), (StatusCode::NOT_ACCEPTABLE, Some("3.0".to_string())));
         let (f, _) = negotiate(&h(&[("openstack-api-version", "compute 99999999999999999999.1")])).unwrap_err();
         assert_eq!(f.status(), StatusCode::NOT_ACCEPTABLE);
         let (f, echoed) = negotiate(&h(&[("openstack-api-version", "compute 2.01")])).unwrap_err();

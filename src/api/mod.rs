@@ -13,8 +13,10 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
-use crate::store::DynStore;
+use time::OffsetDateTime;
+
 use crate::store::data::DataStore;
+use crate::store::{Cmp, Column, DynStore, Filter, Scalar};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,8 +38,10 @@ pub struct Settings {
     /// Sent in `WWW-Authenticate: Keystone uri="…"` with every 401.
     pub www_authenticate_uri: String,
     /// Where the image API is reached, for the `alternate` links. `None`: the request's host
-    /// on port 9292.
+    /// on `image_port`.
     pub image_url: Option<String>,
+    /// The image listener's port, for `alternate` links when `image_url` is unset.
+    pub image_port: u16,
     /// Glance's `image_property_quota` and `image_tag_quota`.
     pub image_quotas: ImageQuotas,
     /// Glance's `image_size_cap`: the largest upload, in bytes.
@@ -51,6 +55,7 @@ impl Default for Settings {
             max_request_body_size: 114_688,
             www_authenticate_uri: "http://127.0.0.1:5000".into(),
             image_url: None,
+            image_port: 9292,
             image_quotas: ImageQuotas::default(),
             image_size_cap: 1 << 40,
         }
@@ -149,6 +154,32 @@ fn unescape(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     out
 }
 
+/// A time comparison as the APIs show time: to the second. The store keeps microseconds, so
+/// `T` compares with a stored instant `s` as Glance compares with its whole-second column:
+/// `floor(s) > T` is `s >= floor(T) + 1`, `floor(s) >= T` is `s >= ceil(T)`, and so on.
+pub fn seconds_filter(column: Column, cmp: Cmp, t: OffsetDateTime) -> Filter {
+    let floor = t.replace_nanosecond(0).unwrap_or(t);
+    let next = floor + time::Duration::SECOND;
+    let ceil = if floor == t { t } else { next };
+    let range = |from: Option<OffsetDateTime>, to: Option<OffsetDateTime>, negated: bool| Filter::Range {
+        column,
+        from: from.map(Scalar::Time),
+        to: to.map(Scalar::Time),
+        negated,
+    };
+    match cmp {
+        Cmp::Gt => range(Some(next), None, false),
+        Cmp::Gte => range(Some(ceil), None, false),
+        Cmp::Lt => range(None, Some(ceil), false),
+        Cmp::Lte => range(None, Some(next), false),
+        // A fractional T equals no whole second.
+        Cmp::Eq if floor != t => range(Some(next), Some(next), false),
+        Cmp::Eq => range(Some(floor), Some(next), false),
+        Cmp::Neq if floor != t => range(Some(next), Some(next), true),
+        Cmp::Neq => range(Some(floor), Some(next), true),
+    }
+}
+
 /// Python's `urllib.parse.quote_plus`.
 pub fn quote_plus(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -176,10 +207,7 @@ mod tests {
         let offers = ["text/html", "application/json"];
         assert_eq!(negotiate("application/json", &offers), Some("application/json"));
         assert_eq!(negotiate("*/*", &offers), Some("text/html"));
-        assert_eq!(
-            negotiate("text/html;q=0.5, application/json", &offers),
-            Some("application/json")
-        );
+        assert_eq!(negotiate("text/html;q=0.5, application/json", &offers), Some("application/json"));
         assert_eq!(negotiate("image/png", &offers), None);
         assert_eq!(negotiate("", &offers), None);
     }

@@ -19,11 +19,7 @@ pub fn repr(v: &Value) -> String {
         Value::Bool(false) => "False".into(),
         Value::Number(n) => {
             if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                if f.fract() == 0.0 && f.abs() < 1e16 {
-                    format!("{f:.1}")
-                } else {
-                    format!("{f}")
-                }
+                if f.fract() == 0.0 && f.abs() < 1e16 { format!("{f:.1}") } else { format!("{f}") }
             } else {
                 n.to_string()
             }
@@ -35,21 +31,14 @@ pub fn repr(v: &Value) -> String {
 }
 
 fn repr_map(m: &Map<String, Value>) -> String {
-    let items: Vec<String> = m
-        .iter()
-        .map(|(k, v)| format!("{}: {}", py_repr_str(k), repr(v)))
-        .collect();
+    let items: Vec<String> = m.iter().map(|(k, v)| format!("{}: {}", py_repr_str(k), repr(v))).collect();
     format!("{{{}}}", items.join(", "))
 }
 
 /// Python's `repr()` of a `str`: single quotes unless the text has a single quote and no
 /// double quote; control characters escaped.
 pub fn py_repr_str(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -77,9 +66,6 @@ mod tests {
 
     #[test]
     fn python_repr() {
-        assert_eq!(
-            repr(&json!({"a": [true, null, 1.0, "it's"]})),
-            r#"{'a': [True, None, 1.0, "it's"]}"#
-        );
+        assert_eq!(repr(&json!({"a": [true, null, 1.0, "it's"]})), r#"{'a': [True, None, 1.0, "it's"]}"#);
     }
 }

@@ -24,17 +24,8 @@ use crate::domain::Principal;
 /// How the service proves who it is.
 #[derive(Debug, Clone)]
 pub enum ServiceCredentials {
-    Password {
-        username: String,
-        password: String,
-        user_domain: String,
-        project: String,
-        project_domain: String,
-    },
-    ApplicationCredential {
-        id: String,
-        secret: String,
-    },
+    Password { username: String, password: String, user_domain: String, project: String, project_domain: String },
+    ApplicationCredential { id: String, secret: String },
 }
 
 #[derive(Debug, Clone)]
@@ -115,14 +106,8 @@ impl Keystone {
             credentials: config.credentials,
             http,
             cache_ttl: config.cache_ttl,
-            valid: Cache::builder()
-                .max_capacity(config.cache_size)
-                .time_to_live(config.cache_ttl)
-                .build(),
-            refused: Cache::builder()
-                .max_capacity(config.cache_size)
-                .time_to_live(config.negative_ttl)
-                .build(),
+            valid: Cache::builder().max_capacity(config.cache_size).time_to_live(config.cache_ttl).build(),
+            refused: Cache::builder().max_capacity(config.cache_size).time_to_live(config.negative_ttl).build(),
             service_token: Mutex::new(None),
         })
     }
@@ -137,13 +122,7 @@ impl Keystone {
             return Ok(token.clone());
         }
         let identity = match &self.credentials {
-            ServiceCredentials::Password {
-                username,
-                password,
-                user_domain,
-                project,
-                project_domain,
-            } => json!({
+            ServiceCredentials::Password { username, password, user_domain, project, project_domain } => json!({
                 "auth": {
                     "identity": {"methods": ["password"], "password": {"user": {
                         "name": username, "domain": {"name": user_domain}, "password": password}}},
@@ -164,9 +143,7 @@ impl Keystone {
             .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(unavailable(format!(
-                "Keystone refused the service credentials ({status})"
-            )));
+            return Err(unavailable(format!("Keystone refused the service credentials ({status})")));
         }
         let token = response
             .headers()
@@ -174,10 +151,7 @@ impl Keystone {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .ok_or_else(|| unavailable("Keystone issued no service token"))?;
-        let body: TokenBody = response
-            .json()
-            .await
-            .map_err(|e| unavailable(format!("bad token response: {e}")))?;
+        let body: TokenBody = response.json().await.map_err(|e| unavailable(format!("bad token response: {e}")))?;
         let expires = parse_expiry(&body.token.expires_at).unwrap_or(Instant::now() + Duration::from_secs(300));
         // Renew a minute early (or halfway, for very short-lived tokens).
         let lifetime = expires.saturating_duration_since(Instant::now());
@@ -200,10 +174,8 @@ impl Keystone {
                 .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
             match response.status().as_u16() {
                 200 => {
-                    let body: TokenBody = response
-                        .json()
-                        .await
-                        .map_err(|e| unavailable(format!("bad validation response: {e}")))?;
+                    let body: TokenBody =
+                        response.json().await.map_err(|e| unavailable(format!("bad validation response: {e}")))?;
                     return principal(body.token, self.cache_ttl);
                 }
                 // The subject token is unknown, expired or revoked.
@@ -228,10 +200,7 @@ fn principal(info: TokenInfo, ttl: Duration) -> Result<Valid, AuthError> {
     let mut principal = Principal::new(info.user.id, project.id, roles);
     // An admin role in a project that is not the admin project is not cloud-wide admin.
     principal.is_admin &= info.is_admin_project.unwrap_or(true);
-    Ok(Valid {
-        principal,
-        until: expires.min(now + ttl),
-    })
+    Ok(Valid { principal, until: expires.min(now + ttl) })
 }
 
 /// Keystone's `expires_at` as an instant on this machine's monotonic clock.
@@ -286,20 +255,12 @@ mod tests {
 
     #[test]
     fn identity_from_token() {
-        let v = principal(
-            info("2999-01-01T00:00:00.000000Z", &["Admin", "member"], None),
-            Duration::from_secs(60),
-        )
-        .ok()
-        .unwrap();
+        let v = principal(info("2999-01-01T00:00:00.000000Z", &["Admin", "member"], None), Duration::from_secs(60))
+            .ok()
+            .unwrap();
         assert!(v.principal.is_admin && v.principal.roles.contains(&"admin".to_string()));
         assert!(v.until <= Instant::now() + Duration::from_secs(60));
-        let v = principal(
-            info("2999-01-01T00:00:00Z", &["admin"], Some(false)),
-            Duration::from_secs(60),
-        )
-        .ok()
-        .unwrap();
+        let v = principal(info("2999-01-01T00:00:00Z", &["admin"], Some(false)), Duration::from_secs(60)).ok().unwrap();
         assert!(!v.principal.is_admin);
         assert!(matches!(
             principal(info("2000-01-01T00:00:00Z", &[], None), Duration::from_secs(60)),

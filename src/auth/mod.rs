@@ -55,10 +55,8 @@ impl StaticTokens {
         if let Some(empty) = entries.keys().find(|t| t.is_empty()) {
             anyhow::bail!("empty token {empty:?} in the tokens file");
         }
-        let tokens = entries
-            .into_iter()
-            .map(|(token, e)| (token, Principal::new(e.user_id, e.project_id, e.roles)))
-            .collect();
+        let tokens =
+            entries.into_iter().map(|(token, e)| (token, Principal::new(e.user_id, e.project_id, e.roles))).collect();
         Ok(StaticTokens { tokens })
     }
 }
@@ -81,16 +79,8 @@ impl Authenticator for NoAuth {
         if user.is_empty() || project.is_empty() {
             return Err(AuthError::Invalid);
         }
-        let roles = if user == "admin" {
-            vec!["admin", "member", "reader"]
-        } else {
-            vec!["member", "reader"]
-        };
-        Ok(Principal::new(
-            user.into(),
-            project.into(),
-            roles.into_iter().map(String::from).collect(),
-        ))
+        let roles = if user == "admin" { vec!["admin", "member", "reader"] } else { vec!["member", "reader"] };
+        Ok(Principal::new(user.into(), project.into(), roles.into_iter().map(String::from).collect()))
     }
 }
 
@@ -109,10 +99,7 @@ mod tests {
     #[tokio::test]
     async fn noauth_takes_user_and_project() {
         let p = NoAuth.authenticate("alice:p1").await.unwrap();
-        assert_eq!(
-            (p.user_id.as_str(), p.project_id.as_str(), p.is_admin),
-            ("alice", "p1", false)
-        );
+        assert_eq!((p.user_id.as_str(), p.project_id.as_str(), p.is_admin), ("alice", "p1", false));
         assert!(NoAuth.authenticate("admin").await.unwrap().is_admin);
     }
 }

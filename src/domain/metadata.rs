@@ -13,8 +13,7 @@ impl MetadataKey {
     pub fn parse(s: &str) -> Option<MetadataKey> {
         let ok = !s.is_empty()
             && s.len() <= MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.' | b' '));
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.' | b' '));
         ok.then(|| MetadataKey(s.to_owned()))
     }
 

@@ -79,9 +79,7 @@ impl Visibility {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Public, Self::Private, Self::Shared, Self::Community]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [Self::Public, Self::Private, Self::Shared, Self::Community].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -166,10 +164,7 @@ pub enum RejectionKind {
 
 impl Rejection {
     pub fn new(kind: RejectionKind, message: impl Into<String>) -> Rejection {
-        Rejection {
-            kind,
-            message: message.into(),
-        }
+        Rejection { kind, message: message.into() }
     }
 
     pub fn invalid(message: impl Into<String>) -> Rejection {

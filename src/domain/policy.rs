@@ -16,12 +16,7 @@ pub struct Principal {
 impl Principal {
     pub fn new(user_id: String, project_id: String, roles: Vec<String>) -> Principal {
         let is_admin = roles.iter().any(|r| r == "admin");
-        Principal {
-            user_id,
-            project_id,
-            roles,
-            is_admin,
-        }
+        Principal { user_id, project_id, roles, is_admin }
     }
 
     /// Writes need the `member` role (or the pre-RBAC `_member_`), or admin; a token that is
@@ -73,11 +68,7 @@ mod tests {
     }
 
     fn who(project: &str, roles: &[&str]) -> Principal {
-        Principal::new(
-            "u".into(),
-            project.into(),
-            roles.iter().map(|r| r.to_string()).collect(),
-        )
+        Principal::new("u".into(), project.into(), roles.iter().map(|r| r.to_string()).collect())
     }
 
     #[test]

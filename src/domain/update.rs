@@ -63,20 +63,13 @@ pub struct ImageQuotas {
 
 impl Default for ImageQuotas {
     fn default() -> Self {
-        ImageQuotas {
-            properties: Some(128),
-            tags: Some(128),
-        }
+        ImageQuotas { properties: Some(128), tags: Some(128) }
     }
 }
 
 /// Properties that count against `image_property_quota` (`os_glance*` do not).
 fn counted_properties(image: &Image) -> usize {
-    image
-        .properties
-        .iter()
-        .filter(|(k, _)| !k.starts_with("os_glance"))
-        .count()
+    image.properties.iter().filter(|(k, _)| !k.starts_with("os_glance")).count()
 }
 
 impl ImageQuotas {
@@ -139,9 +132,7 @@ pub fn set(image: &mut Image, who: &Principal, attr: Attr) -> Result<(), Rejecti
         Attr::Name(v) => image.name = v,
         Attr::Visibility(v) => {
             if v == Visibility::Public && !who.is_admin && image.visibility != Visibility::Public {
-                return Err(Rejection::forbidden(
-                    "You are not authorized to complete publicize_image action.",
-                ));
+                return Err(Rejection::forbidden("You are not authorized to complete publicize_image action."));
             }
             image.visibility = v;
         }
@@ -196,16 +187,10 @@ pub fn apply_patch(
                 let exists = has_target(image, &attr);
                 match mode {
                     SetMode::AddNew if exists => {
-                        return Err(Rejection::conflict(format!(
-                            "Property {} already present.",
-                            attr_name(&attr)
-                        )));
+                        return Err(Rejection::conflict(format!("Property {} already present.", attr_name(&attr))));
                     }
                     SetMode::Replace if !exists => {
-                        return Err(Rejection::conflict(format!(
-                            "Property {} does not exist.",
-                            attr_name(&attr)
-                        )));
+                        return Err(Rejection::conflict(format!("Property {} does not exist.", attr_name(&attr))));
                     }
                     _ => {}
                 }
@@ -258,19 +243,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(i.properties.get_str("k"), Some("w"));
-        let e = apply_patch(
-            &mut i,
-            &member(),
-            vec![PatchOp::Set(SetMode::Replace, Attr::Extra("x".into(), None))],
-            q,
-        );
+        let e = apply_patch(&mut i, &member(), vec![PatchOp::Set(SetMode::Replace, Attr::Extra("x".into(), None))], q);
         assert_eq!(e.unwrap_err().message, "Property x does not exist.");
-        let e = apply_patch(
-            &mut i,
-            &member(),
-            vec![PatchOp::Set(SetMode::AddNew, Attr::Name(None))],
-            q,
-        );
+        let e = apply_patch(&mut i, &member(), vec![PatchOp::Set(SetMode::AddNew, Attr::Name(None))], q);
         assert_eq!(e.unwrap_err().message, "Property name already present.");
         let e = apply_patch(&mut i, &member(), vec![PatchOp::Remove("name".into())], q);
         assert_eq!(e.unwrap_err().message, "Property name may not be removed.");
@@ -279,16 +254,8 @@ mod tests {
     #[test]
     fn quotas_apply_to_added_keys_only() {
         let mut i = image();
-        let q = ImageQuotas {
-            properties: Some(1),
-            tags: Some(1),
-        };
-        let e = apply_patch(
-            &mut i,
-            &member(),
-            vec![PatchOp::Set(SetMode::Upsert, Attr::Extra("b".into(), None))],
-            q,
-        );
+        let q = ImageQuotas { properties: Some(1), tags: Some(1) };
+        let e = apply_patch(&mut i, &member(), vec![PatchOp::Set(SetMode::Upsert, Attr::Extra("b".into(), None))], q);
         assert_eq!(e.unwrap_err().kind, crate::domain::RejectionKind::OverLimit);
         let mut i = image();
         let tags = Attr::Tags(vec!["a".into(), "a".into()]);

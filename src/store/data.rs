@@ -69,11 +69,7 @@ impl DataStore {
 
     /// Streams `body` into a temporary file, hashing as it goes, refusing more than `cap` bytes.
     pub async fn stage(&self, id: &str, body: Body, cap: u64) -> Result<Staged, UploadError> {
-        let temp = self.dir.join(format!(
-            "{}.{}{PARTIAL}",
-            hex(id.as_bytes()),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let temp = self.dir.join(format!("{}.{}{PARTIAL}", hex(id.as_bytes()), uuid::Uuid::new_v4().simple()));
         let result = self.stage_into(&temp, body, cap).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
@@ -116,9 +112,7 @@ impl DataStore {
     pub async fn commit(&self, id: &str, staged: &Staged) -> io::Result<()> {
         tokio::fs::rename(&staged.temp, self.path(id)).await?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all()).await.map_err(io::Error::other)?
     }
 
     /// Drops a staged upload that will not be used.
@@ -156,17 +150,11 @@ pub enum Inspected {
 }
 
 pub fn inspect(head: &[u8]) -> Inspected {
-    let be64 = |at: usize| {
-        head.get(at..at + 8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-    };
+    let be64 = |at: usize| head.get(at..at + 8).map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
     if head.starts_with(b"QFI\xfb")
         && let (Some(backing), Some(virtual_size)) = (be64(8), be64(24))
     {
-        return Inspected::Qcow2 {
-            virtual_size,
-            safe: backing == 0,
-        };
+        return Inspected::Qcow2 { virtual_size, safe: backing == 0 };
     }
     Inspected::Raw
 }
@@ -181,13 +169,7 @@ mod tests {
         h.extend_from_slice(&0u64.to_be_bytes());
         h.extend_from_slice(&[0; 8]);
         h.extend_from_slice(&(1u64 << 30).to_be_bytes());
-        assert_eq!(
-            inspect(&h),
-            Inspected::Qcow2 {
-                virtual_size: 1 << 30,
-                safe: true
-            }
-        );
+        assert_eq!(inspect(&h), Inspected::Qcow2 { virtual_size: 1 << 30, safe: true });
         assert_eq!(inspect(b"hello"), Inspected::Raw);
     }
 
@@ -200,10 +182,7 @@ mod tests {
         assert_eq!(staged.size, 3);
         store.commit("img", &staged).await.unwrap();
         assert!(store.open_data("img").await.unwrap().is_some());
-        assert!(matches!(
-            store.stage("big", Body::from("abcdef"), 5).await,
-            Err(UploadError::TooLarge)
-        ));
+        assert!(matches!(store.stage("big", Body::from("abcdef"), 5).await, Err(UploadError::TooLarge)));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -30,9 +30,12 @@ pub enum StoreError {
     /// A metadata delete named a key the image does not have.
     #[error("metadata key not found")]
     KeyNotFound,
-    /// A list marker that names no visible image.
+    /// A list marker that names no image.
     #[error("marker {0} could not be found")]
     MarkerNotFound(String),
+    /// A list marker that names an image the caller may not see.
+    #[error("marker {0} is not visible")]
+    MarkerForbidden(String),
     /// An image with this id exists already, or existed and was deleted.
     #[error("image {0} already exists")]
     Conflict(String),
@@ -144,6 +147,8 @@ pub enum Filter {
     Compare(Column, Cmp, Scalar),
     /// `column IN (values)`.
     In(Column, Vec<Scalar>),
+    /// `from <= column < to` (either bound optional), or its negation.
+    Range { column: Column, from: Option<Scalar>, to: Option<Scalar>, negated: bool },
     /// An extra property equal to a string.
     Property(String, String),
     /// The image carries this tag.
@@ -184,8 +189,7 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts one complete image.
     async fn insert_image(&self, image: Image) -> Result<Image, StoreError> {
         let mut done = self.insert_images(vec![image]).await?;
-        done.pop()
-            .ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
+        done.pop().ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
     }
 }
 

@@ -26,10 +26,8 @@ use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::{Image, ImageStatus, Principal, Properties, Visibility, now, policy};
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_images.sql"),
-    include_str!("migrations/0002_deleted_ids.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_images.sql"), include_str!("migrations/0002_deleted_ids.sql")];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
 const MAX_BATCH: usize = 512;
@@ -76,11 +74,7 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(SqliteStore {
-            path: path.to_owned(),
-            readers: Mutex::new(Vec::new()),
-            writer: tx,
-        })
+        Ok(SqliteStore { path: path.to_owned(), readers: Mutex::new(Vec::new()), writer: tx })
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
@@ -133,11 +127,8 @@ impl SqliteStore {
             });
             (ok, reply)
         });
-        self.writer
-            .send(job)
-            .map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
+        self.writer.send(job).map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
     }
 }
 
@@ -176,13 +167,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(batch.len());
         for job in batch {
-            let outcome = conn
-                .execute_batch("SAVEPOINT w")
-                .map(|()| job(&conn))
-                .and_then(|(ok, reply)| {
-                    let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
-                    conn.execute_batch(end).map(|()| reply)
-                });
+            let outcome = conn.execute_batch("SAVEPOINT w").map(|()| job(&conn)).and_then(|(ok, reply)| {
+                let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+                conn.execute_batch(end).map(|()| reply)
+            });
             match outcome {
                 Ok(reply) => replies.push(Some(reply)),
                 Err(e) => {
@@ -258,9 +246,7 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
 fn load_properties(conn: &Connection, id: &str) -> rusqlite::Result<Properties> {
     let mut stmt =
         conn.prepare_cached("SELECT name, value FROM image_properties WHERE image_id = ?1 ORDER BY rowid")?;
-    let items = stmt
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let items = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Properties::new(items))
 }
 
@@ -289,8 +275,7 @@ fn visible_image(conn: &Connection, who: &Principal, id: &str) -> Result<Image, 
 }
 
 fn touch(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE images SET updated_at = ?2 WHERE id = ?1")?
-        .execute(params![id, micros(now())])?;
+    conn.prepare_cached("UPDATE images SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, micros(now())])?;
     Ok(())
 }
 
@@ -304,8 +289,7 @@ fn upsert_property(conn: &Connection, id: &str, key: &str, value: &str) -> rusql
 }
 
 fn delete_property(conn: &Connection, id: &str, key: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM image_properties WHERE image_id = ?1 AND name = ?2")?
-        .execute(params![id, key])?;
+    conn.prepare_cached("DELETE FROM image_properties WHERE image_id = ?1 AND name = ?2")?.execute(params![id, key])?;
     Ok(())
 }
 
@@ -417,8 +401,7 @@ fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result
 }
 
 fn write_tags(conn: &Connection, image: &Image) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM image_tags WHERE image_id = ?1")?
-        .execute([&image.id])?;
+    conn.prepare_cached("DELETE FROM image_tags WHERE image_id = ?1")?.execute([&image.id])?;
     let mut tag = conn.prepare_cached("INSERT OR IGNORE INTO image_tags (image_id, tag) VALUES (?1, ?2)")?;
     for t in &image.tags {
         tag.execute(params![image.id, t])?;
@@ -427,12 +410,8 @@ fn write_tags(conn: &Connection, image: &Image) -> rusqlite::Result<()> {
 }
 
 fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
-    let taken = conn
-        .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
-        .exists([&image.id])?
-        || conn
-            .prepare_cached("SELECT 1 FROM deleted_image_ids WHERE id = ?1")?
-            .exists([&image.id])?;
+    let taken = conn.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists([&image.id])?
+        || conn.prepare_cached("SELECT 1 FROM deleted_image_ids WHERE id = ?1")?.exists([&image.id])?;
     if taken {
         return Err(StoreError::Conflict(image.id.clone()));
     }
@@ -550,10 +529,7 @@ impl Sql {
 /// Builds and runs the listing query: scope, filters, then the keyset after the marker, in
 /// sort order. NULLs sort first in ascending order (SQLite's rule).
 fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Result<Vec<Image>, StoreError> {
-    let mut sql = Sql {
-        text: format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1"),
-        args: Vec::new(),
-    };
+    let mut sql = Sql { text: format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1"), args: Vec::new() };
 
     if let Caller::User(who) = caller {
         // Glance's candidate set: public and community images and the caller's own (an admin:
@@ -605,6 +581,19 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
                 }
                 sql.push(")");
             }
+            Filter::Range { column, from, to, negated } => {
+                let col = column_sql(*column);
+                sql.push(if *negated { " AND NOT (1 = 1" } else { " AND (1 = 1" });
+                if let Some(v) = from {
+                    sql.push(&format!(" AND {col} >= "));
+                    sql.arg(scalar(v));
+                }
+                if let Some(v) = to {
+                    sql.push(&format!(" AND {col} < "));
+                    sql.arg(scalar(v));
+                }
+                sql.push(")");
+            }
             Filter::Property(k, v) => {
                 sql.push(" AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
                 sql.arg(Value::Text(k.clone()));
@@ -629,15 +618,14 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
     }
 
     if let Some(marker) = &q.marker {
-        let found = load_image(conn, marker)?;
-        let visible = match (caller, &found) {
-            (_, None) => false,
-            (Caller::Operator, Some(_)) => true,
-            (Caller::User(who), Some(img)) => policy::can_see(who, img),
-        };
-        let Some(m) = found.filter(|_| visible) else {
+        let Some(m) = load_image(conn, marker)? else {
             return Err(StoreError::MarkerNotFound(marker.clone()));
         };
+        if let Caller::User(who) = caller
+            && !policy::can_see(who, &m)
+        {
+            return Err(StoreError::MarkerForbidden(marker.clone()));
+        }
         // (k1, k2, …) strictly after the marker's values, each key in its own direction.
         sql.push(" AND (");
         for i in 0..keys.len() {
@@ -679,9 +667,8 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
     sql.arg(Value::Integer(q.limit as i64));
 
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let mut images = stmt
-        .query_map(params_from_iter(sql.args), image_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut images =
+        stmt.query_map(params_from_iter(sql.args), image_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     if q.detail {
         for image in &mut images {
             image.properties = load_properties(conn, &image.id)?;
@@ -719,8 +706,7 @@ impl Store for SqliteStore {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(move |c| change_metadata_tx(c, &who, &id, change, quota))
-            .await
+        self.write(move |c| change_metadata_tx(c, &who, &id, change, quota)).await
     }
 
     async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {

@@ -245,11 +245,8 @@ async fn noauth_token_is_user_colon_project() {
     let owner = srv.get(&meta_path(&id)).token(&format!("alice:{PROJ_A}")).send().await;
     let stranger = srv.get(&meta_path(&id)).token(&format!("bob:{PROJ_B}")).send().await;
     let admin = srv.get(&meta_path(&id)).token(&format!("admin:{PROJ_B}")).send().await;
-    let owner_write = srv
-        .post(&meta_path(&id), json!({"metadata": {"n": "1"}}))
-        .token(&format!("alice:{PROJ_A}"))
-        .send()
-        .await;
+    let owner_write =
+        srv.post(&meta_path(&id), json!({"metadata": {"n": "1"}})).token(&format!("alice:{PROJ_A}")).send().await;
     let url_project = srv.get(&format!("/v2.1/{PROJ_A}/images/{id}")).token(&format!("alice:{PROJ_A}")).send().await;
 
     assert_json(&owner, 200, &json!({"metadata": {"k": "v"}}));
@@ -285,8 +282,5 @@ fn noauth_refuses_non_loopback_listen_address() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(!stdout.contains("listening"), "must not listen: {stdout}");
-    assert!(
-        stderr.contains("noauth") || stderr.contains("loopback"),
-        "error explains the noauth refusal: {stderr}"
-    );
+    assert!(stderr.contains("noauth") || stderr.contains("loopback"), "error explains the noauth refusal: {stderr}");
 }

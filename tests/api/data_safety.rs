@@ -62,7 +62,11 @@ async fn parallel_put_items_and_deletes_do_not_lose_updates() {
         let h = h.clone();
         let id = id.clone();
         tasks.push(tokio::spawn(async move {
-            let put = h.call("PUT", &key_path(&id, &format!("new{i}"))).json(&json!({"meta": {format!("new{i}"): "x"}})).send().await;
+            let put = h
+                .call("PUT", &key_path(&id, &format!("new{i}")))
+                .json(&json!({"meta": {format!("new{i}"): "x"}}))
+                .send()
+                .await;
             let del = h.call("DELETE", &key_path(&id, &format!("p{i}"))).send().await;
             (put, del)
         }));

@@ -440,11 +440,7 @@ impl Server {
         let base = url.trim_end_matches('/').to_string();
         assert!(base.starts_with("http://127.0.0.1:"), "server must listen on 127.0.0.1, got {base}");
         let port: u16 = base.rsplit(':').next().unwrap().parse().expect("port in listen URL");
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
         let image_base = image_url.trim_end_matches('/').to_string();
         Server { child: Some(child), base, port, image_base, client, env, stderr_path }
     }
@@ -689,9 +685,9 @@ pub fn raw_http(port: u16, req: &[u8]) -> Resp {
             return r;
         }
     }
-    try_parse_complete(&buf).or_else(|| parse_lenient(&buf)).unwrap_or_else(|| {
-        panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf))
-    })
+    try_parse_complete(&buf)
+        .or_else(|| parse_lenient(&buf))
+        .unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
 }
 
 fn split_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
@@ -700,9 +696,8 @@ fn split_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next()?;
     let status: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     Some((status, headers, end + 4))
 }
 
@@ -816,9 +811,10 @@ pub fn is_request_id(s: &str) -> bool {
     let u = &s[4..];
     let groups: Vec<&str> = u.split('-').collect();
     groups.len() == 5
-        && [8, 4, 4, 4, 12].iter().zip(&groups).all(|(n, g)| {
-            g.len() == *n && g.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        })
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&groups)
+            .all(|(n, g)| g.len() == *n && g.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)))
 }
 
 /// Asserts both request-id headers are present, equal and well-formed; returns the id.
@@ -862,14 +858,14 @@ pub fn py_repr(s: &str) -> String {
     format!("'{s}'")
 }
 
-/// Links of an image as Nova builds them for a request to `host`.
-pub fn image_links(host: &str, version: &str, project: Option<&str>, id: &str) -> Value {
-    let hostname = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+/// Links of an image as Nova builds them for a request to `host`; `alternate` names the image
+/// API endpoint (`image_base`, the Glance endpoint in Nova).
+pub fn image_links(image_base: &str, host: &str, version: &str, project: Option<&str>, id: &str) -> Value {
     let p = project.map(|p| format!("/{p}")).unwrap_or_default();
     json!([
         {"rel": "self", "href": format!("http://{host}/{version}{p}/images/{id}")},
         {"rel": "bookmark", "href": format!("http://{host}{p}/images/{id}")},
-        {"rel": "alternate", "type": "application/vnd.openstack.image", "href": format!("http://{hostname}:9292/images/{id}")},
+        {"rel": "alternate", "type": "application/vnd.openstack.image", "href": format!("{image_base}/images/{id}")},
     ])
 }
 

@@ -25,7 +25,7 @@ async fn list_items_have_exactly_id_name_links() {
     assert_json(
         &r,
         200,
-        &json!({"images": [{"id": id, "name": "one", "links": image_links(&srv.host(), "v2.1", None, &id)}]}),
+        &json!({"images": [{"id": id, "name": "one", "links": image_links(&srv.image_base, &srv.host(), "v2.1", None, &id)}]}),
     );
 }
 
@@ -42,7 +42,7 @@ async fn list_links_include_project_id_only_when_it_is_in_the_url() {
     assert_json(
         &r,
         200,
-        &json!({"images": [{"id": id, "name": "one", "links": image_links(&srv.host(), "v2.1", Some(PROJ_A), &id)}]}),
+        &json!({"images": [{"id": id, "name": "one", "links": image_links(&srv.image_base, &srv.host(), "v2.1", Some(PROJ_A), &id)}]}),
     );
 }
 
@@ -80,7 +80,7 @@ async fn show_returns_the_exact_image_representation() {
         "status": "ACTIVE",
         "progress": 100,
         "OS-EXT-IMG-SIZE:size": 21430272,
-        "links": image_links(&srv.host(), "v2.1", None, &id),
+        "links": image_links(&srv.image_base, &srv.host(), "v2.1", None, &id),
     }});
     assert_json(&r, 200, &expected);
 }
@@ -108,7 +108,19 @@ async fn detail_items_equal_show_representation() {
     sorted.sort();
     assert_eq!(
         sorted,
-        vec!["OS-EXT-IMG-SIZE:size", "created", "id", "links", "metadata", "minDisk", "minRam", "name", "progress", "status", "updated"]
+        vec![
+            "OS-EXT-IMG-SIZE:size",
+            "created",
+            "id",
+            "links",
+            "metadata",
+            "minDisk",
+            "minRam",
+            "name",
+            "progress",
+            "status",
+            "updated"
+        ]
     );
 }
 
@@ -144,10 +156,8 @@ async fn glance_status_maps_to_compute_status_and_progress() {
         ("uploading", "UNKNOWN", 0),
         ("importing", "UNKNOWN", 0),
     ];
-    let ids: Vec<String> = cases
-        .iter()
-        .map(|(s, _, _)| env.seed(&Seed::new().status(s))["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        cases.iter().map(|(s, _, _)| env.seed(&Seed::new().status(s))["id"].as_str().unwrap().to_string()).collect();
     let srv = env.start();
 
     for ((glance, status, progress), id) in cases.iter().zip(&ids) {
@@ -300,11 +310,11 @@ async fn v2_prefix_links_use_v2_segment() {
     let r = srv.get(&format!("/v2/{PROJ_A}/images/{id}")).send().await;
 
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["image"]["links"], image_links(&srv.host(), "v2", Some(PROJ_A), &id));
+    assert_eq!(r.json()["image"]["links"], image_links(&srv.image_base, &srv.host(), "v2", Some(PROJ_A), &id));
     assert_no_mv_headers(&r);
 }
 
-// §4.1 / brief: application URL follows the Host header; alternate uses its hostname on :9292
+// §4.1: application URL follows the Host header; alternate names the image API endpoint
 #[tokio::test]
 async fn links_follow_the_host_header() {
     let env = Env::new();
@@ -317,7 +327,7 @@ async fn links_follow_the_host_header() {
     let r = srv.raw(req.as_bytes());
 
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["image"]["links"], image_links("compute.example.org:8774", "v2.1", None, &id));
+    assert_eq!(r.json()["image"]["links"], image_links(&srv.image_base, "compute.example.org:8774", "v2.1", None, &id));
 }
 
 // §4.1 / brief: a Host without a port, and an IPv6 literal Host
@@ -341,10 +351,10 @@ async fn links_for_host_without_port_and_ipv6_host() {
         json!([
             {"rel": "self", "href": format!("http://compute.example.org/v2.1/images/{id}")},
             {"rel": "bookmark", "href": format!("http://compute.example.org/images/{id}")},
-            {"rel": "alternate", "type": "application/vnd.openstack.image", "href": format!("http://compute.example.org:9292/images/{id}")},
+            {"rel": "alternate", "type": "application/vnd.openstack.image", "href": format!("{}/images/{id}", srv.image_base)},
         ])
     );
-    assert_eq!(v6.json()["image"]["links"], image_links("[::1]:8774", "v2.1", None, &id));
+    assert_eq!(v6.json()["image"]["links"], image_links(&srv.image_base, "[::1]:8774", "v2.1", None, &id));
 }
 
 // §12 #49: status filter is case-insensitive
@@ -384,9 +394,9 @@ async fn server_filter_matches_instance_uuid() {
 #[tokio::test]
 async fn name_type_min_and_property_filters() {
     let env = Env::new();
-    let a = env
-        .seed(&Seed::new().name("alpha").min_ram(512).min_disk(10).prop("image_type", "snapshot").prop("os_type", "linux"))
-        ["id"]
+    let a = env.seed(
+        &Seed::new().name("alpha").min_ram(512).min_disk(10).prop("image_type", "snapshot").prop("os_type", "linux"),
+    )["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -549,8 +559,7 @@ async fn changes_since_filters_on_updated_at() {
 async fn name_and_status_accept_in_operator() {
     let env = Env::new();
     let a = env.seed(&Seed::new().name("alpha").created_at("2026-01-01T00:00:03Z"))["id"].as_str().unwrap().to_string();
-    let b = env
-        .seed(&Seed::new().name("beta").status("queued").created_at("2026-01-01T00:00:02Z"))["id"]
+    let b = env.seed(&Seed::new().name("beta").status("queued").created_at("2026-01-01T00:00:02Z"))["id"]
         .as_str()
         .unwrap()
         .to_string();

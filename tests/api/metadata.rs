@@ -240,11 +240,11 @@ async fn put_replaces_all_and_echoes_the_request() {
 #[tokio::test]
 async fn put_empty_metadata_removes_all_custom_properties() {
     let env = Env::new();
-    let id = env
-        .seed(&Seed::new().prop("x", "1").prop("instance_uuid", &new_id()).prop("image_type", "snapshot"))["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id =
+        env.seed(&Seed::new().prop("x", "1").prop("instance_uuid", &new_id()).prop("image_type", "snapshot"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let srv = env.start();
 
     let r = srv.put(&meta_path(&id), json!({"metadata": {}})).send().await;
@@ -434,13 +434,12 @@ async fn non_ascii_values_round_trip() {
 #[tokio::test]
 async fn block_device_mapping_and_mappings_are_decoded_on_output() {
     let env = Env::new();
-    let id = env
-        .seed(
-            &Seed::new()
-                .prop("block_device_mapping", r#"[{"boot_index": 0, "source_type": "snapshot"}]"#)
-                .prop("mappings", r#"[{"virtual": "root", "device": "vda"}]"#)
-                .prop("plain", "[1]"),
-        )["id"]
+    let id = env.seed(
+        &Seed::new()
+            .prop("block_device_mapping", r#"[{"boot_index": 0, "source_type": "snapshot"}]"#)
+            .prop("mappings", r#"[{"virtual": "root", "device": "vda"}]"#)
+            .prop("plain", "[1]"),
+    )["id"]
         .as_str()
         .unwrap()
         .to_string();

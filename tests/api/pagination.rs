@@ -236,7 +236,7 @@ async fn list_without_limit_is_capped_at_1000() {
     assert_json(
         &next,
         200,
-        &json!({"images": [{"id": all[1000], "name": "page-0", "links": image_links(&h, "v2.1", None, &all[1000])}]}),
+        &json!({"images": [{"id": all[1000], "name": "page-0", "links": image_links(&srv.image_base, &h, "v2.1", None, &all[1000])}]}),
     );
 }
 

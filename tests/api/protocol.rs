@@ -198,11 +198,7 @@ async fn openstack_api_version_header_parsing() {
     let other_service = srv.get(&meta_path(&id)).header("OpenStack-API-Version", "volume 3.0").send().await;
     let upper = srv.get(&meta_path(&id)).header("OpenStack-API-Version", "COMPUTE 2.39").send().await;
     let list = srv.get(&meta_path(&id)).header("OpenStack-API-Version", "volume 3.5, compute 2.39").send().await;
-    let last_wins = srv
-        .get(&meta_path(&id))
-        .header("OpenStack-API-Version", "compute 2.39, compute 2.20")
-        .send()
-        .await;
+    let last_wins = srv.get(&meta_path(&id)).header("OpenStack-API-Version", "compute 2.39, compute 2.20").send().await;
 
     assert_eq!(other_service.status, 200, "{}", other_service.text());
     assert_mv_headers(&other_service, "2.1");
@@ -269,7 +265,8 @@ async fn garbage_microversion_headers_never_500() {
     let id = seeded(&env);
     let srv = env.start();
     let long = format!("compute {}", "9".repeat(4000));
-    let values = ["", " ", "compute", "compute ", ",", "compute 2.1 extra", "\t2.1", "compute\t2.1", "compute 2.1\u{e9}", &long];
+    let values =
+        ["", " ", "compute", "compute ", ",", "compute 2.1 extra", "\t2.1", "compute\t2.1", "compute 2.1\u{e9}", &long];
 
     for v in values {
         let a = srv.get(&meta_path(&id)).header("OpenStack-API-Version", v).send().await;
@@ -375,7 +372,8 @@ async fn json_text_plain_vendor_type_and_missing_content_type_are_accepted() {
     let srv = env.start();
     let body = r#"{"metadata": {"b": "2"}}"#;
 
-    let charset = srv.call("POST", &meta_path(&id)).content_type("application/json; charset=utf-8").body(body).send().await;
+    let charset =
+        srv.call("POST", &meta_path(&id)).content_type("application/json; charset=utf-8").body(body).send().await;
     let plain = srv.call("POST", &meta_path(&id)).content_type("text/plain").body(body).send().await;
     let vendor = srv
         .call("POST", &meta_path(&id))
@@ -386,8 +384,10 @@ async fn json_text_plain_vendor_type_and_missing_content_type_are_accepted() {
     let none = srv.call("POST", &meta_path(&id)).no_content_type().body(body).send().await;
     let get_json = srv.get(&meta_path(&id)).content_type("application/json").send().await;
     let get_empty = srv.get(&meta_path(&id)).content_type("").send().await;
-    let no_space = srv.call("POST", &meta_path(&id)).content_type("application/json;charset=utf-8").body(body).send().await;
-    let plain_charset = srv.call("POST", &meta_path(&id)).content_type("text/plain; charset=utf-8").body(body).send().await;
+    let no_space =
+        srv.call("POST", &meta_path(&id)).content_type("application/json;charset=utf-8").body(body).send().await;
+    let plain_charset =
+        srv.call("POST", &meta_path(&id)).content_type("text/plain; charset=utf-8").body(body).send().await;
 
     for r in [&charset, &plain, &vendor, &none, &no_space, &plain_charset] {
         assert_json(r, 200, &json!({"metadata": {"a": "1", "b": "2"}}));
@@ -533,7 +533,8 @@ async fn routes_work_with_and_without_project_id() {
     let with = srv.get(&format!("/v2.1/{PROJ_A}/images/{id}/metadata")).send().await;
     let without = srv.get(&meta_path(&id)).send().await;
     let v2_with = srv.get(&format!("/v2/{PROJ_A}/images/{id}/metadata/a")).send().await;
-    let post_with = srv.post(&format!("/v2.1/{PROJ_A}/images/{id}/metadata"), json!({"metadata": {"b": "2"}})).send().await;
+    let post_with =
+        srv.post(&format!("/v2.1/{PROJ_A}/images/{id}/metadata"), json!({"metadata": {"b": "2"}})).send().await;
     let detail_with = srv.get(&format!("/v2.1/{PROJ_A}/images/detail")).send().await;
 
     assert_json(&with, 200, &json!({"metadata": {"a": "1"}}));
@@ -549,7 +550,8 @@ async fn mismatching_project_id_is_400_malformed_request_url() {
     let env = Env::new();
     let id = seeded(&env);
     let srv = env.start();
-    let msg = format!("Malformed request URL: URL's project_id '{PROJ_B}' doesn't match Context's project_id '{PROJ_A}'");
+    let msg =
+        format!("Malformed request URL: URL's project_id '{PROJ_B}' doesn't match Context's project_id '{PROJ_A}'");
 
     let get = srv.get(&format!("/v2.1/{PROJ_B}/images/{id}/metadata")).send().await;
     let post = srv.post(&format!("/v2.1/{PROJ_B}/images/{id}/metadata"), json!({"metadata": {"x": "1"}})).send().await;
@@ -679,7 +681,8 @@ fn connection_after_413_is_closed_explicitly_or_reusable() {
     let second = format!("GET {} HTTP/1.1\r\nHost: {}\r\nX-Auth-Token: {TOK_A}\r\n\r\n", meta_path(&id), srv.host());
     let wrote = s.write_all(second.as_bytes());
     let mut rest = Vec::new();
-    let got = wrote.is_ok() && matches!(s.read(&mut tmp), Ok(n) if n > 0 && { rest.extend_from_slice(&tmp[..n]); true });
+    let got =
+        wrote.is_ok() && matches!(s.read(&mut tmp), Ok(n) if n > 0 && { rest.extend_from_slice(&tmp[..n]); true });
     assert!(
         got && rest.starts_with(b"HTTP/1.1 200"),
         "413 response had no `Connection: close`, yet the connection was not reusable: {:?}",
@@ -835,13 +838,7 @@ async fn microversion_then_content_type_then_body() {
     let id = seeded(&env);
     let srv = env.start();
 
-    let mv_vs_ct = srv
-        .call("POST", &meta_path(&id))
-        .mv("abc")
-        .content_type("application/xml")
-        .body("{")
-        .send()
-        .await;
+    let mv_vs_ct = srv.call("POST", &meta_path(&id)).mv("abc").content_type("application/xml").body("{").send().await;
     let ct_vs_body = srv.call("POST", &meta_path(&id)).content_type("application/xml").body("{").send().await;
 
     assert_fault(
@@ -872,7 +869,8 @@ async fn body_then_project_id_then_window_then_schema() {
     let id = seeded(&env);
     let srv = env.start();
     let other = format!("/v2.1/{PROJ_B}/images/{id}/metadata");
-    let mismatch = format!("Malformed request URL: URL's project_id '{PROJ_B}' doesn't match Context's project_id '{PROJ_A}'");
+    let mismatch =
+        format!("Malformed request URL: URL's project_id '{PROJ_B}' doesn't match Context's project_id '{PROJ_A}'");
 
     let body_vs_project = srv.call("POST", &other).json_bytes("{").send().await;
     let project_vs_window = srv.post(&other, json!({"metadata": {"a": 1}})).mv("2.39").send().await;

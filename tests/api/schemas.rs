@@ -57,7 +57,8 @@ async fn non_utf8_json_body_is_400_malformed_request_body() {
     let body: Vec<u8> = b"{\"metadata\": {\"a\": \"\xff\xfe\"}}".to_vec();
 
     let post = srv.call("POST", &meta_path(&id)).json_bytes(body.clone()).send().await;
-    let put_item = srv.call("PUT", &key_path(&id, "a")).json_bytes(b"{\"meta\": {\"a\": \"\xc3\x28\"}}".to_vec()).send().await;
+    let put_item =
+        srv.call("PUT", &key_path(&id, "a")).json_bytes(b"{\"meta\": {\"a\": \"\xc3\x28\"}}".to_vec()).send().await;
 
     assert_fault(&post, 400, "badRequest", "Malformed request body");
     assert_fault(&put_item, 400, "badRequest", "Malformed request body");
@@ -129,7 +130,12 @@ async fn non_string_values_are_400() {
         "Invalid input for field/attribute a. Value: None. None is not of type 'string'",
     );
     assert_fault_name(&obj, 400, "badRequest");
-    assert_fault(&put_item, 400, "badRequest", "Invalid input for field/attribute a. Value: 1. 1 is not of type 'string'");
+    assert_fault(
+        &put_item,
+        400,
+        "badRequest",
+        "Invalid input for field/attribute a. Value: 1. 1 is not of type 'string'",
+    );
     assert_eq!(srv.metadata_of(&id).await, json!({"keep": "me"}));
 }
 
@@ -295,11 +301,7 @@ async fn duplicate_json_keys_last_wins() {
     let id = env.seed(&Seed::new())["id"].as_str().unwrap().to_string();
     let srv = env.start();
 
-    let r = srv
-        .call("POST", &meta_path(&id))
-        .json_bytes(r#"{"metadata": {"a": "first", "a": "second"}}"#)
-        .send()
-        .await;
+    let r = srv.call("POST", &meta_path(&id)).json_bytes(r#"{"metadata": {"a": "first", "a": "second"}}"#).send().await;
 
     assert_json(&r, 200, &json!({"metadata": {"a": "second"}}));
 }

@@ -120,7 +120,12 @@ async fn ownership_matrix_across_two_projects_and_both_apis() {
     let admin = ks.token("admin").await;
 
     // alpha's private image, and a public image of alpha's created by the admin.
-    let private = glance.call("POST", "/v2/images").token(&alpha).json(&json!({"name": "p", "visibility": "private"})).send().await;
+    let private = glance
+        .call("POST", "/v2/images")
+        .token(&alpha)
+        .json(&json!({"name": "p", "visibility": "private"}))
+        .send()
+        .await;
     assert_eq!(private.status, 201, "{}", private.text());
     assert_eq!(private.json()["owner"], json!(ks.project_id("alpha")));
     let p = private.json()["id"].as_str().unwrap().to_owned();
@@ -145,7 +150,11 @@ async fn ownership_matrix_across_two_projects_and_both_apis() {
     ];
     for (what, token, id, read, write) in cases {
         assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), token, None).await, read, "glance read: {what}");
-        assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}/metadata"), token, None).await, read, "nova read: {what}");
+        assert_eq!(
+            status(&nova, "GET", &format!("/v2.1/images/{id}/metadata"), token, None).await,
+            read,
+            "nova read: {what}"
+        );
         assert_eq!(
             status(&glance, "PATCH", &format!("/v2/images/{id}"), token, Some(patch.clone())).await,
             write,

@@ -22,34 +22,19 @@ fn fault(e: StoreError, image_id: &str) -> Fault {
 
 async fn change(ctx: &Ctx, id: &str, change: MetadataChange) -> Result<Map<String, Value>, Fault> {
     let quota = ctx.state.settings.metadata_quota;
-    let props = ctx
-        .state
-        .store
-        .change_metadata(&ctx.principal, id, change, quota)
-        .await
-        .map_err(|e| fault(e, id))?;
+    let props = ctx.state.store.change_metadata(&ctx.principal, id, change, quota).await.map_err(|e| fault(e, id))?;
     Ok(views::metadata(&props))
 }
 
 /// `GET /images/{id}/metadata`. Query parameters are ignored (§3.1 Rec).
 pub async fn index(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    let image = ctx
-        .state
-        .store
-        .get_image(&ctx.principal, id)
-        .await
-        .map_err(|e| fault(e, id))?;
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
     Ok(Reply::ok(json!({"metadata": views::metadata(&image.properties)})))
 }
 
 /// `GET /images/{id}/metadata/{key}`: a missing key is WebOb's bare not-found text.
 pub async fn show(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
-    let image = ctx
-        .state
-        .store
-        .get_image(&ctx.principal, id)
-        .await
-        .map_err(|e| fault(e, id))?;
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
     let mut all = views::metadata(&image.properties);
     let value = all.remove(key).ok_or_else(Fault::resource_not_found)?;
     Ok(Reply::ok(json!({"meta": {key: value}})))
@@ -65,10 +50,8 @@ pub async fn create(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
 /// `PUT /images/{id}/metadata`: replace everything, echo the request's set.
 pub async fn update_all(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     let items = schemas::metadata_body(ctx.body.as_ref(), ctx.strictness)?;
-    let echo: Map<String, Value> = items
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), Value::from(v.as_str())))
-        .collect();
+    let echo: Map<String, Value> =
+        items.iter().map(|(k, v)| (k.as_str().to_owned(), Value::from(v.as_str()))).collect();
     change(ctx, id, MetadataChange::Replace(items)).await?;
     Ok(Reply::ok(json!({ "metadata": echo })))
 }

@@ -7,7 +7,7 @@ use super::schemas::positive_integer;
 use super::views;
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
-use crate::api::quote_plus;
+use crate::api::{quote_plus, seconds_filter};
 use crate::domain::ImageStatus;
 use crate::store::{Caller, Cmp, Column, Filter, ListQuery, Scalar, StoreError};
 
@@ -44,26 +44,19 @@ pub async fn detail(ctx: &Ctx) -> Result<Reply, Fault> {
 
 async fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
     let query = list_query(ctx, detail)?;
-    let images = ctx
-        .state
-        .store
-        .list_images(Caller::User(&ctx.principal), &query)
-        .await
-        .map_err(|e| match e {
-            StoreError::MarkerNotFound(m) => {
-                Fault::bad_request(format!("HTTP 400 Bad Request: Marker {m} could not be found."))
-            }
-            other => Fault::internal(&other, "imagemeta.store.StoreError"),
-        })?;
+    let images = ctx.state.store.list_images(Caller::User(&ctx.principal), &query).await.map_err(|e| match e {
+        StoreError::MarkerNotFound(m) => {
+            Fault::bad_request(format!("HTTP 400 Bad Request: Marker {m} could not be found."))
+        }
+        // Glance's 403 reaches the client as Nova's 403 (§4.2).
+        StoreError::MarkerForbidden(m) => {
+            Fault::forbidden(format!("HTTP 403 Forbidden: Forbidden to see the marker image {m}."))
+        }
+        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+    })?;
     let items: Vec<Value> = images
         .iter()
-        .map(|i| {
-            if detail {
-                views::image_detail(&ctx.links, i)
-            } else {
-                views::image_basic(&ctx.links, i)
-            }
-        })
+        .map(|i| if detail { views::image_detail(&ctx.links, i) } else { views::image_basic(&ctx.links, i) })
         .collect();
     let mut body = json!({ "images": items });
     if let Some(last) = images.last().filter(|_| images.len() == query.limit) {
@@ -95,9 +88,7 @@ fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
             .iter()
             .map(|s| match ImageStatus::parse(s) {
                 Some(st) => Ok(Scalar::Text(st.as_str().into())),
-                None => Err(Fault::bad_request(format!(
-                    "HTTP 400 Bad Request: Invalid status value: {s}"
-                ))),
+                None => Err(Fault::bad_request(format!("HTTP 400 Bad Request: Invalid status value: {s}"))),
             })
             .collect::<Result<_, _>>()?;
         q.filters.push(Filter::In(Column::Status, statuses));
@@ -105,8 +96,7 @@ fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
     if let Some(since) = ctx.query_last("changes-since") {
         let t = parse_time(since)
             .ok_or_else(|| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid changes-since value: {since}")))?;
-        q.filters
-            .push(Filter::Compare(Column::UpdatedAt, Cmp::Gte, Scalar::Time(t)));
+        q.filters.push(seconds_filter(Column::UpdatedAt, Cmp::Gte, t));
     }
     if let Some(server) = ctx.query_last("server") {
         let uuid = server.rsplit('/').next().unwrap_or(server);
@@ -168,20 +158,14 @@ pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
             return Some(t.assume_utc());
         }
     }
-    time::Date::parse(s, &format_description!("[year]-[month]-[day]"))
-        .ok()
-        .map(|d| d.midnight().assume_utc())
+    time::Date::parse(s, &format_description!("[year]-[month]-[day]")).ok().map(|d| d.midnight().assume_utc())
 }
 
 /// The query of a `next` link: the kept parameters sorted by name (then value), one value each
 /// (the last after sorting, as an OrderedDict of the sorted pairs), with `marker` set.
 fn next_query(ctx: &Ctx, marker: &str) -> String {
-    let mut pairs: Vec<(&str, &str)> = ctx
-        .query
-        .iter()
-        .filter(|(k, _)| is_known(k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let mut pairs: Vec<(&str, &str)> =
+        ctx.query.iter().filter(|(k, _)| is_known(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect();
     pairs.sort();
     let mut params: Vec<(&str, &str)> = Vec::new();
     for (k, v) in pairs.into_iter().chain([("marker", marker)]) {
@@ -190,40 +174,25 @@ fn next_query(ctx: &Ctx, marker: &str) -> String {
             None => params.push((k, v)),
         }
     }
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", quote_plus(k), quote_plus(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    params.iter().map(|(k, v)| format!("{}={}", quote_plus(k), quote_plus(v))).collect::<Vec<_>>().join("&")
 }
 
 /// `GET /images/{id}`.
 pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    let image = ctx
-        .state
-        .store
-        .get_image(&ctx.principal, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => Fault::not_found("Image not found."),
-            other => Fault::internal(&other, "imagemeta.store.StoreError"),
-        })?;
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
+        StoreError::NotFound => Fault::not_found("Image not found."),
+        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+    })?;
     Ok(Reply::ok(json!({"image": views::image_detail(&ctx.links, &image)})))
 }
 
 /// `DELETE /images/{id}`.
 pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    ctx.state
-        .store
-        .delete_image(&ctx.principal, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => Fault::not_found("Image not found."),
-            StoreError::Forbidden | StoreError::Protected => {
-                Fault::forbidden("You are not allowed to delete the image.")
-            }
-            other => Fault::internal(&other, "imagemeta.store.StoreError"),
-        })?;
+    ctx.state.store.delete_image(&ctx.principal, id).await.map_err(|e| match e {
+        StoreError::NotFound => Fault::not_found("Image not found."),
+        StoreError::Forbidden | StoreError::Protected => Fault::forbidden("You are not allowed to delete the image."),
+        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+    })?;
     Ok(Reply::no_content())
 }
 

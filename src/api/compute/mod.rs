@@ -46,20 +46,12 @@ pub struct Ctx {
 impl Ctx {
     /// All values of query parameter `name`, in order.
     pub fn query_all(&self, name: &str) -> Vec<&str> {
-        self.query
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     /// The last value of query parameter `name` (WebOb's `params.get`).
     pub fn query_last(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -71,17 +63,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(body: Value) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body: Some(body),
-        }
+        Reply { status: StatusCode::OK, body: Some(body) }
     }
 
     pub fn no_content() -> Reply {
-        Reply {
-            status: StatusCode::NO_CONTENT,
-            body: None,
-        }
+        Reply { status: StatusCode::NO_CONTENT, body: None }
     }
 }
 
@@ -103,9 +89,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     };
     let request_id = super::request_id();
     let span = tracing::info_span!("request", id = %request_id, method = %parts.method, path = %path);
-    let mut response = api_request(state, parts, body, prefix, rest.to_owned())
-        .instrument(span)
-        .await;
+    let mut response = api_request(state, parts, body, prefix, rest.to_owned()).instrument(span).await;
     let id = HeaderValue::from_str(&request_id).expect("a request id is a valid header value");
     response.headers_mut().insert("x-compute-request-id", id.clone());
     response.headers_mut().insert("x-openstack-request-id", id);
@@ -154,9 +138,7 @@ async fn pipeline(
     }
 
     // 2-3. The token (except for the version document), then the route.
-    let route = percent_decode(rest)
-        .ok_or(NoRoute::NotFound)
-        .and_then(|p| routes::resolve(&parts.method, &p));
+    let route = percent_decode(rest).ok_or(NoRoute::NotFound).and_then(|p| routes::resolve(&parts.method, &p));
     let principal = match &route {
         Ok(Route { action, .. }) if !action.needs_token() => None,
         _ => Some(authenticate(state, &parts.headers).await?),
@@ -257,9 +239,7 @@ async fn dispatch(ctx: &Ctx, action: Action) -> Result<Reply, Fault> {
 }
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Fault> {
-    let unauthorized = || Fault::Unauthorized {
-        www_authenticate_uri: state.settings.www_authenticate_uri.clone(),
-    };
+    let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
     let token = headers
         .get("x-auth-token")
         .and_then(|t| t.to_str().ok())
@@ -280,13 +260,13 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn too_large() -> Fault {
-    Fault::Bare {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        explanation: None,
-        detail: Some("Request is too large. Larger than max_request_body_size (%s).".into()),
-        // The body is left unread: the connection cannot be reused.
-        headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
-    }
+    Fault::detailed(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "The body of your request was too large for this server.",
+        "Request is too large. Larger than max_request_body_size (%s).",
+    )
+    // The body is left unread: the connection cannot be reused.
+    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 /// Nova's `Content-Type` rule (§2 step 5): absent, empty or `text/plain` pass; otherwise it
@@ -295,20 +275,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Fault> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let media = value
-        .to_str()
-        .unwrap_or("\u{0}")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = value.to_str().unwrap_or("\u{0}").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media.as_str() {
         "" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json" => Ok(()),
-        _ => Err(Fault::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Content-Type",
-        )),
+        _ => Err(Fault::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Content-Type")),
     }
 }
 
@@ -323,9 +293,7 @@ async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|_| Fault::bad_request("Malformed request body"))
+    serde_json::from_slice(&bytes).map(Some).map_err(|_| Fault::bad_request("Malformed request body"))
 }
 
 /// Builds the link base of §4.1 from the request: the `Host` header names the root, and the
@@ -351,30 +319,17 @@ fn link_base(parts: &Parts, prefix: &'static str, who: Option<&Principal>, setti
             Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
             None => host.split(':').next().unwrap_or("").to_owned(),
         };
-        format!("http://{hostname}:9292")
+        format!("http://{hostname}:{}", settings.image_port)
     });
-    LinkBase {
-        root,
-        version_prefix: prefix,
-        project,
-        image_endpoint,
-    }
+    LinkBase { root, version_prefix: prefix, project, image_endpoint }
 }
 
 /// Success responses: `application/json` (or the compute vendor type when `Accept` prefers
 /// it); a 204 keeps the content type and has an empty body.
 fn render(reply: Reply, request_headers: &HeaderMap) -> Response {
-    let accept = request_headers
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .unwrap_or("");
+    let accept = request_headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let content_type = super::negotiate(accept, &["application/json", "application/vnd.openstack.compute+json"])
         .unwrap_or("application/json");
     let body = reply.body.map(|b| super::json::to_vec(&b)).unwrap_or_default();
-    (
-        reply.status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
-        body,
-    )
-        .into_response()
+    (reply.status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }

@@ -77,12 +77,9 @@ pub fn resolve(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["images"] => pick(method, "GET", [(Method::GET, ImageIndex)], project_id),
         // `/images/detail` is declared before `/images/{id}`: GET is the detail listing,
         // DELETE still reaches delete with the id "detail".
-        ["images", "detail"] => pick(
-            method,
-            "GET, DELETE",
-            [(Method::GET, ImageDetail), (Method::DELETE, ImageDelete(id(1)))],
-            project_id,
-        ),
+        ["images", "detail"] => {
+            pick(method, "GET, DELETE", [(Method::GET, ImageDetail), (Method::DELETE, ImageDelete(id(1)))], project_id)
+        }
         ["images", _] => pick(
             method,
             "GET, DELETE",
@@ -140,10 +137,7 @@ mod tests {
         let r = ok(Method::PUT, "/0a1b-2c/images/x/metadata/k k");
         assert_eq!(r.action, Action::MetadataUpdate("x".into(), "k k".into()));
         assert_eq!(r.project_id.as_deref(), Some("0a1b-2c"));
-        assert_eq!(
-            ok(Method::DELETE, "/images/detail").action,
-            Action::ImageDelete("detail".into())
-        );
+        assert_eq!(ok(Method::DELETE, "/images/detail").action, Action::ImageDelete("detail".into()));
         assert_eq!(ok(Method::GET, "/").action, Action::VersionDocument);
     }
 
@@ -153,9 +147,6 @@ mod tests {
         assert_eq!(resolve(&Method::GET, "/demo/images"), Err(NoRoute::NotFound));
         assert_eq!(resolve(&Method::GET, "/images/x/metadata/a/b"), Err(NoRoute::NotFound));
         assert_eq!(resolve(&Method::POST, "/images"), Err(NoRoute::MethodNotAllowed("GET")));
-        assert_eq!(
-            resolve(&Method::DELETE, "/images/x/metadata"),
-            Err(NoRoute::MethodNotAllowed("GET, POST, PUT"))
-        );
+        assert_eq!(resolve(&Method::DELETE, "/images/x/metadata"), Err(NoRoute::MethodNotAllowed("GET, POST, PUT")));
     }
 }

@@ -26,17 +26,13 @@ pub enum Strictness {
 
 /// `{"metadata": {...}}` for POST and PUT `/metadata`.
 pub fn metadata_body(body: Option<&Value>, strictness: Strictness) -> Result<MetadataItems, Fault> {
-    let map = envelope(body, "metadata", strictness, |v| {
-        metadata_object("metadata", v, strictness, false)
-    })?;
+    let map = envelope(body, "metadata", strictness, |v| metadata_object("metadata", v, strictness, false))?;
     Ok(map)
 }
 
 /// `{"meta": {"<key>": "<value>"}}` for PUT `/metadata/{key}`.
 pub fn meta_body(body: Option<&Value>, strictness: Strictness) -> Result<(MetadataKey, MetadataValue), Fault> {
-    let mut items = envelope(body, "meta", strictness, |v| {
-        metadata_object("meta", v, strictness, true)
-    })?;
+    let mut items = envelope(body, "meta", strictness, |v| metadata_object("meta", v, strictness, true))?;
     // The schema guarantees exactly one item.
     Ok(items.remove(0))
 }
@@ -68,17 +64,10 @@ fn envelope<T>(
 /// METADATA (plus `minProperties`/`maxProperties` 1 when `single`), at path `field`.
 fn metadata_object(field: &str, value: &Value, strictness: Strictness, single: bool) -> Result<MetadataItems, Fault> {
     let invalid = |at: &str, instance: &Value, message: String| {
-        Fault::bad_request(format!(
-            "Invalid input for field/attribute {at}. Value: {}. {message}",
-            py_str(instance)
-        ))
+        Fault::bad_request(format!("Invalid input for field/attribute {at}. Value: {}. {message}", py_str(instance)))
     };
     let Value::Object(map) = value else {
-        return Err(invalid(
-            field,
-            value,
-            format!("{} is not of type 'object'", repr(value)),
-        ));
+        return Err(invalid(field, value, format!("{} is not of type 'object'", repr(value))));
     };
     let mut items = MetadataItems::with_capacity(map.len());
     let mut extras = Vec::new();
@@ -110,11 +99,7 @@ fn metadata_object(field: &str, value: &Value, strictness: Strictness, single: b
         return Err(invalid(field, value, format!("{} should be non-empty", repr(value))));
     }
     if single && map.len() > 1 {
-        return Err(invalid(
-            field,
-            value,
-            format!("{} has too many properties", repr(value)),
-        ));
+        return Err(invalid(field, value, format!("{} has too many properties", repr(value))));
     }
     Ok(items)
 }
@@ -123,10 +108,7 @@ fn additional_not_allowed(extras: &[&String]) -> String {
     let mut extras = extras.to_vec();
     extras.sort();
     let verb = if extras.len() == 1 { "was" } else { "were" };
-    format!(
-        "Additional properties are not allowed ({} {verb} unexpected)",
-        joined(&extras)
-    )
+    format!("Additional properties are not allowed ({} {verb} unexpected)", joined(&extras))
 }
 
 fn joined(keys: &[&String]) -> String {
@@ -146,9 +128,7 @@ pub fn positive_integer(name: &str, values: &[&str]) -> Result<Option<u64>, Faul
         } else {
             continue;
         };
-        return Err(Fault::bad_request(format!(
-            "Invalid input for query parameters {name}. Value: {v}. {message}"
-        )));
+        return Err(Fault::bad_request(format!("Invalid input for query parameters {name}. Value: {v}. {message}")));
     }
     // Digits only and not zero: saturate absurdly long numbers, they are capped anyway.
     Ok(values.last().map(|v| v.parse::<u64>().unwrap_or(u64::MAX)))
@@ -196,10 +176,7 @@ mod tests {
         );
         assert!(metadata_body(Some(&json!({"metadata": {}, "x": 1})), Legacy).is_ok());
         assert_eq!(
-            msg(metadata_body(
-                Some(&json!({"metadata": {"b/c": "v", "a": "1"}})),
-                Legacy
-            )),
+            msg(metadata_body(Some(&json!({"metadata": {"b/c": "v", "a": "1"}})), Legacy)),
             "Invalid input for field/attribute metadata. Value: {'b/c': 'v', 'a': '1'}. Additional properties are not allowed ('b/c' was unexpected)"
         );
     }
@@ -207,10 +184,7 @@ mod tests {
     #[test]
     fn meta_messages_match_nova_table() {
         let m = |b: Value| msg(meta_body(Some(&b), Strictness::Strict));
-        assert_eq!(
-            m(json!({"meta": {}})),
-            "Invalid input for field/attribute meta. Value: {}. {} should be non-empty"
-        );
+        assert_eq!(m(json!({"meta": {}})), "Invalid input for field/attribute meta. Value: {}. {} should be non-empty");
         assert_eq!(
             m(json!({"meta": {"a": "1", "b": "2"}})),
             "Invalid input for field/attribute meta. Value: {'a': '1', 'b': '2'}. {'a': '1', 'b': '2'} has too many properties"
@@ -237,9 +211,6 @@ mod tests {
 
     #[test]
     fn python_repr() {
-        assert_eq!(
-            repr(&json!({"a": [true, null, 1.0, "it's"]})),
-            r#"{'a': [True, None, 1.0, "it's"]}"#
-        );
+        assert_eq!(repr(&json!({"a": [true, null, 1.0, "it's"]})), r#"{'a': [True, None, 1.0, "it's"]}"#);
     }
 }

@@ -42,11 +42,7 @@ fn path_of(id: &str) -> &'static str {
 /// Everything outside `/v2` and `/v2.1`: `GET /` lists the versions; any other path gets
 /// the 300 choices with links to the same path under each version.
 pub fn root(parts: &Parts) -> Response {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let base = format!("http://{host}");
     let path = parts.uri.path();
     let (status, body) = if path == "/" && parts.method == Method::GET {
@@ -70,11 +66,7 @@ pub fn root(parts: &Parts) -> Response {
             .collect();
         (StatusCode::MULTIPLE_CHOICES, json!({ "choices": choices }))
     };
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        json::to_vec(&body),
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json::to_vec(&body))
         .into_response()
 }
 
@@ -94,14 +86,11 @@ pub fn from_media_type(headers: &HeaderMap) -> Option<&'static str> {
     [header::ACCEPT, header::CONTENT_TYPE].iter().find_map(|name| {
         let value = headers.get(name)?.to_str().ok()?;
         value.split(',').find_map(|media| {
-            media
-                .split(';')
-                .skip(1)
-                .find_map(|param| match param.trim().strip_prefix("version=")?.trim() {
-                    "2.1" => Some("/v2.1"),
-                    "2" | "2.0" => Some("/v2"),
-                    _ => None,
-                })
+            media.split(';').skip(1).find_map(|param| match param.trim().strip_prefix("version=")?.trim() {
+                "2.1" => Some("/v2.1"),
+                "2" | "2.0" => Some("/v2"),
+                _ => None,
+            })
         })
     })
 }

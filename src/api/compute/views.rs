@@ -32,10 +32,7 @@ impl LinkBase {
 
     /// A collection URL with a query string (pagination `next` links).
     pub fn collection(&self, collection: &str, query: &str) -> String {
-        format!(
-            "{}{}{}/{collection}?{query}",
-            self.root, self.version_prefix, self.project
-        )
+        format!("{}{}{}/{collection}?{query}", self.root, self.version_prefix, self.project)
     }
 
     fn image_links(&self, id: &str) -> Value {
@@ -124,10 +121,7 @@ pub fn image_detail(links: &LinkBase, image: &Image) -> Value {
 
 /// oslo's `strutils.bool_from_string` (non-strict).
 fn bool_from_string(s: &str) -> bool {
-    matches!(
-        s.trim().to_ascii_lowercase().as_str(),
-        "1" | "t" | "true" | "on" | "y" | "yes"
-    )
+    matches!(s.trim().to_ascii_lowercase().as_str(), "1" | "t" | "true" | "on" | "y" | "yes")
 }
 
 #[cfg(test)]

@@ -23,24 +23,14 @@ use crate::store::data::{Inspected, Staged, UploadError, inspect};
 
 /// `PUT /v2/images/{id}/file`.
 pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
-    let media = ctx
-        .header("content-type")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = ctx.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media != "application/octet-stream" {
         return Err(Fault::explained(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("The request media type {media} is not supported by this server."),
         ));
     }
-    let declared = match ctx
-        .header("x-openstack-image-size")
-        .or_else(|| ctx.header("content-length"))
-    {
+    let declared = match ctx.header("x-openstack-image-size").or_else(|| ctx.header("content-length")) {
         None => None,
         Some(v) => Some(
             v.trim()
@@ -59,9 +49,7 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
             id,
             Box::new(move |image| {
                 if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!(
-                        "Not allowed to upload image data for image {image_id}"
-                    )));
+                    return Err(Rejection::forbidden(format!("Not allowed to upload image data for image {image_id}")));
                 }
                 if image.status != ImageStatus::Queued {
                     return Err(Rejection::conflict(format!(
@@ -69,14 +57,12 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
                         image.status.as_str()
                     )));
                 }
-                let missing: Vec<&str> = [
-                    ("container_format", &image.container_format),
-                    ("disk_format", &image.disk_format),
-                ]
-                .into_iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| k)
-                .collect();
+                let missing: Vec<&str> =
+                    [("container_format", &image.container_format), ("disk_format", &image.disk_format)]
+                        .into_iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k)
+                        .collect();
                 if !missing.is_empty() {
                     return Err(Rejection::invalid(format!(
                         "Property(ies) {} must be set prior to saving data.",
@@ -90,19 +76,10 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         .await
         .map_err(|e| store_fault(e, id))?;
 
-    let task = tokio::spawn(receive(
-        ctx.state.clone(),
-        ctx.principal.clone(),
-        id.to_owned(),
-        body,
-        declared,
-    ));
+    let task = tokio::spawn(receive(ctx.state.clone(), ctx.principal.clone(), id.to_owned(), body, declared));
     match task.await {
         Ok(result) => result.map(|()| no_content()),
-        Err(e) => Err(Fault::explained(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("upload task failed: {e}"),
-        )),
+        Err(e) => Err(Fault::explained(StatusCode::INTERNAL_SERVER_ERROR, format!("upload task failed: {e}"))),
     }
 }
 
@@ -114,15 +91,12 @@ async fn receive(state: AppState, who: Principal, id: String, body: Body, declar
         Err(e) => {
             requeue(&state, &who, &id).await;
             return Err(match e {
-                UploadError::TooLarge => Fault::Bare {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    explanation: Some(format!(
-                        "The incoming image is too large: larger than image_size_cap ({cap} bytes)"
-                    )),
-                    detail: None,
-                    // The rest of the body is left unread: the connection cannot be reused.
-                    headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
-                },
+                UploadError::TooLarge => Fault::explained(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The incoming image is too large: larger than image_size_cap ({cap} bytes)"),
+                )
+                // The rest of the body is left unread: the connection cannot be reused.
+                .with_header(header::CONNECTION, HeaderValue::from_static("close")),
                 UploadError::Interrupted(why) => {
                     tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
                     Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")
@@ -155,10 +129,7 @@ async fn activate(
     if let Some(expected) = declared.filter(|n| *n != staged.size) {
         return Err(Fault::explained(
             StatusCode::BAD_REQUEST,
-            format!(
-                "Size of uploaded data ({}) does not match the declared size ({expected}).",
-                staged.size
-            ),
+            format!("Size of uploaded data ({}) does not match the declared size ({expected}).", staged.size),
         ));
     }
     let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
@@ -176,10 +147,7 @@ async fn activate(
             id,
             Box::new(move |image| {
                 if image.status != ImageStatus::Saving {
-                    return Err(Rejection::new(
-                        RejectionKind::Gone,
-                        "The image changed during the upload.",
-                    ));
+                    return Err(Rejection::new(RejectionKind::Gone, "The image changed during the upload."));
                 }
                 image.status = ImageStatus::Active;
                 image.size = Some(size);
@@ -251,12 +219,7 @@ async fn requeue(state: &AppState, who: &Principal, id: &str) {
 
 /// `GET /v2/images/{id}/file`, with single byte ranges.
 pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
-    let image = ctx
-        .state
-        .store
-        .get_image(&ctx.principal, id)
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     if image.status == ImageStatus::Deactivated && !ctx.principal.is_admin {
         return Err(Fault::explained(
             StatusCode::FORBIDDEN,
@@ -270,11 +233,7 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
         ));
     }
     let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated);
-    let file = if has_data {
-        ctx.state.data.open_data(id).await.map_err(|e| data_fault(e, id))?
-    } else {
-        None
-    };
+    let file = if has_data { ctx.state.data.open_data(id).await.map_err(|e| data_fault(e, id))? } else { None };
     let (Some(mut file), Some(size)) = (file, image.size) else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
@@ -293,10 +252,7 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024));
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(md5) = image.checksum.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
         headers.insert("content-md5", md5);
@@ -316,21 +272,13 @@ fn data_fault(e: std::io::Error, id: &str) -> Fault {
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size`: the inclusive range, 400 for several
 /// ranges, 416 for anything unsatisfiable.
 fn parse_range(value: &str, size: u64) -> Result<(u64, u64), Fault> {
-    let unsatisfiable = || Fault::Bare {
-        status: StatusCode::RANGE_NOT_SATISFIABLE,
-        explanation: None,
-        detail: None,
-        headers: vec![(
-            header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
-        )],
+    let unsatisfiable = || {
+        Fault::bare(StatusCode::RANGE_NOT_SATISFIABLE)
+            .with_header(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"))
     };
     let spec = value.trim().strip_prefix("bytes=").ok_or_else(unsatisfiable)?;
     if spec.contains(',') {
-        return Err(Fault::explained(
-            StatusCode::BAD_REQUEST,
-            "Multiple ranges are not supported.",
-        ));
+        return Err(Fault::explained(StatusCode::BAD_REQUEST, "Multiple ranges are not supported."));
     }
     let (a, b) = spec.split_once('-').ok_or_else(unsatisfiable)?;
     let num = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::{Ctx, json_response, no_content, read_json, rejection, schemas, store_fault, views};
 use crate::api::compute::images::parse_time;
 use crate::api::fault::Fault;
-use crate::api::quote_plus;
+use crate::api::{quote_plus, seconds_filter};
 use crate::domain::update::{self, PatchOp, SetMode};
 use crate::domain::{Image, ImageStatus, Rejection, RejectionKind, Visibility, now, policy};
 use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir, VisibilityFilter};
@@ -17,7 +17,7 @@ use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar,
 const DEFAULT_LIMIT: u64 = 25;
 const MAX_LIMIT: u64 = 1000;
 
-fn bad_request(message: impl Into<String>) -> Fault {
+fn bad_request(message: impl AsRef<str>) -> Fault {
     Fault::explained(StatusCode::BAD_REQUEST, message)
 }
 
@@ -50,10 +50,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
         if !who.is_admin && owner.as_deref() != Some(who.project_id.as_str()) {
             return Err(Fault::explained(
                 StatusCode::FORBIDDEN,
-                format!(
-                    "You are not permitted to create images owned by '{}'.",
-                    owner.unwrap_or_default()
-                ),
+                format!("You are not permitted to create images owned by '{}'.", owner.unwrap_or_default()),
             ));
         }
         image.owner = owner;
@@ -69,12 +66,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
     quotas.check_properties(&image).map_err(rejection)?;
     quotas.check_tags(&image).map_err(rejection)?;
     let id = image.id.clone();
-    let image = ctx
-        .state
-        .store
-        .insert_image(image)
-        .await
-        .map_err(|e| store_fault(e, &id))?;
+    let image = ctx.state.store.insert_image(image).await.map_err(|e| store_fault(e, &id))?;
     let mut response = json_response(StatusCode::CREATED, &views::image(&image));
     let location = format!("{}/v2/images/{}", ctx.root_url(), image.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -85,23 +77,13 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
 
 /// `GET /v2/images/{id}`.
 pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
-    let image = ctx
-        .state
-        .store
-        .get_image(&ctx.principal, id)
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     Ok(json_response(StatusCode::OK, &views::image(&image)))
 }
 
 /// `DELETE /v2/images/{id}`: the record, then its data.
 pub async fn delete(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
-    let image = ctx
-        .state
-        .store
-        .delete_image(&ctx.principal, id)
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let image = ctx.state.store.delete_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     if let Err(e) = ctx.state.data.remove(&image.id).await {
         tracing::error!(error = %e, image = %image.id, "cannot remove the data of a deleted image");
     }
@@ -114,43 +96,32 @@ const PATCH_V20: &str = "application/openstack-images-v2.0-json-patch";
 /// `PATCH /v2/images/{id}`: every operation is parsed and checked before the image is loaded;
 /// then they are applied in order inside one transaction, all or nothing.
 pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
-    let media = ctx
-        .header("content-type")
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = ctx.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let v21 = match media.as_str() {
         PATCH_V21 => true,
         PATCH_V20 => false,
         _ => {
-            return Err(Fault::Bare {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                explanation: Some(format!(
-                    "The request media type {media} is not supported by this server."
-                )),
-                detail: Some(format!(
-                    "Image PATCH expects Content-Type one of: {PATCH_V20}, {PATCH_V21}"
-                )),
-                headers: vec![(
-                    axum::http::HeaderName::from_static("accept-patch"),
-                    HeaderValue::from_static(
-                        "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch",
-                    ),
-                )],
-            });
+            // WebOb's HTTPUnsupportedMediaType template, with Glance's detail.
+            return Err(Fault::webob(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "The request media type {media} is not supported by this server.\n<br /><br />\n\
+                     Image PATCH expects Content-Type one of: {PATCH_V20}, {PATCH_V21}"
+                ),
+            )
+            .with_header(
+                axum::http::HeaderName::from_static("accept-patch"),
+                HeaderValue::from_static(
+                    "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch",
+                ),
+            ));
         }
     };
     let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
     let Value::Array(raw_ops) = body else {
         return Err(bad_request("Request body must be a JSON array of operation objects."));
     };
-    let ops = raw_ops
-        .iter()
-        .map(|op| parse_op(op, v21))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ops = raw_ops.iter().map(|op| parse_op(op, v21)).collect::<Result<Vec<_>, _>>()?;
     let who = ctx.principal.clone();
     let quotas = ctx.state.settings.image_quotas;
     let image = ctx
@@ -161,9 +132,7 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
             id,
             Box::new(move |image| {
                 if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(
-                        "You are not authorized to complete modify_image action.",
-                    ));
+                    return Err(Rejection::forbidden("You are not authorized to complete modify_image action."));
                 }
                 update::apply_patch(image, &who, ops, quotas)
             }),
@@ -194,10 +163,8 @@ fn parse_op(op: &Value, v21: bool) -> Result<PatchOp, Fault> {
             .ok_or_else(|| bad_request("Unable to find 'path' in JSON Schema change"))?;
         (kind, path)
     } else {
-        let named: Vec<(&str, &Value)> = ["add", "remove", "replace"]
-            .into_iter()
-            .filter_map(|k| obj.get(k).map(|v| (k, v)))
-            .collect();
+        let named: Vec<(&str, &Value)> =
+            ["add", "remove", "replace"].into_iter().filter_map(|k| obj.get(k).map(|v| (k, v))).collect();
         match named.as_slice() {
             [(kind, Value::String(path))] => (*kind, path.as_str()),
             _ => {
@@ -208,6 +175,12 @@ fn parse_op(op: &Value, v21: bool) -> Result<PatchOp, Fault> {
         }
     };
     let key = pointer_root(path)?;
+    if key == "locations" {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "It's not allowed to update locations if locations are invisible.",
+        ));
+    }
     if let Some(f) = schemas::forbidden_key(&key, false) {
         return Err(f);
     }
@@ -253,12 +226,8 @@ fn pointer_root(path: &str) -> Result<String, Fault> {
 /// `PUT /v2/images/{id}/tags/{tag}`.
 pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
     schemas::validate("tags", &json!([tag]))?;
-    let (who, tag, quotas, image_id) = (
-        ctx.principal.clone(),
-        tag.to_owned(),
-        ctx.state.settings.image_quotas,
-        id.to_owned(),
-    );
+    let (who, tag, quotas, image_id) =
+        (ctx.principal.clone(), tag.to_owned(), ctx.state.settings.image_quotas, id.to_owned());
     ctx.state
         .store
         .modify_image(
@@ -266,9 +235,7 @@ pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> 
             id,
             Box::new(move |image| {
                 if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!(
-                        "Not allowed to update tags for image {image_id}."
-                    )));
+                    return Err(Rejection::forbidden(format!("Not allowed to update tags for image {image_id}.")));
                 }
                 if !image.tags.contains(&tag) {
                     image.tags.push(tag);
@@ -292,9 +259,7 @@ pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Faul
             id,
             Box::new(move |image| {
                 if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!(
-                        "Not allowed to update tags for image {image_id}."
-                    )));
+                    return Err(Rejection::forbidden(format!("Not allowed to update tags for image {image_id}.")));
                 }
                 let before = image.tags.len();
                 image.tags.retain(|t| *t != tag);
@@ -324,9 +289,7 @@ pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Respons
             id,
             Box::new(move |image| {
                 if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!(
-                        "You are not authorized to complete {action} action."
-                    )));
+                    return Err(Rejection::forbidden(format!("You are not authorized to complete {action} action.")));
                 }
                 if image.status == from {
                     image.status = to;
@@ -350,11 +313,7 @@ pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
     let images = if query.limit == 0 {
         Vec::new()
     } else {
-        ctx.state
-            .store
-            .list_images(Caller::User(&ctx.principal), &query)
-            .await
-            .map_err(|e| store_fault(e, ""))?
+        ctx.state.store.list_images(Caller::User(&ctx.principal), &query).await.map_err(|e| store_fault(e, ""))?
     };
     let rebuilt = |marker: Option<&str>| {
         let mut pairs: Vec<String> = ctx
@@ -366,11 +325,7 @@ pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
         if let Some(m) = marker {
             pairs.push(format!("marker={}", quote_plus(m)));
         }
-        if pairs.is_empty() {
-            "/v2/images".to_owned()
-        } else {
-            format!("/v2/images?{}", pairs.join("&"))
-        }
+        if pairs.is_empty() { "/v2/images".to_owned() } else { format!("/v2/images?{}", pairs.join("&")) }
     };
     let mut body = Map::new();
     body.insert("images".into(), Value::Array(images.iter().map(views::image).collect()));
@@ -432,10 +387,7 @@ fn split_in(list: &str) -> Vec<String> {
 /// `name`, `id`, `status`, `container_format`, `disk_format`: `in:`, `eq:` or a bare value.
 fn operator_filter(column: Column, value: &str) -> Result<Filter, Fault> {
     if let Some(list) = value.strip_prefix("in:") {
-        return Ok(Filter::In(
-            column,
-            split_in(list).into_iter().map(Scalar::Text).collect(),
-        ));
+        return Ok(Filter::In(column, split_in(list).into_iter().map(Scalar::Text).collect()));
     }
     if let Some(v) = value.strip_prefix("eq:") {
         return Ok(Filter::Compare(column, Cmp::Eq, Scalar::Text(v.to_owned())));
@@ -460,14 +412,11 @@ fn time_filter(column: Column, value: &str) -> Result<Filter, Fault> {
         _ => Cmp::Eq,
     };
     let t = parse_time(t).ok_or_else(|| bad_request(format!("Invalid timestamp: {t}")))?;
-    Ok(Filter::Compare(column, cmp, Scalar::Time(t)))
+    Ok(seconds_filter(column, cmp, t))
 }
 
 fn int_value(value: &str) -> Result<i64, Fault> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| bad_request("Unable to filter on a range with a non-numeric value."))
+    value.trim().parse().map_err(|_| bad_request("Unable to filter on a range with a non-numeric value."))
 }
 
 fn bool_value(name: &str, value: &str) -> Result<bool, Fault> {
@@ -482,11 +431,7 @@ fn bool_value(name: &str, value: &str) -> Result<bool, Fault> {
 
 /// Translates Glance's list parameters into the store's query (§13).
 fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
-    let mut q = ListQuery {
-        limit: DEFAULT_LIMIT as usize,
-        detail: true,
-        ..ListQuery::default()
-    };
+    let mut q = ListQuery { limit: DEFAULT_LIMIT as usize, detail: true, ..ListQuery::default() };
     let mut sort_keys = Vec::new();
     let mut sort_dirs = Vec::new();
     let mut new_sort = None;
@@ -506,10 +451,7 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
     for (k, v) in last {
         match k {
             "limit" => {
-                let n: i64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad_request("limit param must be an integer"))?;
+                let n: i64 = v.trim().parse().map_err(|_| bad_request("limit param must be an integer"))?;
                 if n < 0 {
                     return Err(bad_request("limit param must be positive"));
                 }
@@ -532,17 +474,11 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
                 }
             }
             "os_hidden" => {
-                q.hidden = if bool_value("os_hidden", v)? {
-                    HiddenFilter::Only
-                } else {
-                    HiddenFilter::Exclude
-                }
+                q.hidden = if bool_value("os_hidden", v)? { HiddenFilter::Only } else { HiddenFilter::Exclude }
             }
-            "protected" => q.filters.push(Filter::Compare(
-                Column::Protected,
-                Cmp::Eq,
-                Scalar::Bool(bool_value("protected", v)?),
-            )),
+            "protected" => {
+                q.filters.push(Filter::Compare(Column::Protected, Cmp::Eq, Scalar::Bool(bool_value("protected", v)?)))
+            }
             "changes-since" => return Err(bad_request("The 'changes-since' filter is no longer available on v2.")),
             "name" => q.filters.push(operator_filter(Column::Name, v)?),
             "id" => q.filters.push(operator_filter(Column::Id, v)?),
@@ -551,22 +487,14 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
             "disk_format" => q.filters.push(operator_filter(Column::DiskFormat, v)?),
             "created_at" => q.filters.push(time_filter(Column::CreatedAt, v)?),
             "updated_at" => q.filters.push(time_filter(Column::UpdatedAt, v)?),
-            "size_min" => q
-                .filters
-                .push(Filter::Compare(Column::Size, Cmp::Gte, Scalar::Int(int_value(v)?))),
-            "size_max" => q
-                .filters
-                .push(Filter::Compare(Column::Size, Cmp::Lte, Scalar::Int(int_value(v)?))),
-            "virtual_size_min" => q.filters.push(Filter::Compare(
-                Column::VirtualSize,
-                Cmp::Gte,
-                Scalar::Int(int_value(v)?),
-            )),
-            "virtual_size_max" => q.filters.push(Filter::Compare(
-                Column::VirtualSize,
-                Cmp::Lte,
-                Scalar::Int(int_value(v)?),
-            )),
+            "size_min" => q.filters.push(Filter::Compare(Column::Size, Cmp::Gte, Scalar::Int(int_value(v)?))),
+            "size_max" => q.filters.push(Filter::Compare(Column::Size, Cmp::Lte, Scalar::Int(int_value(v)?))),
+            "virtual_size_min" => {
+                q.filters.push(Filter::Compare(Column::VirtualSize, Cmp::Gte, Scalar::Int(int_value(v)?)))
+            }
+            "virtual_size_max" => {
+                q.filters.push(Filter::Compare(Column::VirtualSize, Cmp::Lte, Scalar::Int(int_value(v)?)))
+            }
             "size" | "virtual_size" | "min_ram" | "min_disk" => {
                 let column = match k {
                     "size" => Column::Size,
@@ -574,23 +502,14 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
                     "min_ram" => Column::MinRam,
                     _ => Column::MinDisk,
                 };
-                let n = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad_request(format!("Invalid value for {k}: {v}")))?;
+                let n = v.trim().parse().map_err(|_| bad_request(format!("Invalid value for {k}: {v}")))?;
                 q.filters.push(Filter::Compare(column, Cmp::Eq, Scalar::Int(n)));
             }
-            "owner" => q
-                .filters
-                .push(Filter::Compare(Column::Owner, Cmp::Eq, Scalar::Text(v.to_owned()))),
-            "checksum" => q
-                .filters
-                .push(Filter::Compare(Column::Checksum, Cmp::Eq, Scalar::Text(v.to_owned()))),
-            "os_hash_value" => q.filters.push(Filter::Compare(
-                Column::OsHashValue,
-                Cmp::Eq,
-                Scalar::Text(v.to_owned()),
-            )),
+            "owner" => q.filters.push(Filter::Compare(Column::Owner, Cmp::Eq, Scalar::Text(v.to_owned()))),
+            "checksum" => q.filters.push(Filter::Compare(Column::Checksum, Cmp::Eq, Scalar::Text(v.to_owned()))),
+            "os_hash_value" => {
+                q.filters.push(Filter::Compare(Column::OsHashValue, Cmp::Eq, Scalar::Text(v.to_owned())))
+            }
             other => q.filters.push(Filter::Property(other.to_owned(), v.to_owned())),
         }
     }
@@ -603,15 +522,9 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
             q.sort.push((sort_key(key.trim())?, sort_dir(dir.trim())?));
         }
     } else if !sort_keys.is_empty() || !sort_dirs.is_empty() {
-        let keys = if sort_keys.is_empty() {
-            vec!["created_at"]
-        } else {
-            sort_keys
-        };
+        let keys = if sort_keys.is_empty() { vec!["created_at"] } else { sort_keys };
         if sort_dirs.len() > 1 && sort_dirs.len() != keys.len() {
-            return Err(bad_request(
-                "Number of sort dirs does not match the number of sort keys",
-            ));
+            return Err(bad_request("Number of sort dirs does not match the number of sort keys"));
         }
         for (n, key) in keys.iter().enumerate() {
             let dir = match sort_dirs.len() {

@@ -22,9 +22,8 @@ use crate::domain::{Principal, Rejection, RejectionKind};
 use crate::store::StoreError;
 
 /// Version prefixes rewritten to `/v2` (no image cache, no multi-store).
-const VERSION_PREFIXES: &[&str] = &[
-    "v2", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6", "v2.7", "v2.9", "v2.15", "v2.17",
-];
+const VERSION_PREFIXES: &[&str] =
+    &["v2", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6", "v2.7", "v2.9", "v2.15", "v2.17"];
 
 /// An authenticated request, as the actions see it.
 pub struct Ctx {
@@ -66,10 +65,7 @@ impl Action {
     /// Glance's `body_reject` routes.
     fn rejects_body(&self) -> bool {
         use Action::*;
-        matches!(
-            self,
-            Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_)
-        )
+        matches!(self, Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_))
     }
 }
 
@@ -86,33 +82,18 @@ fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> 
     let id = |i: usize| segments[i].to_owned();
     let m = method.clone();
     let pick = |allow: &'static str, table: Vec<(Method, Action)>| {
-        table
-            .into_iter()
-            .find(|(tm, _)| *tm == m)
-            .map(|(_, a)| a)
-            .ok_or(Some(allow))
+        table.into_iter().find(|(tm, _)| *tm == m).map(|(_, a)| a).ok_or(Some(allow))
     };
     match segments.as_slice() {
         ["images"] => pick("GET, POST", vec![(Method::GET, List), (Method::POST, Create)]),
         ["images", _] => pick(
             "GET, PATCH, DELETE",
-            vec![
-                (Method::GET, Show(id(1))),
-                (Method::PATCH, Update(id(1))),
-                (Method::DELETE, Delete(id(1))),
-            ],
+            vec![(Method::GET, Show(id(1))), (Method::PATCH, Update(id(1))), (Method::DELETE, Delete(id(1)))],
         ),
-        ["images", _, "file"] => pick(
-            "GET, PUT",
-            vec![(Method::GET, Download(id(1))), (Method::PUT, Upload(id(1)))],
-        ),
-        ["images", _, "tags", _] => pick(
-            "PUT, DELETE",
-            vec![
-                (Method::PUT, AddTag(id(1), id(3))),
-                (Method::DELETE, DeleteTag(id(1), id(3))),
-            ],
-        ),
+        ["images", _, "file"] => pick("GET, PUT", vec![(Method::GET, Download(id(1))), (Method::PUT, Upload(id(1)))]),
+        ["images", _, "tags", _] => {
+            pick("PUT, DELETE", vec![(Method::PUT, AddTag(id(1), id(3))), (Method::DELETE, DeleteTag(id(1), id(3)))])
+        }
         ["images", _, "actions", "deactivate"] => pick("POST", vec![(Method::POST, Deactivate(id(1)))]),
         ["images", _, "actions", "reactivate"] => pick("POST", vec![(Method::POST, Reactivate(id(1)))]),
         ["schemas", "image"] => pick("GET", vec![(Method::GET, ImageSchema)]),
@@ -155,10 +136,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
 
 /// A client's own request id is echoed (with `req-` added); otherwise a new one.
 fn request_id(headers: &HeaderMap) -> String {
-    let inbound = headers
-        .get("x-openstack-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
+    let inbound = headers.get("x-openstack-request-id").and_then(|v| v.to_str().ok()).map(str::trim);
     match inbound {
         Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             if id.starts_with("req-") {
@@ -172,21 +150,9 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> Result<Response, Fault> {
-    if !matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH
-    ) {
-        return Err(Fault::bare(StatusCode::NOT_IMPLEMENTED));
-    }
-    let token = parts
-        .headers
-        .get("x-auth-token")
-        .and_then(|t| t.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let unauthorized = || Fault::Unauthorized {
-        www_authenticate_uri: state.settings.www_authenticate_uri.clone(),
-    };
+    let token =
+        parts.headers.get("x-auth-token").and_then(|t| t.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+    let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
     let principal = match token {
         None => return Err(unauthorized()),
         Some(t) => state.auth.authenticate(t).await.map_err(|e| match e {
@@ -197,30 +163,30 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
             }
         })?,
     };
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
+    {
+        // WebOb's HTTPNotImplemented template.
+        return Err(Fault::webob(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("\nThe request method {} is not implemented for this server. <br /><br />\n", parts.method),
+        ));
+    }
     let path = percent_decode(rest).ok_or_else(|| Fault::bare(StatusCode::NOT_FOUND))?;
     let action = resolve(&parts.method, &path).map_err(|allow| match allow {
         None => Fault::bare(StatusCode::NOT_FOUND),
-        Some(allow) => Fault::Bare {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            explanation: Some(format!("The method {} is not allowed for this resource.", parts.method)),
-            detail: None,
-            headers: vec![(header::ALLOW, HeaderValue::from_static(allow))],
-        },
+        // WebOb's HTTPMethodNotAllowed template.
+        Some(allow) => Fault::webob(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("The method {} is not allowed for this resource. <br /><br />\n", parts.method),
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static(allow)),
     })?;
     if action.rejects_body() && has_body(&parts.headers) {
-        return Err(Fault::explained(
-            StatusCode::BAD_REQUEST,
-            "A body is not expected with this request.",
-        ));
+        return Err(Fault::explained(StatusCode::BAD_REQUEST, "A body is not expected with this request."));
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))
         .ok_or_else(|| Fault::explained(StatusCode::BAD_REQUEST, "Query string is not UTF-8 encoded"))?;
-    let ctx = Ctx {
-        state,
-        principal,
-        parts,
-        query,
-    };
+    let ctx = Ctx { state, principal, parts, query };
     use Action::*;
     match action {
         List => images::list(&ctx).await,
@@ -250,11 +216,7 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// The versions document: 200 at `/versions`, 300 everywhere else outside `/v2`.
 fn versions(parts: &Parts, status: StatusCode) -> Response {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let href = format!("http://{host}/v2/");
     let mut list = Vec::new();
     let mut entry = |id: &str, status: &str| {
@@ -270,11 +232,7 @@ fn versions(parts: &Parts, status: StatusCode) -> Response {
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        super::json::to_vec(body),
-    )
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], super::json::to_vec(body))
         .into_response()
 }
 
@@ -305,10 +263,12 @@ pub fn store_fault(e: StoreError, id: &str) -> Fault {
         StoreError::Forbidden => {
             Fault::explained(StatusCode::FORBIDDEN, "You are not authorized to complete this action.")
         }
-        StoreError::Protected => Fault::explained(
-            StatusCode::FORBIDDEN,
-            format!("Image {id} is protected and cannot be deleted."),
-        ),
+        StoreError::Protected => {
+            Fault::explained(StatusCode::FORBIDDEN, format!("Image {id} is protected and cannot be deleted."))
+        }
+        StoreError::MarkerForbidden(m) => {
+            Fault::explained(StatusCode::FORBIDDEN, format!("Forbidden to see the marker image {m}."))
+        }
         StoreError::MarkerNotFound(m) => {
             Fault::explained(StatusCode::BAD_REQUEST, format!("Marker {m} could not be found."))
         }
@@ -324,12 +284,8 @@ async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             // The rest of the body is left unread: the connection cannot be reused.
-            Fault::Bare {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                explanation: None,
-                detail: None,
-                headers: vec![(header::CONNECTION, HeaderValue::from_static("close"))],
-            }
+            Fault::bare(StatusCode::PAYLOAD_TOO_LARGE)
+                .with_header(header::CONNECTION, HeaderValue::from_static("close"))
         } else {
             Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body.")
         }
@@ -340,10 +296,7 @@ async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|_| Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body."))?;
     if !(v.is_object() || v.is_array()) {
-        return Err(Fault::explained(
-            StatusCode::BAD_REQUEST,
-            "Unexpected body type. Expected list/dict.",
-        ));
+        return Err(Fault::explained(StatusCode::BAD_REQUEST, "Unexpected body type. Expected list/dict."));
     }
     Ok(v)
 }
@@ -355,10 +308,7 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(resolve(&Method::GET, "/images"), Ok(Action::List));
-        assert_eq!(
-            resolve(&Method::PUT, "/images/x/tags/t"),
-            Ok(Action::AddTag("x".into(), "t".into()))
-        );
+        assert_eq!(resolve(&Method::PUT, "/images/x/tags/t"), Ok(Action::AddTag("x".into(), "t".into())));
         assert_eq!(resolve(&Method::PUT, "/images/x"), Err(Some("GET, PATCH, DELETE")));
         assert_eq!(resolve(&Method::GET, "/images/"), Err(None));
         assert_eq!(resolve(&Method::GET, &format!("/images/{}", "a".repeat(37))), Err(None));

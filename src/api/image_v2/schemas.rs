@@ -13,9 +13,7 @@ use crate::domain::update::Attr;
 
 const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
-pub const DISK_FORMATS: &[&str] = &[
-    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
-];
+pub const DISK_FORMATS: &[&str] = &["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
 pub const CONTAINER_FORMATS: &[&str] = &["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
 
 fn with_null(values: &[&str]) -> Value {
@@ -116,10 +114,7 @@ pub fn images_schema() -> Value {
 }
 
 fn invalid(message: String) -> Fault {
-    Fault::explained(
-        StatusCode::BAD_REQUEST,
-        format!("Provided object does not match schema 'image': {message}"),
-    )
+    Fault::explained(StatusCode::BAD_REQUEST, format!("Provided object does not match schema 'image': {message}"))
 }
 
 fn type_ok(t: &str, v: &Value) -> bool {
@@ -150,11 +145,7 @@ fn check(def: &Value, value: &Value) -> Result<(), Fault> {
     if let Some(Value::Array(options)) = def.get("enum")
         && !options.contains(value)
     {
-        return Err(invalid(format!(
-            "{} is not one of {}",
-            repr(value),
-            repr(&Value::Array(options.clone()))
-        )));
+        return Err(invalid(format!("{} is not one of {}", repr(value), repr(&Value::Array(options.clone())))));
     }
     if let (Some(max), Value::String(s)) = (def.get("maxLength").and_then(Value::as_u64), value)
         && s.chars().count() as u64 > max
@@ -165,11 +156,7 @@ fn check(def: &Value, value: &Value) -> Result<(), Fault> {
         && pattern == UUID_PATTERN
         && !is_uuid(s)
     {
-        return Err(invalid(format!(
-            "{} does not match {}",
-            repr(value),
-            repr(&Value::from(pattern.as_str()))
-        )));
+        return Err(invalid(format!("{} does not match {}", repr(value), repr(&Value::from(pattern.as_str())))));
     }
     if let (Some(items), Value::Array(values)) = (def.get("items"), value) {
         for v in values {
@@ -183,10 +170,7 @@ fn check(def: &Value, value: &Value) -> Result<(), Fault> {
 pub fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Validates `value` for property `key` (a schema property, or an extra one, which must be a
@@ -208,9 +192,7 @@ pub fn validate(key: &str, value: &Value) -> Result<(), Fault> {
 
 /// Whether the schema marks `key` as a base property (as opposed to custom or extra).
 pub fn is_base(key: &str) -> bool {
-    image_schema()["properties"]
-        .get(key)
-        .is_some_and(|d| d.get("is_base") != Some(&Value::Bool(false)))
+    image_schema()["properties"].get(key).is_some_and(|d| d.get("is_base") != Some(&Value::Bool(false)))
 }
 
 /// Converts a validated value into a typed attribute.
@@ -228,12 +210,7 @@ pub fn to_attr(key: &str, value: &Value) -> Attr {
         "disk_format" => Attr::DiskFormat(text(value)),
         "container_format" => Attr::ContainerFormat(text(value)),
         "owner" => Attr::Owner(text(value)),
-        "tags" => Attr::Tags(
-            value
-                .as_array()
-                .map(|a| a.iter().filter_map(text).collect())
-                .unwrap_or_default(),
-        ),
+        "tags" => Attr::Tags(value.as_array().map(|a| a.iter().filter_map(text).collect()).unwrap_or_default()),
         _ => Attr::Extra(key.to_owned(), text(value)),
     }
 }
@@ -275,15 +252,9 @@ pub fn forbidden_key(key: &str, on_create: bool) -> Option<Fault> {
     let reserved =
         |k: &str| matches!(k, "location" | "locations" | "deleted" | "deleted_at") || k.starts_with("os_glance");
     if read_only.contains(&key) {
-        Some(Fault::explained(
-            StatusCode::FORBIDDEN,
-            format!("Attribute '{key}' is read-only."),
-        ))
+        Some(Fault::explained(StatusCode::FORBIDDEN, format!("Attribute '{key}' is read-only.")))
     } else if reserved(key) {
-        Some(Fault::explained(
-            StatusCode::FORBIDDEN,
-            format!("Attribute '{key}' is reserved."),
-        ))
+        Some(Fault::explained(StatusCode::FORBIDDEN, format!("Attribute '{key}' is reserved.")))
     } else {
         None
     }
@@ -295,9 +266,7 @@ mod tests {
 
     fn message(f: Fault) -> String {
         match f {
-            Fault::Bare {
-                explanation: Some(e), ..
-            } => e,
+            Fault::Bare { body, .. } => body.trim_end_matches("<br /><br />\n\n\n").to_owned(),
             other => panic!("{other:?}"),
         }
     }
