@@ -1,8 +1,10 @@
 //! The embedded default store: SQLite in WAL mode.
 //!
 //! # Layout
-//! * Reads run on a small pool of read-only connections, each in its own snapshot transaction,
-//!   on tokio's blocking threads.
+//! * Reads run in their own snapshot transaction on read-only connections. Point reads (one
+//!   image) run inline on the calling thread with that thread's own connection: they take
+//!   microseconds, and a hop to a blocking thread would cost more than the read. Listings run
+//!   on tokio's blocking threads with a pooled connection.
 //! * Writes go to one writer thread that owns the only writing connection. It takes every
 //!   write waiting in its queue, runs each inside its own savepoint of one transaction, commits
 //!   once (one fsync for the whole batch: group commit), and only then answers each caller. A
@@ -35,7 +37,16 @@ const MAX_BATCH: usize = 512;
 /// How many idle read connections are kept.
 const READ_POOL: usize = 16;
 
+/// Tells stores apart in the thread-local connection cache.
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's read connection to each store it has read from, by store id.
+    static THREAD_READERS: std::cell::RefCell<Vec<(u64, Connection)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct SqliteStore {
+    id: u64,
     path: PathBuf,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Mutex<Vec<Connection>>,
@@ -74,19 +85,42 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(SqliteStore { path: path.to_owned(), readers: Mutex::new(Vec::new()), writer: tx })
+        let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(SqliteStore { id, path: path.to_owned(), readers: Mutex::new(Vec::new()), writer: tx })
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
         if let Some(c) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);
         }
+        self.open_reader()
+    }
+
+    fn open_reader(&self) -> Result<Connection, StoreError> {
         let c = Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(c)
+    }
+
+    /// Runs `f` in a read snapshot on this thread, with this thread's connection.
+    fn read_inline<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        THREAD_READERS.with(|cell| {
+            let mut conns = cell.borrow_mut();
+            let at = match conns.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    conns.push((self.id, self.open_reader()?));
+                    conns.len() - 1
+                }
+            };
+            let tx = conns[at].1.transaction()?;
+            let r = f(&tx)?;
+            tx.finish()?;
+            Ok(r)
+        })
     }
 
     /// Runs `f` in a read snapshot on a blocking thread.
@@ -669,20 +703,50 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let mut images =
         stmt.query_map(params_from_iter(sql.args), image_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    if q.detail {
-        for image in &mut images {
-            image.properties = load_properties(conn, &image.id)?;
-            image.tags = load_tags(conn, &image.id)?;
-        }
+    if q.detail && !images.is_empty() {
+        load_page_details(conn, &mut images)?;
     }
     Ok(images)
+}
+
+/// Properties and tags of a page of images, two queries for the whole page.
+fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Result<()> {
+    let marks = vec!["?"; images.len()].join(", ");
+    let ids: Vec<String> = images.iter().map(|i| i.id.clone()).collect();
+    let index: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
+    let position = |id: &str| index.get(id).copied();
+    let mut props: Vec<Vec<(String, Option<String>)>> = vec![Vec::new(); images.len()];
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT image_id, name, value FROM image_properties WHERE image_id IN ({marks}) ORDER BY rowid"
+    ))?;
+    let mut rows = stmt.query(params_from_iter(&ids))?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        if let Some(at) = position(&id) {
+            props[at].push((row.get(1)?, row.get(2)?));
+        }
+    }
+    let mut tags: Vec<Vec<String>> = vec![Vec::new(); images.len()];
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT image_id, tag FROM image_tags WHERE image_id IN ({marks}) ORDER BY tag"))?;
+    let mut rows = stmt.query(params_from_iter(&ids))?;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        if let Some(at) = position(&id) {
+            tags[at].push(row.get(1)?);
+        }
+    }
+    for ((image, p), t) in images.iter_mut().zip(props).zip(tags) {
+        image.properties = Properties::new(p);
+        image.tags = t;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
-        let (who, id) = (who.clone(), id.to_owned());
-        self.read(move |c| visible_image(c, &who, &id)).await
+        self.read_inline(|c| visible_image(c, who, id))
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {

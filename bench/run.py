@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""imagemeta's benchmark: one command, side by side with a fixed-body axum server.
+
+Builds in release mode, seeds databases, starts imagemeta (embedded SQLite, static tokens,
+synchronous=FULL) and the fixed-body yardstick on loopback, drives each scenario with wrk at
+10 and 50 connections, and prints requests/s, p50, p99 and the ratio to the yardstick measured
+in the same run. Everything it starts it stops; everything it writes is under a temporary
+directory that it removes.
+
+Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--quick]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "imagemeta")
+FIXED = os.path.join(ROOT, "target", "release", "examples", "fixed_body")
+TOKEN = "bench-token"
+PROJECT = "0123456789abcdef0123456789abcdef"
+CONNECTIONS = (10, 50)
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def build():
+    log("cargo build --release (imagemeta, fixed_body)")
+    subprocess.run(
+        ["cargo", "build", "--release", "--locked", "--bin", "imagemeta", "--example", "fixed_body"],
+        cwd=ROOT,
+        check=True,
+    )
+
+
+class Proc:
+    """A server process that reports its URL on stdout; killed on exit."""
+
+    def __init__(self, args, marker, cwd):
+        self.started = time.monotonic()
+        self.p = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.urls = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{args[0]} exited before listening")
+            m = re.search(r"(\w+)(?: API)? listening on (http://\S+)", line)
+            if m:
+                self.urls[m.group(1)] = m.group(2)
+                if all(k in self.urls for k in marker):
+                    return
+        raise RuntimeError(f"{args[0]} did not report {marker}")
+
+    def rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def http(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("X-Auth-Token", TOKEN)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.read()
+
+
+def seed(work, name, count, props):
+    """A database with `count` public images of `props` properties each; returns (db url, ids)."""
+    db = f"sqlite:{os.path.join(work, name + '.db')}"
+    args = [BIN, "image", "create", "--database", db, "--name", "img", "--owner", PROJECT,
+            "--visibility", "private", "--count", str(count), "--created-at", "2026-01-01T00:00:00Z"]
+    for i in range(props):
+        args += ["--property", f"k{i}=value-{i}-" + "x" * 8]
+    t = time.monotonic()
+    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
+    ids = [json.loads(line)["id"] for line in out.splitlines()]
+    log(f"seeded {count} images x {props} properties in {time.monotonic() - t:.1f}s")
+    return db, ids
+
+
+def start_imagemeta(work, db, tag):
+    tokens = os.path.join(work, "tokens.json")
+    args = [BIN, "serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0",
+            "--database", db, "--image-data-dir", os.path.join(work, f"data-{tag}"),
+            "--auth", "static", "--tokens", tokens, "--synchronous", "full"]
+    env_cwd = work
+    return Proc(args, ("compute", "image"), env_cwd)
+
+
+def wrk(url, conns, duration, script=None, env=None):
+    args = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{duration}s", "--latency",
+            "-H", f"X-Auth-Token: {TOKEN}"]
+    if script:
+        args += ["-s", script]
+    args.append(url)
+    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def lua(work, name, text):
+    path = os.path.join(work, name + ".lua")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="image counts for the detail scenario")
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian package wrk)")
+    if not args.no_build:
+        build()
+
+    work = tempfile.mkdtemp(prefix="imagemeta-bench-")
+    procs = []
+    rows = []
+    try:
+        with open(os.path.join(work, "tokens.json"), "w") as f:
+            json.dump({TOKEN: {"user_id": "bench", "project_id": PROJECT, "roles": ["member", "reader"]}}, f)
+
+        sizes = [int(s) for s in args.sizes.split(",")]
+        # The main database: the smallest size, each image with 10 properties.
+        db, ids = seed(work, "main", sizes[0], 10)
+        im = start_imagemeta(work, db, "main")
+        procs.append(im)
+        compute, image = im.urls["compute"], im.urls["image"]
+        one = ids[0]
+        status, body = http("GET", f"{compute}/v2.1/images/{one}/metadata")
+        size = len(body)
+        fixed = Proc([FIXED, str(size)], ("fixed_body",), work)
+        procs.append(fixed)
+        base = fixed.urls["fixed_body"]
+
+        ids_file = os.path.join(work, "ids.txt")
+        with open(ids_file, "w") as f:
+            f.write("\n".join(ids) + "\n")
+        common = f"""
+local ids = {{}}
+for line in io.lines("{ids_file}") do ids[#ids + 1] = line end
+local n = 0
+local thread_no = 0
+setup = function(thread) thread:set("tid", thread_no); thread_no = thread_no + 1 end
+"""
+        post = lua(work, "post", common + """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local id = ids[(n * 7 + tid) % #ids + 1]
+  return wrk.format("POST", "/v2.1/images/" .. id .. "/metadata", nil, '{"metadata": {"bench": "' .. n .. '"}}')
+end
+""")
+        put = lua(work, "put", common + """
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local id = ids[(n * 7 + tid) % #ids + 1]
+  return wrk.format("PUT", "/v2.1/images/" .. id .. "/metadata/k1", nil, '{"meta": {"k1": "v' .. n .. '"}}')
+end
+""")
+        delete = lua(work, "delete", common + """
+request = function()
+  n = n + 1
+  -- Every request deletes a key that exists: image i, key k(2..9), each pair once across
+  -- runs (BENCH_OFFSET moves each run past the pairs the previous ones deleted).
+  local m = n * 2 + tid + tonumber(os.getenv("BENCH_OFFSET") or "0")
+  local i = m % #ids
+  local k = 2 + math.floor(m / #ids) % 8
+  return wrk.format("DELETE", "/v2.1/images/" .. ids[i + 1] .. "/metadata/k" .. k)
+end
+""")
+
+        done = [0]
+
+        def run(name, url, script=None, baseline=None):
+            for c in CONNECTIONS:
+                env = dict(os.environ, BENCH_OFFSET=str(done[0]))
+                r = wrk(url, c, args.duration, script, env)
+                done[0] += int(r["rps"] * args.duration * 1.2) + 1000
+                b = baseline[c] if baseline else None
+                rows.append((name, c, r, b))
+                ratio = f"{r['rps'] / b['rps']:.2f}x" if b else "1.00x"
+                log(f"{name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms ({ratio}), non-2xx {r['non2xx']}")
+
+        # The yardstick first, then each scenario against it.
+        yard = {}
+        for c in CONNECTIONS:
+            yard[c] = wrk(base + "/", c, args.duration)
+            rows.append((f"fixed body ({size} B)", c, yard[c], None))
+            log(f"fixed body c={c}: {yard[c]['rps']:.0f} req/s")
+        run("GET metadata (10 keys)", f"{compute}/v2.1/images/{one}/metadata", baseline=yard)
+        run("GET metadata item", f"{compute}/v2.1/images/{one}/metadata/k3", baseline=yard)
+        run("GET image", f"{compute}/v2.1/images/{one}", baseline=yard)
+        run("Glance GET image", f"{image}/v2/images/{one}", baseline=yard)
+        run("POST merge one key (durable)", compute + "/", post, yard)
+        run("PUT one item (durable)", compute + "/", put, yard)
+        run("DELETE one item (durable)", compute + "/", delete, yard)
+        im.stop()
+
+        # images/detail?limit=100 over growing catalogues.
+        detail = {}
+        for n in sizes:
+            db_n, _ = (db, ids) if n == sizes[0] else seed(work, f"n{n}", n, 10)
+            t = time.monotonic()
+            srv = start_imagemeta(work, db_n, f"n{n}")
+            procs.append(srv)
+            http("GET", f"{srv.urls['compute']}/v2.1/images/detail?limit=1")
+            startup = time.monotonic() - t
+            for c in CONNECTIONS:
+                r = wrk(f"{srv.urls['compute']}/v2.1/images/detail?limit=100", c, args.duration)
+                rows.append((f"GET images/detail limit=100, {n} images", c, r, yard[c]))
+                detail[(n, c)] = r
+                log(f"detail n={n} c={c}: {r['rps']:.0f} req/s p99 {r['p99']:.2f} ms")
+            log(f"{n} images: first request served {startup * 1000:.0f} ms after start; RSS {srv.rss_kib() // 1024} MiB")
+            rows.append((f"start to first request, {n} images: {startup * 1000:.0f} ms; RSS after load {srv.rss_kib() // 1024} MiB", 0, None, None))
+            srv.stop()
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print("| scenario | conns | req/s | p50 ms | p99 ms | ratio to fixed body |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, c, r, b in rows:
+        if r is None:
+            print(f"| {name} | | | | | |")
+            continue
+        ratio = f"{r['rps'] / b['rps']:.2f}" if b else "1.00"
+        bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
+        print(f"| {name}{bad} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} |")
+    if len(sizes) > 1:
+        for c in CONNECTIONS:
+            small, big = detail[(sizes[0], c)], detail[(sizes[-1], c)]
+            print(f"\ndetail p99 at {sizes[-1]} vs {sizes[0]} images, c={c}: {big['p99'] / small['p99']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
