@@ -713,7 +713,8 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
 fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Result<()> {
     let marks = vec!["?"; images.len()].join(", ");
     let ids: Vec<String> = images.iter().map(|i| i.id.clone()).collect();
-    let index: std::collections::HashMap<&str, usize> = ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
+    let index: std::collections::HashMap<&str, usize> =
+        ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
     let position = |id: &str| index.get(id).copied();
     let mut props: Vec<Vec<(String, Option<String>)>> = vec![Vec::new(); images.len()];
     let mut stmt = conn.prepare_cached(&format!(
@@ -791,5 +792,134 @@ impl Store for SqliteStore {
             Ok(images)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::metadata::{MetadataKey, MetadataValue};
+
+    fn temp_store() -> (SqliteStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("imagemeta-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (SqliteStore::open(&dir.join("db"), Synchronous::Full).unwrap(), dir)
+    }
+
+    fn owner() -> Principal {
+        Principal::new("u".into(), "p".into(), vec!["member".into()])
+    }
+
+    fn merge(k: &str) -> MetadataChange {
+        MetadataChange::Merge(vec![(MetadataKey::parse(k).unwrap(), MetadataValue::parse("v").unwrap())])
+    }
+
+    /// Group commit: when the commit of a batch fails, no write of the batch is acknowledged,
+    /// and none of them is visible afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_fails_every_write_in_it() {
+        let (store, dir) = temp_store();
+        let store = std::sync::Arc::new(store);
+        let mut image = Image::new("img".into(), now());
+        image.owner = Some("p".into());
+        store.insert_image(image).await.unwrap();
+
+        // Hold the writer so that the writes below queue up and form one batch.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut writes = Vec::new();
+        for n in 0..8 {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                store.change_metadata(&owner(), "img", merge(&format!("k{n}")), MetadataQuota(None)).await
+            }));
+        }
+        // The poison: a deferred foreign-key violation that only the COMMIT detects.
+        let poison = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(|c| {
+                        c.execute_batch(
+                            "PRAGMA defer_foreign_keys = ON; \
+                             INSERT INTO image_properties (image_id, name, value) VALUES ('nope', 'k', 'v');",
+                        )?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for w in writes {
+            assert!(
+                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
+                "a write of the failed batch was acknowledged"
+            );
+        }
+        assert!(poison.await.unwrap().is_err());
+        let after = store.get_image(&owner(), "img").await.unwrap();
+        assert!(after.properties.is_empty(), "{:?}", after.properties);
+
+        // The writer goes on: the next batch commits.
+        store.change_metadata(&owner(), "img", merge("later"), MetadataQuota(None)).await.unwrap();
+        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The quota is exact inside one batch: 20 writers of distinct keys, limit 5.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quota_holds_with_many_writers_in_one_batch() {
+        let (store, dir) = temp_store();
+        let store = std::sync::Arc::new(store);
+        let mut image = Image::new("img".into(), now());
+        image.owner = Some("p".into());
+        store.insert_image(image).await.unwrap();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut writes = Vec::new();
+        for n in 0..20 {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                store.change_metadata(&owner(), "img", merge(&format!("k{n}")), MetadataQuota(Some(5))).await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut ok = 0;
+        for w in writes {
+            match w.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::QuotaExceeded) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 5);
+        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
