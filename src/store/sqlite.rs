@@ -5,15 +5,21 @@
 //!   image) run inline on the calling thread with that thread's own connection: they take
 //!   microseconds, and a hop to a blocking thread would cost more than the read. Listings run
 //!   on tokio's blocking threads with a pooled connection.
+//! * Point reads are served from a bounded in-memory cache of images when they can be. Every
+//!   write removes its image from the cache after its commit and before it is acknowledged, and
+//!   a read only fills the cache when no write was acknowledged while it read, so no reader
+//!   sees an older image after a write was acknowledged. The server must be the only process
+//!   changing existing images (the CLI only inserts new ones).
 //! * Writes go to one writer thread that owns the only writing connection. It takes every
 //!   write waiting in its queue, runs each inside its own savepoint of one transaction, commits
 //!   once (one fsync for the whole batch: group commit), and only then answers each caller. A
 //!   write whose own checks fail rolls back to its savepoint and leaves the batch intact; a
 //!   failed commit fails every write in the batch, none of which was acknowledged.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, types::Value};
@@ -45,9 +51,52 @@ thread_local! {
     static THREAD_READERS: std::cell::RefCell<Vec<(u64, Connection)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// How many images the read cache holds at most.
+const CACHE_ENTRIES: usize = 20_000;
+
+/// Recently read images. `generation` counts invalidations, so a read that raced a write can
+/// tell its result may be stale and not cache it.
+#[derive(Default)]
+struct ImageCache {
+    inner: Mutex<(u64, HashMap<String, Arc<Image>>)>,
+}
+
+impl ImageCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, Arc<Image>>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Image>> {
+        self.lock().1.get(id).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().0
+    }
+
+    /// Caches `image`, read when the generation was `seen`, unless a write came since.
+    fn fill(&self, seen: u64, image: Arc<Image>) {
+        let mut inner = self.lock();
+        if inner.0 != seen {
+            return;
+        }
+        if inner.1.len() >= CACHE_ENTRIES {
+            inner.1.clear();
+        }
+        inner.1.insert(image.id.clone(), image);
+    }
+
+    fn invalidate(&self, id: &str) {
+        let mut inner = self.lock();
+        inner.0 += 1;
+        inner.1.remove(id);
+    }
+}
+
 pub struct SqliteStore {
     id: u64,
     path: PathBuf,
+    cache: ImageCache,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Mutex<Vec<Connection>>,
     /// The writer thread's queue. The thread ends when this sender is dropped.
@@ -86,7 +135,13 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(SqliteStore { id, path: path.to_owned(), readers: Mutex::new(Vec::new()), writer: tx })
+        Ok(SqliteStore {
+            id,
+            path: path.to_owned(),
+            cache: ImageCache::default(),
+            readers: Mutex::new(Vec::new()),
+            writer: tx,
+        })
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
@@ -291,12 +346,20 @@ fn load_tags(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
 
 /// The whole image, or `None`.
 fn load_image(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
+    let Some(mut image) = load_image_untagged(conn, id)? else {
+        return Ok(None);
+    };
+    image.tags = load_tags(conn, id)?;
+    Ok(Some(image))
+}
+
+/// The image with its properties but without its tags (metadata changes need no tags).
+fn load_image_untagged(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1"))?;
     let Some(mut image) = stmt.query_row([id], image_from_row).optional()? else {
         return Ok(None);
     };
     image.properties = load_properties(conn, id)?;
-    image.tags = load_tags(conn, id)?;
     Ok(Some(image))
 }
 
@@ -335,7 +398,10 @@ fn change_metadata_tx(
     change: MetadataChange,
     quota: MetadataQuota,
 ) -> Result<Properties, StoreError> {
-    let image = visible_image(conn, who, id)?;
+    let image = match load_image_untagged(conn, id)? {
+        Some(image) if policy::can_see(who, &image) => image,
+        _ => return Err(StoreError::NotFound),
+    };
     let may_modify = policy::can_modify(who, &image);
     let mut props = image.properties;
     let count = match &change {
@@ -374,15 +440,24 @@ fn change_metadata_tx(
             for (old, _) in props.iter().filter(|(k, _)| !keep.contains(k)) {
                 delete_property(conn, id, old)?;
             }
+            props = Properties::new(
+                props
+                    .iter()
+                    .filter(|(k, _)| keep.contains(k))
+                    .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+                    .collect(),
+            );
             for (k, v) in &items {
                 upsert_property(conn, id, k.as_str(), v.as_str())?;
+                props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
             }
         }
         MetadataChange::Set(k, v) => upsert_property(conn, id, k.as_str(), v.as_str())?,
         MetadataChange::Delete(k) => delete_property(conn, id, &k)?,
     }
     touch(conn, id)?;
-    Ok(load_properties(conn, id)?)
+    // `props` already is what the table now holds, in its order.
+    Ok(props)
 }
 
 fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
@@ -747,7 +822,19 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
-        self.read_inline(|c| visible_image(c, who, id))
+        let image = match self.cache.get(id) {
+            Some(image) => image,
+            None => {
+                let seen = self.cache.generation();
+                let image = Arc::new(self.read_inline(|c| load_image(c, id)?.ok_or(StoreError::NotFound))?);
+                self.cache.fill(seen, image.clone());
+                image
+            }
+        };
+        if !policy::can_see(who, &image) {
+            return Err(StoreError::NotFound);
+        }
+        Ok(Image::clone(&image))
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
@@ -771,17 +858,26 @@ impl Store for SqliteStore {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(move |c| change_metadata_tx(c, &who, &id, change, quota)).await
+        let key = id.clone();
+        let result = self.write(move |c| change_metadata_tx(c, &who, &id, change, quota)).await;
+        self.cache.invalidate(&key);
+        result
     }
 
     async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(move |c| modify_image_tx(c, &who, &id, change)).await
+        let key = id.clone();
+        let result = self.write(move |c| modify_image_tx(c, &who, &id, change)).await;
+        self.cache.invalidate(&key);
+        result
     }
 
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(move |c| delete_image_tx(c, &who, &id)).await
+        let key = id.clone();
+        let result = self.write(move |c| delete_image_tx(c, &who, &id)).await;
+        self.cache.invalidate(&key);
+        result
     }
 
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
