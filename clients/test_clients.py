@@ -1034,7 +1034,6 @@ def test_cli_hidden_protected_and_id(server, cli_home):
         run_cli(server, cli_home, "image", "delete", iid, check=False)
 
 
-@pytest.mark.skip(reason="image members (/v2/images/{id}/members) are not implemented yet; see README")
 def test_cli_members(server, cli_home):
     """Optional in the spec (section 19.11): `image add project`, `image set --accept`,
     `image member list`, `image remove project`."""

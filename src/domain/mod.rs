@@ -83,6 +83,37 @@ impl Visibility {
     }
 }
 
+/// A project's answer to an image shared with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl MemberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Accepted, Self::Rejected].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// A project a `shared` image is shared with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub project: String,
+    pub status: MemberStatus,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
 /// An image as the store keeps it: Glance's base attributes in typed fields, every other
 /// property (what the Compute API calls metadata) in `properties`, in insertion order.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +138,8 @@ pub struct Image {
     pub updated_at: OffsetDateTime,
     pub tags: Vec<String>,
     pub properties: Properties,
+    /// The projects a `shared` image is shared with.
+    pub members: Vec<Member>,
 }
 
 impl Image {
@@ -133,6 +166,7 @@ impl Image {
             updated_at: now,
             tags: Vec::new(),
             properties: Properties::default(),
+            members: Vec::new(),
         }
     }
 }

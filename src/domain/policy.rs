@@ -31,12 +31,14 @@ impl Principal {
 }
 
 /// Whether `image` exists for `who` at all: otherwise it is answered as not found. Glance's
-/// `is_image_visible`: admins, the owner, public and community images, and ownerless images.
+/// `is_image_visible`: admins, the owner, public and community images, ownerless images, and
+/// `shared` images the caller's project is a member of (in any member status).
 pub fn can_see(who: &Principal, image: &Image) -> bool {
     who.is_admin
         || image.owner.is_none()
         || who.owns(image)
         || matches!(image.visibility, Visibility::Public | Visibility::Community)
+        || (image.visibility == Visibility::Shared && image.members.iter().any(|m| m.project == who.project_id))
 }
 
 /// Whether `who` may download the data of a visible image: members and admins, not readers.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, Principal, Properties, Rejection, Visibility};
+use crate::domain::{Image, MemberStatus, Principal, Properties, Rejection, Visibility};
 
 /// What a store operation can fail with. The API layers map each to their own fault.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,9 @@ pub struct ListQuery {
     pub filters: Vec<Filter>,
     pub visibility: VisibilityFilter,
     pub hidden: HiddenFilter,
+    /// Which shared images a non-admin caller sees as a member: of this status (Glance's
+    /// default: accepted), or `None` for any.
+    pub member_status: Option<MemberStatus>,
     /// Sort keys in order; `created_at` then `id` are appended as tie-breakers in the direction
     /// of the last key (descending when there is none), as Glance does.
     pub sort: Vec<(Column, SortDir)>,

@@ -31,11 +31,14 @@ use super::{
     Synchronous, VisibilityFilter,
 };
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, ImageStatus, Principal, Properties, Visibility, now, policy};
+use crate::domain::{Image, ImageStatus, Member, MemberStatus, Principal, Properties, Visibility, now, policy};
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_images.sql"), include_str!("migrations/0002_deleted_ids.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_images.sql"),
+    include_str!("migrations/0002_deleted_ids.sql"),
+    include_str!("migrations/0003_members.sql"),
+];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
 const MAX_BATCH: usize = 512;
@@ -329,6 +332,7 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         updated_at: from_micros(row.get(17)?)?,
         tags: Vec::new(),
         properties: Properties::default(),
+        members: Vec::new(),
     })
 }
 
@@ -337,6 +341,33 @@ fn load_properties(conn: &Connection, id: &str) -> rusqlite::Result<Properties> 
         conn.prepare_cached("SELECT name, value FROM image_properties WHERE image_id = ?1 ORDER BY rowid")?;
     let items = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Properties::new(items))
+}
+
+fn load_members(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT member, status, created_at, updated_at FROM image_members WHERE image_id = ?1 ORDER BY created_at, member",
+    )?;
+    stmt.query_map([id], |r| {
+        let status: String = r.get(1)?;
+        Ok(Member {
+            project: r.get(0)?,
+            status: MemberStatus::parse(&status).ok_or_else(|| bad_column(1, "member status"))?,
+            created_at: from_micros(r.get(2)?)?,
+            updated_at: from_micros(r.get(3)?)?,
+        })
+    })?
+    .collect()
+}
+
+fn write_members(conn: &Connection, image: &Image) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM image_members WHERE image_id = ?1")?.execute([&image.id])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO image_members (image_id, member, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for m in &image.members {
+        insert.execute(params![image.id, m.project, m.status.as_str(), micros(m.created_at), micros(m.updated_at)])?;
+    }
+    Ok(())
 }
 
 fn load_tags(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
@@ -360,6 +391,7 @@ fn load_image_untagged(conn: &Connection, id: &str) -> rusqlite::Result<Option<I
         return Ok(None);
     };
     image.properties = load_properties(conn, id)?;
+    image.members = load_members(conn, id)?;
     Ok(Some(image))
 }
 
@@ -529,7 +561,8 @@ fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
     for (k, v) in image.properties.iter() {
         prop.execute(params![image.id, k, v])?;
     }
-    Ok(write_tags(conn, image)?)
+    write_tags(conn, image)?;
+    Ok(write_members(conn, image)?)
 }
 
 /// Loads, modifies and saves one image: only the properties that changed are written, so
@@ -557,6 +590,9 @@ fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modific
     }
     if before.tags != after.tags {
         write_tags(conn, &after)?;
+    }
+    if before.members != after.members {
+        write_members(conn, &after)?;
     }
     after.properties = load_properties(conn, id)?;
     after.tags = load_tags(conn, id)?;
@@ -647,7 +683,13 @@ fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Resul
         if !who.is_admin {
             sql.push(" AND (i.visibility IN ('public', 'community') OR i.owner = ");
             sql.arg(Value::Text(who.project_id.clone()));
-            sql.push(")");
+            sql.push(" OR (i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member = ");
+            sql.arg(Value::Text(who.project_id.clone()));
+            if let Some(status) = q.member_status {
+                sql.push(" AND m.status = ");
+                sql.arg(Value::Text(status.as_str().into()));
+            }
+            sql.push(")))");
         }
         match q.visibility {
             VisibilityFilter::Default => {

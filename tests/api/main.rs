@@ -14,6 +14,7 @@ mod glance_errors;
 mod glance_helpers;
 mod glance_large_upload;
 mod glance_list;
+mod glance_members;
 mod glance_patch;
 mod glance_tags_actions;
 mod glance_versions;

@@ -8,7 +8,7 @@ use super::views;
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
 use crate::api::{quote_plus, seconds_filter};
-use crate::domain::ImageStatus;
+use crate::domain::{ImageStatus, MemberStatus};
 use crate::store::{Caller, Cmp, Column, Filter, ListQuery, Scalar, StoreError};
 
 /// Nova's `[api] max_limit`: the most images one page carries (the Rec of §4.2).
@@ -77,6 +77,8 @@ fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
         limit: limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT) as usize,
         marker: ctx.query_last("marker").map(str::to_owned),
         detail,
+        // Nova asks Glance for its default list: shared images the caller accepted.
+        member_status: Some(MemberStatus::Accepted),
         ..ListQuery::default()
     };
     if let Some(name) = ctx.query_last("name") {

@@ -11,7 +11,7 @@ use crate::api::compute::images::parse_time;
 use crate::api::fault::Fault;
 use crate::api::{quote_plus, seconds_filter};
 use crate::domain::update::{self, PatchOp, SetMode};
-use crate::domain::{Image, ImageStatus, Rejection, RejectionKind, Visibility, now, policy};
+use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now, policy};
 use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir, VisibilityFilter};
 
 const DEFAULT_LIMIT: u64 = 25;
@@ -431,7 +431,12 @@ fn bool_value(name: &str, value: &str) -> Result<bool, Fault> {
 
 /// Translates Glance's list parameters into the store's query (§13).
 fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
-    let mut q = ListQuery { limit: DEFAULT_LIMIT as usize, detail: true, ..ListQuery::default() };
+    let mut q = ListQuery {
+        limit: DEFAULT_LIMIT as usize,
+        detail: true,
+        member_status: Some(MemberStatus::Accepted),
+        ..ListQuery::default()
+    };
     let mut sort_keys = Vec::new();
     let mut sort_dirs = Vec::new();
     let mut new_sort = None;
@@ -460,8 +465,11 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
             "marker" => q.marker = Some(v.to_owned()),
             "sort" => new_sort = Some(v),
             "member_status" => {
-                if !matches!(v, "pending" | "accepted" | "rejected" | "all") {
-                    return Err(bad_request(format!("Invalid status: {v}")));
+                q.member_status = match v {
+                    "all" => None,
+                    other => Some(
+                        MemberStatus::parse(other).ok_or_else(|| bad_request(format!("Invalid status: {other}")))?,
+                    ),
                 }
             }
             "visibility" => {

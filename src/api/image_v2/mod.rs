@@ -6,6 +6,7 @@
 
 mod image_data;
 mod images;
+mod members;
 pub mod schemas;
 pub mod views;
 
@@ -59,6 +60,13 @@ enum Action {
     Reactivate(String),
     ImageSchema,
     ImagesSchema,
+    ListMembers(String),
+    AddMember(String),
+    ShowMember(String, String),
+    UpdateMember(String, String),
+    DeleteMember(String, String),
+    MemberSchema,
+    MembersSchema,
 }
 
 impl Action {
@@ -96,6 +104,19 @@ fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> 
         }
         ["images", _, "actions", "deactivate"] => pick("POST", vec![(Method::POST, Deactivate(id(1)))]),
         ["images", _, "actions", "reactivate"] => pick("POST", vec![(Method::POST, Reactivate(id(1)))]),
+        ["images", _, "members"] => {
+            pick("GET, POST", vec![(Method::GET, ListMembers(id(1))), (Method::POST, AddMember(id(1)))])
+        }
+        ["images", _, "members", _] => pick(
+            "GET, PUT, DELETE",
+            vec![
+                (Method::GET, ShowMember(id(1), id(3))),
+                (Method::PUT, UpdateMember(id(1), id(3))),
+                (Method::DELETE, DeleteMember(id(1), id(3))),
+            ],
+        ),
+        ["schemas", "member"] => pick("GET", vec![(Method::GET, MemberSchema)]),
+        ["schemas", "members"] => pick("GET", vec![(Method::GET, MembersSchema)]),
         ["schemas", "image"] => pick("GET", vec![(Method::GET, ImageSchema)]),
         ["schemas", "images"] => pick("GET", vec![(Method::GET, ImagesSchema)]),
         _ => Err(None),
@@ -202,6 +223,13 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
         Reactivate(id) => images::deactivate(&ctx, &id, false).await,
         ImageSchema => Ok(json_response(StatusCode::OK, schemas::image_schema())),
         ImagesSchema => Ok(json_response(StatusCode::OK, &schemas::images_schema())),
+        ListMembers(id) => members::list(&ctx, &id).await,
+        AddMember(id) => members::create(&ctx, &id, body).await,
+        ShowMember(id, m) => members::show(&ctx, &id, &m).await,
+        UpdateMember(id, m) => members::update(&ctx, &id, &m, body).await,
+        DeleteMember(id, m) => members::delete(&ctx, &id, &m).await,
+        MemberSchema => Ok(json_response(StatusCode::OK, &members::member_schema())),
+        MembersSchema => Ok(json_response(StatusCode::OK, &members::members_schema())),
     }
 }
 
