@@ -948,6 +948,25 @@ mod tests {
         Principal::new("u".into(), "p".into(), vec!["member".into()])
     }
 
+    /// Occupies the writer until `release` is sent, so that the writes queued meanwhile form
+    /// one batch.
+    async fn hold_writer(
+        store: &std::sync::Arc<SqliteStore>,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), StoreError>>) {
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let store = store.clone();
+        let blocker = tokio::spawn(async move {
+            store
+                .write(move |_| {
+                    let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        (release, blocker)
+    }
+
     fn merge(k: &str) -> MetadataChange {
         MetadataChange::Merge(vec![(MetadataKey::parse(k).unwrap(), MetadataValue::parse("v").unwrap())])
     }
@@ -963,19 +982,7 @@ mod tests {
         store.insert_image(image).await.unwrap();
 
         // Hold the writer so that the writes below queue up and form one batch.
-        let (release, hold) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(move |_| {
-                        let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (release, blocker) = hold_writer(&store).await;
         let mut writes = Vec::new();
         for n in 0..8 {
             let store = store.clone();
@@ -1025,19 +1032,7 @@ mod tests {
         let mut image = Image::new("img".into(), now());
         image.owner = Some("p".into());
         store.insert_image(image).await.unwrap();
-        let (release, hold) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(move |_| {
-                        let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (release, blocker) = hold_writer(&store).await;
         let mut writes = Vec::new();
         for n in 0..20 {
             let store = store.clone();

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{Ctx, no_content, rejection, store_fault};
+use super::{Ctx, modify_owned, no_content, rejection, store_fault};
 use crate::api::AppState;
 use crate::api::fault::Fault;
 use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, policy};
@@ -40,41 +40,29 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     };
 
     // queued → saving, or why not.
-    let who = ctx.principal.clone();
     let image_id = id.to_owned();
-    ctx.state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("Not allowed to upload image data for image {image_id}")));
-                }
-                if image.status != ImageStatus::Queued {
-                    return Err(Rejection::conflict(format!(
-                        "Image status transition from {} to saving is not allowed",
-                        image.status.as_str()
-                    )));
-                }
-                let missing: Vec<&str> =
-                    [("container_format", &image.container_format), ("disk_format", &image.disk_format)]
-                        .into_iter()
-                        .filter(|(_, v)| v.is_none())
-                        .map(|(k, _)| k)
-                        .collect();
-                if !missing.is_empty() {
-                    return Err(Rejection::invalid(format!(
-                        "Property(ies) {} must be set prior to saving data.",
-                        missing.join(", ")
-                    )));
-                }
-                image.status = ImageStatus::Saving;
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    modify_owned(ctx, id, format!("Not allowed to upload image data for image {image_id}"), move |image| {
+        if image.status != ImageStatus::Queued {
+            return Err(Rejection::conflict(format!(
+                "Image status transition from {} to saving is not allowed",
+                image.status.as_str()
+            )));
+        }
+        let missing: Vec<&str> = [("container_format", &image.container_format), ("disk_format", &image.disk_format)]
+            .into_iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Rejection::invalid(format!(
+                "Property(ies) {} must be set prior to saving data.",
+                missing.join(", ")
+            )));
+        }
+        image.status = ImageStatus::Saving;
+        Ok(())
+    })
+    .await?;
 
     let task = tokio::spawn(receive(ctx.state.clone(), ctx.principal.clone(), id.to_owned(), body, declared));
     match task.await {

@@ -6,12 +6,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, json_response, no_content, read_json, rejection, schemas, store_fault, views};
+use super::{Ctx, json_response, modify_owned, no_content, read_json, rejection, schemas, store_fault, views};
 use crate::api::compute::images::parse_time;
 use crate::api::fault::Fault;
 use crate::api::{quote_plus, seconds_filter};
 use crate::domain::update::{self, PatchOp, SetMode};
-use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now, policy};
+use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now};
 use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir, VisibilityFilter};
 
 const DEFAULT_LIMIT: u64 = 25;
@@ -124,21 +124,11 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     let ops = raw_ops.iter().map(|op| parse_op(op, v21)).collect::<Result<Vec<_>, _>>()?;
     let who = ctx.principal.clone();
     let quotas = ctx.state.settings.image_quotas;
-    let image = ctx
-        .state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden("You are not authorized to complete modify_image action."));
-                }
-                update::apply_patch(image, &who, ops, quotas)
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let image =
+        modify_owned(ctx, id, "You are not authorized to complete modify_image action.".to_owned(), move |image| {
+            update::apply_patch(image, &who, ops, quotas)
+        })
+        .await?;
     Ok(json_response(StatusCode::OK, &views::image(&image)))
 }
 
@@ -226,84 +216,52 @@ fn pointer_root(path: &str) -> Result<String, Fault> {
 /// `PUT /v2/images/{id}/tags/{tag}`.
 pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
     schemas::validate("tags", &json!([tag]))?;
-    let (who, tag, quotas, image_id) =
-        (ctx.principal.clone(), tag.to_owned(), ctx.state.settings.image_quotas, id.to_owned());
-    ctx.state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("Not allowed to update tags for image {image_id}.")));
-                }
-                if !image.tags.contains(&tag) {
-                    image.tags.push(tag);
-                    quotas.check_tags(image)?;
-                }
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let (tag, quotas) = (tag.to_owned(), ctx.state.settings.image_quotas);
+    modify_owned(ctx, id, format!("Not allowed to update tags for image {id}."), move |image| {
+        if !image.tags.contains(&tag) {
+            image.tags.push(tag);
+            quotas.check_tags(image)?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(no_content())
 }
 
 /// `DELETE /v2/images/{id}/tags/{tag}`: 404 when the tag is absent.
 pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
-    let (who, tag, image_id) = (ctx.principal.clone(), tag.to_owned(), id.to_owned());
-    ctx.state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("Not allowed to update tags for image {image_id}.")));
-                }
-                let before = image.tags.len();
-                image.tags.retain(|t| *t != tag);
-                if image.tags.len() == before {
-                    return Err(Rejection::new(RejectionKind::NotFound, format!("Tag {tag} not found.")));
-                }
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let tag = tag.to_owned();
+    modify_owned(ctx, id, format!("Not allowed to update tags for image {id}."), move |image| {
+        let before = image.tags.len();
+        image.tags.retain(|t| *t != tag);
+        if image.tags.len() == before {
+            return Err(Rejection::new(RejectionKind::NotFound, format!("Tag {tag} not found.")));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(no_content())
 }
 
 /// `POST /v2/images/{id}/actions/deactivate` (or `reactivate` when `deactivate` is false).
 pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Response, Fault> {
-    let who = ctx.principal.clone();
     let (action, from, to) = if deactivate {
         ("deactivate", ImageStatus::Active, ImageStatus::Deactivated)
     } else {
         ("reactivate", ImageStatus::Deactivated, ImageStatus::Active)
     };
-    ctx.state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("You are not authorized to complete {action} action.")));
-                }
-                if image.status == from {
-                    image.status = to;
-                } else if image.status != to {
-                    return Err(Rejection::forbidden(format!(
-                        "Not allowed to {action} image in status '{}'",
-                        image.status.as_str()
-                    )));
-                }
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    modify_owned(ctx, id, format!("You are not authorized to complete {action} action."), move |image| {
+        if image.status == from {
+            image.status = to;
+        } else if image.status != to {
+            return Err(Rejection::forbidden(format!(
+                "Not allowed to {action} image in status '{}'",
+                image.status.as_str()
+            )));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(no_content())
 }
 

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Ctx, json_response, no_content, read_json, store_fault};
+use super::{Ctx, json_response, modify_owned, no_content, read_json, store_fault};
 use crate::api::compute::views::isotime;
 use crate::api::fault::Fault;
-use crate::domain::{Image, Member, MemberStatus, Rejection, RejectionKind, Visibility, now, policy};
+use crate::domain::{Image, Member, MemberStatus, Rejection, RejectionKind, Visibility, now};
 
 /// Glance's `image_member_quota`.
 const MEMBER_QUOTA: usize = 128;
@@ -63,38 +63,27 @@ pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         }
         None => return Err(Fault::explained(StatusCode::BAD_REQUEST, "Member to be added not specified")),
     };
-    let (who, image_id, project) = (ctx.principal.clone(), id.to_owned(), member.clone());
-    let image = ctx
-        .state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("Not allowed to create members for image {image_id}.")));
-                }
-                if image.visibility != Visibility::Shared {
-                    return Err(Rejection::forbidden("Only shared images have members."));
-                }
-                if image.members.iter().any(|m| m.project == project) {
-                    return Err(Rejection::conflict(format!(
-                        "Member {project} already associated with image {image_id}."
-                    )));
-                }
-                if image.members.len() >= MEMBER_QUOTA {
-                    return Err(Rejection::over_limit(format!(
-                        "The limit has been exceeded on the number of allowed image members for this image. Attempted: {}, Maximum: {MEMBER_QUOTA}",
-                        image.members.len() + 1
-                    )));
-                }
-                let at = now();
-                image.members.push(Member { project, status: MemberStatus::Pending, created_at: at, updated_at: at });
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let (image_id, project) = (id.to_owned(), member.clone());
+    let image = modify_owned(ctx, id, format!("Not allowed to create members for image {image_id}."), move |image| {
+        if image.visibility != Visibility::Shared {
+            return Err(Rejection::forbidden("Only shared images have members."));
+        }
+        if image.members.iter().any(|m| m.project == project) {
+            return Err(Rejection::conflict(format!(
+                "Member {project} already associated with image {image_id}."
+            )));
+        }
+        if image.members.len() >= MEMBER_QUOTA {
+            return Err(Rejection::over_limit(format!(
+                "The limit has been exceeded on the number of allowed image members for this image. Attempted: {}, Maximum: {MEMBER_QUOTA}",
+                image.members.len() + 1
+            )));
+        }
+        let at = now();
+        image.members.push(Member { project, status: MemberStatus::Pending, created_at: at, updated_at: at });
+        Ok(())
+    })
+    .await?;
     let added = image.members.iter().find(|m| m.project == member).expect("the member just added");
     Ok(json_response(StatusCode::OK, &view(id, added)))
 }
@@ -135,29 +124,19 @@ pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Res
 
 /// `DELETE /v2/images/{id}/members/{member}`: the owner stops sharing.
 pub async fn delete(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault> {
-    let (who, image_id, project) = (ctx.principal.clone(), id.to_owned(), member.to_owned());
-    ctx.state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                if !policy::can_modify(&who, image) {
-                    return Err(Rejection::forbidden(format!("Not allowed to delete members for image {image_id}.")));
-                }
-                let before = image.members.len();
-                image.members.retain(|m| m.project != project);
-                if image.members.len() == before {
-                    return Err(Rejection::new(
-                        RejectionKind::NotFound,
-                        format!("Member {project} not found for image {image_id}."),
-                    ));
-                }
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let (image_id, project) = (id.to_owned(), member.to_owned());
+    modify_owned(ctx, id, format!("Not allowed to delete members for image {image_id}."), move |image| {
+        let before = image.members.len();
+        image.members.retain(|m| m.project != project);
+        if image.members.len() == before {
+            return Err(Rejection::new(
+                RejectionKind::NotFound,
+                format!("Member {project} not found for image {image_id}."),
+            ));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(no_content())
 }
 

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::fault::Fault;
 use super::{AppState, parse_query, percent_decode};
-use crate::domain::{Principal, Rejection, RejectionKind};
+use crate::domain::{Image, Principal, Rejection, RejectionKind, policy};
 use crate::store::StoreError;
 
 /// Version prefixes rewritten to `/v2` (no image cache, no multi-store).
@@ -266,6 +266,24 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Changes image `id` in one transaction, as its owner or an admin: anyone else who can see
+/// it gets 403 `denied` (and anyone who cannot, 404).
+pub async fn modify_owned(
+    ctx: &Ctx,
+    id: &str,
+    denied: String,
+    change: impl FnOnce(&mut Image) -> Result<(), Rejection> + Send + 'static,
+) -> Result<Image, Fault> {
+    let who = ctx.principal.clone();
+    let checked = move |image: &mut Image| {
+        if !policy::can_modify(&who, image) {
+            return Err(Rejection::forbidden(denied));
+        }
+        change(image)
+    };
+    ctx.state.store.modify_image(&ctx.principal, id, Box::new(checked)).await.map_err(|e| store_fault(e, id))
 }
 
 /// A domain refusal as Glance answers it.
