@@ -160,8 +160,8 @@ pub enum Filter {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// The image `id`, if `who` may see it.
-    async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError>;
+    /// The image `id`, if `who` may see it (shared: it may come from a cache).
+    async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError>;
 
     /// A page of the images `caller` may list (never deleted or killed ones for users).
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError>;

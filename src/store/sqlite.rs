@@ -863,7 +863,7 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn get_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
+    async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
         let image = match self.cache.get(id) {
             Some(image) => image,
             None => {
@@ -876,7 +876,7 @@ impl Store for SqliteStore {
         if !policy::can_see(who, &image) {
             return Err(StoreError::NotFound);
         }
-        Ok(Image::clone(&image))
+        Ok(image)
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {

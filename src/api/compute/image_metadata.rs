@@ -20,20 +20,20 @@ fn fault(e: StoreError, image_id: &str) -> Fault {
     }
 }
 
-async fn change(ctx: &Ctx, id: &str, change: MetadataChange) -> Result<Map<String, Value>, Fault> {
+async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Map<String, Value>, Fault> {
     let quota = ctx.state.settings.metadata_quota;
     let props = ctx.state.store.change_metadata(&ctx.principal, id, change, quota).await.map_err(|e| fault(e, id))?;
     Ok(views::metadata(&props))
 }
 
 /// `GET /images/{id}/metadata`. Query parameters are ignored (§3.1 Rec).
-pub async fn index(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+pub async fn index(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
-    Ok(Reply::ok(json!({"metadata": views::metadata(&image.properties)})))
+    Ok(Reply::ok(views::MetadataEnvelope { metadata: views::MetadataView(&image.properties) }))
 }
 
 /// `GET /images/{id}/metadata/{key}`: a missing key is WebOb's bare not-found text.
-pub async fn show(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
+pub async fn show(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
     let mut all = views::metadata(&image.properties);
     let value = all.remove(key).ok_or_else(Fault::resource_not_found)?;
@@ -41,14 +41,14 @@ pub async fn show(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
 }
 
 /// `POST /images/{id}/metadata`: merge, answer the whole resulting set.
-pub async fn create(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+pub async fn create(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let items = schemas::metadata_body(ctx.body.as_ref(), ctx.strictness)?;
     let all = change(ctx, id, MetadataChange::Merge(items)).await?;
     Ok(Reply::ok(json!({ "metadata": all })))
 }
 
 /// `PUT /images/{id}/metadata`: replace everything, echo the request's set.
-pub async fn update_all(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+pub async fn update_all(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let items = schemas::metadata_body(ctx.body.as_ref(), ctx.strictness)?;
     let echo: Map<String, Value> =
         items.iter().map(|(k, v)| (k.as_str().to_owned(), Value::from(v.as_str()))).collect();
@@ -58,7 +58,7 @@ pub async fn update_all(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
 
 /// `PUT /images/{id}/metadata/{key}`: the URI/body mismatch is checked before the image is
 /// looked up (§3.5); echoes the item.
-pub async fn update(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
+pub async fn update(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
     let (k, v) = schemas::meta_body(ctx.body.as_ref(), ctx.strictness)?;
     if k.as_str() != key {
         return Err(Fault::bad_request("Request body and URI mismatch"));
@@ -69,7 +69,7 @@ pub async fn update(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
 }
 
 /// `DELETE /images/{id}/metadata/{key}`: 204, or 404 "Invalid metadata key".
-pub async fn delete(ctx: &Ctx, id: &str, key: &str) -> Result<Reply, Fault> {
+pub async fn delete(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
     change(ctx, id, MetadataChange::Delete(key.to_owned())).await?;
     Ok(Reply::no_content())
 }

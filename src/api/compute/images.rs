@@ -34,15 +34,15 @@ fn is_known(param: &str) -> bool {
     KNOWN_PARAMS.contains(&param) || param.starts_with("property-")
 }
 
-pub async fn index(ctx: &Ctx) -> Result<Reply, Fault> {
+pub async fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     list(ctx, false).await
 }
 
-pub async fn detail(ctx: &Ctx) -> Result<Reply, Fault> {
+pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     list(ctx, true).await
 }
 
-async fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
+async fn list(ctx: &Ctx<'_>, detail: bool) -> Result<Reply, Fault> {
     let query = list_query(ctx, detail)?;
     let images = ctx.state.store.list_images(Caller::User(&ctx.principal), &query).await.map_err(|e| match e {
         StoreError::MarkerNotFound(m) => {
@@ -54,21 +54,22 @@ async fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
         }
         other => Fault::internal(&other, "imagemeta.store.StoreError"),
     })?;
+    let links = ctx.links();
     let items: Vec<Value> = images
         .iter()
-        .map(|i| if detail { views::image_detail(&ctx.links, i) } else { views::image_basic(&ctx.links, i) })
+        .map(|i| if detail { views::image_detail(&links, i) } else { views::image_basic(&links, i) })
         .collect();
     let mut body = json!({ "images": items });
     if let Some(last) = images.last().filter(|_| images.len() == query.limit) {
         let collection = if detail { "images/detail" } else { "images" };
-        let href = ctx.links.collection(collection, &next_query(ctx, &last.id));
+        let href = links.collection(collection, &next_query(ctx, &last.id));
         body["images_links"] = json!([{"rel": "next", "href": href}]);
     }
     Ok(Reply::ok(body))
 }
 
 /// Translates the Compute filters into the store's listing query (§4.2, Glance semantics).
-fn list_query(ctx: &Ctx, detail: bool) -> Result<ListQuery, Fault> {
+fn list_query(ctx: &Ctx<'_>, detail: bool) -> Result<ListQuery, Fault> {
     let limit = positive_integer("limit", &ctx.query_all("limit"))?;
     positive_integer("page_size", &ctx.query_all("page_size"))?;
     positive_integer("offset", &ctx.query_all("offset"))?;
@@ -133,7 +134,7 @@ fn in_operator(value: &str) -> Vec<String> {
     }
 }
 
-fn int_filter(ctx: &Ctx, name: &str) -> Result<Option<i64>, Fault> {
+fn int_filter(ctx: &Ctx<'_>, name: &str) -> Result<Option<i64>, Fault> {
     ctx.query_last(name)
         .map(|v| {
             v.trim()
@@ -165,7 +166,7 @@ pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
 
 /// The query of a `next` link: the kept parameters sorted by name (then value), one value each
 /// (the last after sorting, as an OrderedDict of the sorted pairs), with `marker` set.
-fn next_query(ctx: &Ctx, marker: &str) -> String {
+fn next_query(ctx: &Ctx<'_>, marker: &str) -> String {
     let mut pairs: Vec<(&str, &str)> =
         ctx.query.iter().filter(|(k, _)| is_known(k)).map(|(k, v)| (k.as_str(), v.as_str())).collect();
     pairs.sort();
@@ -180,16 +181,16 @@ fn next_query(ctx: &Ctx, marker: &str) -> String {
 }
 
 /// `GET /images/{id}`.
-pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::not_found("Image not found."),
         other => Fault::internal(&other, "imagemeta.store.StoreError"),
     })?;
-    Ok(Reply::ok(json!({"image": views::image_detail(&ctx.links, &image)})))
+    Ok(Reply::ok(json!({"image": views::image_detail(&ctx.links(), &image)})))
 }
 
 /// `DELETE /images/{id}`.
-pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
+pub async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     ctx.state.store.delete_image(&ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::not_found("Image not found."),
         StoreError::Forbidden | StoreError::Protected => Fault::forbidden("You are not allowed to delete the image."),

@@ -7,7 +7,7 @@ use super::{Ctx, Reply};
 use crate::api::fault::Fault;
 use crate::api::microversion::Version;
 
-pub fn index(ctx: &Ctx) -> Result<Reply, Fault> {
+pub fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     let v = ctx.version.unwrap_or(Version::new(2, 1));
     let meta = ctx.state.settings.metadata_quota.as_limit();
     // Before 2.36 the network-proxy limits are shown; before 2.39 `maxImageMeta` is.

@@ -30,20 +30,27 @@ use crate::auth::AuthError;
 use crate::domain::Principal;
 
 /// A request that passed the protocol checks, as the actions see it.
-pub struct Ctx {
+pub struct Ctx<'a> {
     pub state: AppState,
     pub principal: Principal,
     /// The negotiated microversion; `None` on `/v2`.
     pub version: Option<Version>,
     pub strictness: Strictness,
-    pub links: LinkBase,
+    /// `/v2` or `/v2.1`.
+    prefix: &'static str,
+    parts: &'a Parts,
     /// Decoded query parameters, in request order.
     pub query: Vec<(String, String)>,
     /// The parsed body of a POST or PUT (`None` when empty).
     pub body: Option<Value>,
 }
 
-impl Ctx {
+impl Ctx<'_> {
+    /// Where this request's links point (built on demand: most actions have no links).
+    pub fn links(&self) -> LinkBase {
+        link_base(self.parts, self.prefix, Some(&self.principal), &self.state.settings)
+    }
+
     /// All values of query parameter `name`, in order.
     pub fn query_all(&self, name: &str) -> Vec<&str> {
         self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
@@ -55,15 +62,15 @@ impl Ctx {
     }
 }
 
-/// A successful action's answer: a status and a JSON body (none for 204).
+/// A successful action's answer: a status and a serialized JSON body (none for 204).
 pub struct Reply {
     pub status: StatusCode,
-    pub body: Option<Value>,
+    pub body: Option<Vec<u8>>,
 }
 
 impl Reply {
-    pub fn ok(body: Value) -> Reply {
-        Reply { status: StatusCode::OK, body: Some(body) }
+    pub fn ok(body: impl serde::Serialize) -> Reply {
+        Reply { status: StatusCode::OK, body: Some(super::json::to_vec(&body)) }
     }
 
     pub fn no_content() -> Reply {
@@ -164,9 +171,8 @@ async fn pipeline(
         }
     };
 
-    let links = link_base(parts, prefix, principal.as_ref(), settings);
     let Some(principal) = principal else {
-        return Ok(versions::document(prefix, &links));
+        return Ok(versions::document(prefix, &link_base(parts, prefix, None, settings)));
     };
 
     // 5. Content-Type, on every method.
@@ -212,14 +218,15 @@ async fn pipeline(
         principal,
         version,
         strictness: if legacy { Strictness::Legacy } else { Strictness::Strict },
-        links,
+        prefix,
+        parts,
         query,
         body,
     };
     dispatch(&ctx, route.action).await
 }
 
-async fn dispatch(ctx: &Ctx, action: Action) -> Result<Reply, Fault> {
+async fn dispatch(ctx: &Ctx<'_>, action: Action) -> Result<Reply, Fault> {
     use Action::*;
     match action {
         VersionDocument => unreachable!("answered before authentication"),
@@ -330,6 +337,6 @@ fn render(reply: Reply, request_headers: &HeaderMap) -> Response {
     let accept = request_headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let content_type = super::negotiate(accept, &["application/json", "application/vnd.openstack.compute+json"])
         .unwrap_or("application/json");
-    let body = reply.body.map(|b| super::json::to_vec(&b)).unwrap_or_default();
+    let body = reply.body.unwrap_or_default();
     (reply.status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }

@@ -77,8 +77,9 @@ pub fn document(prefix: &str, links: &LinkBase) -> Reply {
 }
 
 /// `GET /versions/{id}` (authenticated): 404 for an unknown id.
-pub fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    version_document(id, ctx.links.version_prefix, &ctx.links).ok_or_else(Fault::resource_not_found)
+pub fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
+    let links = ctx.links();
+    version_document(id, links.version_prefix, &links).ok_or_else(Fault::resource_not_found)
 }
 
 /// The API a `;version=` parameter of `Accept` or `Content-Type` names: `/v2` or `/v2.1`.

@@ -81,6 +81,34 @@ pub fn metadata(props: &Properties) -> Map<String, Value> {
         .collect()
 }
 
+/// `{"metadata": {...}}`, serialized straight from the properties (the hot read path).
+#[derive(serde::Serialize)]
+pub struct MetadataEnvelope<'a> {
+    pub metadata: MetadataView<'a>,
+}
+
+/// The metadata object of [`metadata`], serialized without building it first.
+pub struct MetadataView<'a>(pub &'a Properties);
+
+impl serde::Serialize for MetadataView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            match v {
+                Some(text) if k == "block_device_mapping" || k == "mappings" => {
+                    match serde_json::from_str::<Value>(text) {
+                        Ok(decoded) => map.serialize_entry(k, &decoded)?,
+                        Err(_) => map.serialize_entry(k, text)?,
+                    }
+                }
+                other => map.serialize_entry(k, &other)?,
+            }
+        }
+        map.end()
+    }
+}
+
 /// `GET /images` items.
 pub fn image_basic(links: &LinkBase, image: &Image) -> Value {
     json!({"id": image.id, "name": image.name, "links": links.image_links(&image.id)})
