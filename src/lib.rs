@@ -1,15 +1,19 @@
 //! imagemeta: the OpenStack Compute API image and image-metadata endpoints, served the way
-//! Nova answers them, from one binary over an embedded durable store.
+//! Nova answers them, and the Glance v2 image API, from one binary over an embedded durable
+//! store.
 //!
 //! # Layout
 //! * [`cli`]: command-line parsing, and the operator commands (`image create`, `image list`).
-//! * [`app`]: builds the state, binds the listener, serves until a shutdown signal.
+//! * [`app`]: builds the state, binds both listeners, serves until a shutdown signal.
 //! * [`api`]: HTTP only. [`api::compute`] is the Compute API: its request pipeline, route
-//!   table, request schemas, views and actions; [`api::fault`] owns every error wire format.
-//! * [`auth`]: token validators (`static`, `noauth`) behind one trait.
-//! * [`domain`]: images, metadata keys and values, the quota rule and the access policy; no
-//!   HTTP, no SQL.
-//! * [`store`]: the async store trait and its SQLite implementation with group commit.
+//!   table, request schemas, views and actions. [`api::image_v2`] is the Glance v2 API in the
+//!   same pattern (images, image data, members, schemas). [`api::fault`] owns every error
+//!   wire format.
+//! * [`auth`]: token validators (`static`, `noauth`, [`auth::keystone`]) behind one trait.
+//! * [`domain`]: images, metadata keys and values, Glance's update rules, the quota rules and
+//!   the access policy; no HTTP, no SQL.
+//! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache)
+//!   and the image data files ([`store::data`]).
 
 pub mod api;
 pub mod app;
