@@ -104,7 +104,12 @@ fn requested(headers: &HeaderMap) -> Option<String> {
 /// Adds the four response headers of a `/v2.1` resource response, for version `v` as the
 /// client wrote it (or as negotiated).
 pub fn add_response_headers(headers: &mut HeaderMap, v: &str) {
-    if let (Ok(full), Ok(bare)) = (HeaderValue::from_str(&format!("compute {v}")), HeaderValue::from_str(v)) {
+    let values = match v {
+        // The default: no formatting on the common path.
+        "2.1" => Ok((HeaderValue::from_static("compute 2.1"), HeaderValue::from_static("2.1"))),
+        _ => HeaderValue::from_str(&format!("compute {v}")).and_then(|f| Ok((f, HeaderValue::from_str(v)?))),
+    };
+    if let Ok((full, bare)) = values {
         headers.insert("openstack-api-version", full);
         headers.insert("x-openstack-nova-api-version", bare);
     }

@@ -7,6 +7,7 @@
 //! is first; refusals are cached briefly. Cache keys are SHA-256 digests: no raw token is kept
 //! in memory longer than one request, and none is ever logged.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -47,7 +48,7 @@ type TokenKey = [u8; 32];
 
 #[derive(Clone)]
 struct Valid {
-    principal: Principal,
+    principal: Arc<Principal>,
     until: Instant,
 }
 
@@ -200,7 +201,7 @@ fn principal(info: TokenInfo, ttl: Duration) -> Result<Valid, AuthError> {
     let mut principal = Principal::new(info.user.id, project.id, roles);
     // An admin role in a project that is not the admin project is not cloud-wide admin.
     principal.is_admin &= info.is_admin_project.unwrap_or(true);
-    Ok(Valid { principal, until: expires.min(now + ttl) })
+    Ok(Valid { principal: Arc::new(principal), until: expires.min(now + ttl) })
 }
 
 /// Keystone's `expires_at` as an instant on this machine's monotonic clock.
@@ -213,7 +214,7 @@ fn parse_expiry(s: &str) -> Option<Instant> {
 
 #[async_trait]
 impl Authenticator for Keystone {
-    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let k = key(token);
         if let Some(v) = self.valid.get(&k).await {
             if Instant::now() < v.until {

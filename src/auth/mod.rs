@@ -7,6 +7,7 @@ pub mod keystone;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -25,13 +26,13 @@ pub enum AuthError {
 
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
+    async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError>;
 }
 
 /// A fixed table of tokens, loaded from a JSON file:
 /// `{"<token>": {"user_id": "…", "project_id": "…", "roles": ["member", "reader"]}}`.
 pub struct StaticTokens {
-    tokens: HashMap<String, Principal>,
+    tokens: HashMap<String, Arc<Principal>>,
 }
 
 #[derive(Deserialize)]
@@ -55,15 +56,17 @@ impl StaticTokens {
         if let Some(empty) = entries.keys().find(|t| t.is_empty()) {
             anyhow::bail!("empty token {empty:?} in the tokens file");
         }
-        let tokens =
-            entries.into_iter().map(|(token, e)| (token, Principal::new(e.user_id, e.project_id, e.roles))).collect();
+        let tokens = entries
+            .into_iter()
+            .map(|(token, e)| (token, Arc::new(Principal::new(e.user_id, e.project_id, e.roles))))
+            .collect();
         Ok(StaticTokens { tokens })
     }
 }
 
 #[async_trait]
 impl Authenticator for StaticTokens {
-    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         self.tokens.get(token).cloned().ok_or(AuthError::Invalid)
     }
 }
@@ -74,13 +77,13 @@ pub struct NoAuth;
 
 #[async_trait]
 impl Authenticator for NoAuth {
-    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+    async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let (user, project) = token.split_once(':').unwrap_or((token, token));
         if user.is_empty() || project.is_empty() {
             return Err(AuthError::Invalid);
         }
         let roles = if user == "admin" { vec!["admin", "member", "reader"] } else { vec!["member", "reader"] };
-        Ok(Principal::new(user.into(), project.into(), roles.into_iter().map(String::from).collect()))
+        Ok(Arc::new(Principal::new(user.into(), project.into(), roles.into_iter().map(String::from).collect())))
     }
 }
 

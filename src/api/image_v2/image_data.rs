@@ -7,6 +7,7 @@
 //! task, so it finishes (and cleans up) even when the connection is gone.
 
 use std::io::SeekFrom;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -72,7 +73,13 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
 }
 
 /// Streams, checks and activates; on any failure puts the image back to `queued`.
-async fn receive(state: AppState, who: Principal, id: String, body: Body, declared: Option<u64>) -> Result<(), Fault> {
+async fn receive(
+    state: AppState,
+    who: Arc<Principal>,
+    id: String,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<(), Fault> {
     let cap = state.settings.image_size_cap;
     let staged = match state.data.stage(&id, body, cap).await {
         Ok(s) => s,

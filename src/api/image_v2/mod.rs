@@ -10,6 +10,8 @@ mod members;
 pub mod schemas;
 pub mod views;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
@@ -29,7 +31,7 @@ const VERSION_PREFIXES: &[&str] =
 /// An authenticated request, as the actions see it.
 pub struct Ctx {
     pub state: AppState,
-    pub principal: Principal,
+    pub principal: Arc<Principal>,
     pub parts: Parts,
     pub query: Vec<(String, String)>,
 }
@@ -138,7 +140,8 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
         return versions(&parts, StatusCode::MULTIPLE_CHOICES);
     }
     let request_id = request_id(&parts.headers);
-    let span = tracing::info_span!("request", id = %request_id, method = %parts.method, path = %path);
+    let span = tracing::info_span!("request", id = %request_id);
+    tracing::debug!(parent: &span, method = %parts.method, path = %path, "request");
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
         Ok(r) => r,
