@@ -63,22 +63,12 @@ pub fn status_and_progress(s: ImageStatus) -> (&'static str, u8) {
     }
 }
 
-/// The metadata object: every property; `block_device_mapping` and `mappings` are
-/// JSON-decoded as Nova's glance layer does.
+/// The metadata object as a JSON map (for views that embed it): [`MetadataView`] rendered.
 pub fn metadata(props: &Properties) -> Map<String, Value> {
-    props
-        .iter()
-        .map(|(k, v)| {
-            let value = match v {
-                None => Value::Null,
-                Some(s) if k == "block_device_mapping" || k == "mappings" => {
-                    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
-                }
-                Some(s) => Value::String(s.to_owned()),
-            };
-            (k.to_owned(), value)
-        })
-        .collect()
+    match serde_json::to_value(MetadataView(props)) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
 }
 
 /// `{"metadata": {...}}`, serialized straight from the properties (the hot read path).
@@ -87,7 +77,8 @@ pub struct MetadataEnvelope<'a> {
     pub metadata: MetadataView<'a>,
 }
 
-/// The metadata object of [`metadata`], serialized without building it first.
+/// The metadata object: every property; `block_device_mapping` and `mappings` are
+/// JSON-decoded as Nova's glance layer does. Serialized without building a map first.
 pub struct MetadataView<'a>(pub &'a Properties);
 
 impl serde::Serialize for MetadataView<'_> {
