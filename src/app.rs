@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
@@ -107,11 +107,15 @@ impl Application {
 
     /// Serves both APIs until `shutdown` resolves, then finishes the requests in flight.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let compute = Router::new().fallback(compute::handle).with_state(self.state.clone());
-        let image = Router::new().fallback(image_v2::handle).with_state(self.state);
+        // Each listener is one handler (it routes by itself, in Nova's and Glance's order):
+        // served without a `Router`, whose path matching would only lead to the fallback.
         // Outermost: a panic anywhere becomes a 500 instead of a dropped connection.
-        let compute = compute.layer(CatchPanicLayer::custom(panic_response));
-        let image = image.layer(CatchPanicLayer::custom(panic_response));
+        let compute = compute::handle
+            .layer(CatchPanicLayer::custom(panic_response))
+            .with_state(self.state.clone())
+            .into_make_service();
+        let image =
+            image_v2::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(self.state).into_make_service();
         let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
         let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
             let _ = rx.recv().await;

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::names;
 
 use super::fault::Fault;
 
@@ -110,11 +112,11 @@ pub fn add_response_headers(headers: &mut HeaderMap, v: &str) {
         _ => HeaderValue::from_str(&format!("compute {v}")).and_then(|f| Ok((f, HeaderValue::from_str(v)?))),
     };
     if let Ok((full, bare)) = values {
-        headers.insert("openstack-api-version", full);
-        headers.insert("x-openstack-nova-api-version", bare);
+        headers.insert(names::OPENSTACK_API_VERSION, full);
+        headers.insert(names::X_OPENSTACK_NOVA_API_VERSION, bare);
     }
-    headers.append("vary", HeaderValue::from_static("OpenStack-API-Version"));
-    headers.append("vary", HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
+    headers.append(header::VARY, HeaderValue::from_static("OpenStack-API-Version"));
+    headers.append(header::VARY, HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
 }
 
 #[cfg(test)]

@@ -140,6 +140,37 @@ pub struct Image {
     pub properties: Properties,
     /// The projects a `shared` image is shared with.
     pub members: Vec<Member>,
+    /// Renderings of this image, made once per shared copy.
+    pub rendered: Rendered,
+}
+
+/// Serialized views of an image, computed at most once per copy. The store's read cache hands
+/// out shared, never-mutated `Arc<Image>`s, so a rendering stays true for the copy that holds
+/// it. A clone starts empty (a clone may be modified), and equality ignores it.
+#[derive(Default)]
+pub struct Rendered {
+    /// The Compute API's `{"metadata": {...}}` body.
+    pub compute_metadata: std::sync::OnceLock<bytes::Bytes>,
+    /// The image API's image object.
+    pub glance_image: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Rendered::default()
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rendered")
+    }
 }
 
 impl Image {
@@ -167,6 +198,7 @@ impl Image {
             tags: Vec::new(),
             properties: Properties::default(),
             members: Vec::new(),
+            rendered: Rendered::default(),
         }
     }
 }

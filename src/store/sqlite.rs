@@ -338,6 +338,7 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         tags: Vec::new(),
         properties: Properties::default(),
         members: Vec::new(),
+        rendered: Default::default(),
     })
 }
 

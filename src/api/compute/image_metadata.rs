@@ -29,15 +29,18 @@ async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Map<S
 /// `GET /images/{id}/metadata`. Query parameters are ignored (§3.1 Rec).
 pub async fn index(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
-    Ok(Reply::ok(views::MetadataEnvelope { metadata: views::MetadataView(&image.properties) }))
+    // The body depends on the image alone: rendered once per cached copy.
+    let body = image.rendered.compute_metadata.get_or_init(|| {
+        crate::api::json::to_vec(&views::MetadataEnvelope { metadata: views::MetadataView(&image.properties) }).into()
+    });
+    Ok(Reply::with_body(body.clone()))
 }
 
 /// `GET /images/{id}/metadata/{key}`: a missing key is WebOb's bare not-found text.
 pub async fn show(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
-    let mut all = views::metadata(&image.properties);
-    let value = all.remove(key).ok_or_else(Fault::resource_not_found)?;
-    Ok(Reply::ok(json!({"meta": {key: value}})))
+    let (key, value) = image.properties.iter().find(|(k, _)| *k == key).ok_or_else(Fault::resource_not_found)?;
+    Ok(Reply::ok(views::MetaEnvelope { meta: views::MetaItem(key, value) }))
 }
 
 /// `POST /images/{id}/metadata`: merge, answer the whole resulting set.

@@ -1,6 +1,5 @@
 //! The image proxy actions (nova-images §4): list, detail, show, delete.
 
-use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::schemas::positive_integer;
@@ -55,17 +54,52 @@ async fn list(ctx: &Ctx<'_>, detail: bool) -> Result<Reply, Fault> {
         other => Fault::internal(&other, "imagemeta.store.StoreError"),
     })?;
     let links = ctx.links();
-    let items: Vec<Value> = images
-        .iter()
-        .map(|i| if detail { views::image_detail(&links, i) } else { views::image_basic(&links, i) })
-        .collect();
-    let mut body = json!({ "images": items });
-    if let Some(last) = images.last().filter(|_| images.len() == query.limit) {
+    let next = images.last().filter(|_| images.len() == query.limit).map(|last| {
         let collection = if detail { "images/detail" } else { "images" };
-        let href = links.collection(collection, &next_query(ctx, &last.id));
-        body["images_links"] = json!([{"rel": "next", "href": href}]);
+        [NextLink { rel: "next", href: links.collection(collection, &next_query(ctx, &last.id)) }]
+    });
+    Ok(Reply::ok(ImagePage { links: &links, images: &images, detail, images_links: next }))
+}
+
+/// `{"images": [...], "images_links": [next]}`, the links only on a full page.
+struct ImagePage<'a> {
+    links: &'a views::LinkBase,
+    images: &'a [crate::domain::Image],
+    detail: bool,
+    images_links: Option<[NextLink; 1]>,
+}
+
+#[derive(serde::Serialize)]
+struct NextLink {
+    rel: &'static str,
+    href: String,
+}
+
+impl serde::Serialize for ImagePage<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Items<'a>(&'a ImagePage<'a>);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let page = self.0;
+                let mut seq = s.serialize_seq(Some(page.images.len()))?;
+                for image in page.images {
+                    if page.detail {
+                        seq.serialize_element(&views::ImageDetail(page.links, image))?;
+                    } else {
+                        seq.serialize_element(&views::ImageBasic(page.links, image))?;
+                    }
+                }
+                seq.end()
+            }
+        }
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("images", &Items(self))?;
+        if let Some(next) = &self.images_links {
+            map.serialize_entry("images_links", next)?;
+        }
+        map.end()
     }
-    Ok(Reply::ok(body))
 }
 
 /// Translates the Compute filters into the store's listing query (§4.2, Glance semantics).
@@ -186,7 +220,11 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
         StoreError::NotFound => Fault::not_found("Image not found."),
         other => Fault::internal(&other, "imagemeta.store.StoreError"),
     })?;
-    Ok(Reply::ok(json!({"image": views::image_detail(&ctx.links(), &image)})))
+    #[derive(serde::Serialize)]
+    struct Show<'a> {
+        image: views::ImageDetail<'a>,
+    }
+    Ok(Reply::ok(Show { image: views::ImageDetail(&ctx.links(), &image) }))
 }
 
 /// `DELETE /images/{id}`.

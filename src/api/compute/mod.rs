@@ -13,6 +13,7 @@ pub mod schemas;
 mod versions;
 pub mod views;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -27,7 +28,7 @@ use self::schemas::Strictness;
 use self::views::LinkBase;
 use super::fault::Fault;
 use super::microversion::{self, Version};
-use super::{AppState, parse_query, percent_decode};
+use super::{AppState, names, parse_query, percent_decode};
 use crate::auth::AuthError;
 use crate::domain::Principal;
 
@@ -67,12 +68,17 @@ impl Ctx<'_> {
 /// A successful action's answer: a status and a serialized JSON body (none for 204).
 pub struct Reply {
     pub status: StatusCode,
-    pub body: Option<Vec<u8>>,
+    pub body: Option<Bytes>,
 }
 
 impl Reply {
     pub fn ok(body: impl serde::Serialize) -> Reply {
-        Reply { status: StatusCode::OK, body: Some(super::json::to_vec(&body)) }
+        Reply::with_body(super::json::to_vec(&body).into())
+    }
+
+    /// A 200 with a body serialized already.
+    pub fn with_body(body: Bytes) -> Reply {
+        Reply { status: StatusCode::OK, body: Some(body) }
     }
 
     pub fn no_content() -> Reply {
@@ -83,27 +89,26 @@ impl Reply {
 /// The entry point for every request of the compute listener.
 pub async fn handle(State(state): State<AppState>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_owned();
-    let (prefix, rest) = if let Some(rest) = strip_segment_prefix(&path, "/v2.1") {
-        ("/v2.1", rest)
-    } else if let Some(rest) = strip_segment_prefix(&path, "/v2") {
-        ("/v2", rest)
+    let path = parts.uri.path();
+    let (prefix, rest_at) = if let Some(rest) = strip_segment_prefix(path, "/v2.1") {
+        ("/v2.1", path.len() - rest.len())
+    } else if let Some(rest) = strip_segment_prefix(path, "/v2") {
+        ("/v2", path.len() - rest.len())
     } else if let Some(prefix) = versions::from_media_type(&parts.headers).filter(|_| path != "/") {
         // Nova's urlmap: a `;version=` media-type parameter picks the API when the path has
         // no version prefix.
-        (prefix, path.as_str())
+        (prefix, 0)
     } else {
         // The root application: version list or multiple choices, no auth, no request id.
         return versions::root(&parts);
     };
-    let request_id = super::request_id();
-    // The request id alone: enough to find every line of a request, and cheap on the hot path.
-    let span = tracing::info_span!("request", id = %request_id);
-    tracing::debug!(parent: &span, method = %parts.method, path = %path, "request");
-    let mut response = api_request(state, parts, body, prefix, rest.to_owned()).instrument(span).await;
-    let id = HeaderValue::from_str(&request_id).expect("a request id is a valid header value");
-    response.headers_mut().insert("x-compute-request-id", id.clone());
-    response.headers_mut().insert("x-openstack-request-id", id);
+    let request_id = super::RequestId::new();
+    let span = super::request_span(request_id.as_str(), &parts.method, path);
+    let request = api_request(state, parts, body, prefix, rest_at, &request_id);
+    let mut response = if span.is_none() { request.await } else { request.instrument(span).await };
+    let id = request_id.header_value();
+    response.headers_mut().insert(names::X_COMPUTE_REQUEST_ID, id.clone());
+    response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, id);
     response
 }
 
@@ -113,16 +118,24 @@ fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-async fn api_request(state: AppState, parts: Parts, body: Body, prefix: &'static str, rest: String) -> Response {
+async fn api_request(
+    state: AppState,
+    parts: Parts,
+    body: Body,
+    prefix: &'static str,
+    rest_at: usize,
+    request_id: &super::RequestId,
+) -> Response {
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let legacy = prefix == "/v2";
     let mut version_header = None;
-    let result = pipeline(&state, &parts, body, prefix, legacy, &rest, &mut version_header).await;
+    let rest = &parts.uri.path()[rest_at..];
+    let result = pipeline(&state, &parts, body, prefix, legacy, rest, &mut version_header).await;
     let mut response = match result {
         Ok(reply) => render(reply, &parts.headers),
         Err(fault) => {
             if fault.status().is_server_error() {
-                tracing::error!(status = %fault.status(), "request failed");
+                tracing::error!(request_id = %request_id, status = %fault.status(), "request failed");
             }
             fault.render(accept.as_ref())
         }
@@ -140,7 +153,7 @@ async fn pipeline(
     prefix: &'static str,
     legacy: bool,
     rest: &str,
-    version_header: &mut Option<String>,
+    version_header: &mut Option<Cow<'static, str>>,
 ) -> Result<Reply, Fault> {
     let settings = &state.settings;
     // 1. oslo.middleware sizelimit, on the declared length.
@@ -165,11 +178,12 @@ async fn pipeline(
     } else {
         match microversion::negotiate(&parts.headers) {
             Ok(v) => {
-                *version_header = Some(v.to_string());
+                *version_header =
+                    Some(if v == microversion::MIN { Cow::Borrowed("2.1") } else { v.to_string().into() });
                 Some(v)
             }
             Err((fault, echoed)) => {
-                *version_header = echoed;
+                *version_header = echoed.map(Cow::Owned);
                 return Err(fault);
             }
         }
@@ -252,7 +266,7 @@ async fn dispatch(ctx: &Ctx<'_>, action: Action) -> Result<Reply, Fault> {
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, Fault> {
     let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
     let token = headers
-        .get("x-auth-token")
+        .get(names::X_AUTH_TOKEN)
         .and_then(|t| t.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())

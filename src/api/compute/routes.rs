@@ -52,75 +52,68 @@ fn is_project_id(s: &str) -> bool {
 /// Resolves the path after the `/v2` or `/v2.1` prefix, already percent-decoded.
 pub fn resolve(method: &Method, path: &str) -> Result<Route, NoRoute> {
     if path.is_empty() || path == "/" {
-        return pick(method, "GET", [(Method::GET, Action::VersionDocument)], None);
+        return pick(method, "GET", &[Method::GET], None, |_| Action::VersionDocument);
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err(NoRoute::NotFound);
     };
-    let mut segments: Vec<&str> = rest.split('/').collect();
-    let project_id = match segments.first() {
-        Some(first) if segments.len() > 1 && is_project_id(first) => {
-            let p = first.to_string();
-            segments.remove(0);
-            Some(p)
+    // At most five segments (project, images, id, metadata, key): anything longer is no route.
+    let mut all = [""; 6];
+    let mut n = 0;
+    for segment in rest.split('/') {
+        if n == all.len() || segment.is_empty() {
+            return Err(NoRoute::NotFound);
         }
-        _ => None,
-    };
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(NoRoute::NotFound);
+        all[n] = segment;
+        n += 1;
     }
+    let (project_id, segments) = match &all[..n] {
+        [first, rest @ ..] if !rest.is_empty() && is_project_id(first) => (Some(first.to_string()), rest),
+        segments => (None, segments),
+    };
     let id = |i: usize| segments[i].to_owned();
     use Action::*;
-    match segments.as_slice() {
-        ["limits"] => pick(method, "GET", [(Method::GET, Limits)], project_id),
-        ["versions", _] => pick(method, "GET", [(Method::GET, VersionShow(id(1)))], project_id),
-        ["images"] => pick(method, "GET", [(Method::GET, ImageIndex)], project_id),
+    let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
+    match segments {
+        ["limits"] => pick(method, "GET", &[get], project_id, |_| Limits),
+        ["versions", _] => pick(method, "GET", &[get], project_id, |_| VersionShow(id(1))),
+        ["images"] => pick(method, "GET", &[get], project_id, |_| ImageIndex),
         // `/images/detail` is declared before `/images/{id}`: GET is the detail listing,
         // DELETE still reaches delete with the id "detail".
-        ["images", "detail"] => {
-            pick(method, "GET, DELETE", [(Method::GET, ImageDetail), (Method::DELETE, ImageDelete(id(1)))], project_id)
+        ["images", "detail"] => pick(method, "GET, DELETE", &[get, delete], project_id, |m| match m {
+            0 => ImageDetail,
+            _ => ImageDelete(id(1)),
+        }),
+        ["images", _] => pick(method, "GET, DELETE", &[get, delete], project_id, |m| match m {
+            0 => ImageShow(id(1)),
+            _ => ImageDelete(id(1)),
+        }),
+        ["images", _, "metadata"] => pick(method, "GET, POST, PUT", &[get, post, put], project_id, |m| match m {
+            0 => MetadataIndex(id(1)),
+            1 => MetadataCreate(id(1)),
+            _ => MetadataUpdateAll(id(1)),
+        }),
+        ["images", _, "metadata", _] => {
+            pick(method, "GET, PUT, DELETE", &[get, put, delete], project_id, |m| match m {
+                0 => MetadataShow(id(1), id(3)),
+                1 => MetadataUpdate(id(1), id(3)),
+                _ => MetadataDelete(id(1), id(3)),
+            })
         }
-        ["images", _] => pick(
-            method,
-            "GET, DELETE",
-            [(Method::GET, ImageShow(id(1))), (Method::DELETE, ImageDelete(id(1)))],
-            project_id,
-        ),
-        ["images", _, "metadata"] => pick(
-            method,
-            "GET, POST, PUT",
-            [
-                (Method::GET, MetadataIndex(id(1))),
-                (Method::POST, MetadataCreate(id(1))),
-                (Method::PUT, MetadataUpdateAll(id(1))),
-            ],
-            project_id,
-        ),
-        ["images", _, "metadata", _] => pick(
-            method,
-            "GET, PUT, DELETE",
-            [
-                (Method::GET, MetadataShow(id(1), id(3))),
-                (Method::PUT, MetadataUpdate(id(1), id(3))),
-                (Method::DELETE, MetadataDelete(id(1), id(3))),
-            ],
-            project_id,
-        ),
         _ => Err(NoRoute::NotFound),
     }
 }
 
-fn pick<const N: usize>(
+/// The action for `method` among a path's `methods` (`action` gets its index), or 405.
+fn pick(
     method: &Method,
     allow: &'static str,
-    table: [(Method, Action); N],
+    methods: &[Method],
     project_id: Option<String>,
+    action: impl FnOnce(usize) -> Action,
 ) -> Result<Route, NoRoute> {
-    table
-        .into_iter()
-        .find(|(m, _)| m == method)
-        .map(|(_, action)| Route { action, project_id })
-        .ok_or(NoRoute::MethodNotAllowed(allow))
+    let index = methods.iter().position(|m| m == method).ok_or(NoRoute::MethodNotAllowed(allow))?;
+    Ok(Route { action: action(index), project_id })
 }
 
 #[cfg(test)]

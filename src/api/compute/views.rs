@@ -1,6 +1,6 @@
 //! The Compute API's JSON shapes (nova `views/images.py`): images, metadata, links.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -34,14 +34,33 @@ impl LinkBase {
     pub fn collection(&self, collection: &str, query: &str) -> String {
         format!("{}{}{}/{collection}?{query}", self.root, self.version_prefix, self.project)
     }
+}
 
-    fn image_links(&self, id: &str) -> Value {
-        json!([
-            {"rel": "self", "href": self.href("images", id)},
-            {"rel": "bookmark", "href": self.bookmark("images", id)},
-            {"rel": "alternate", "type": "application/vnd.openstack.image",
-             "href": format!("{}/images/{id}", self.image_endpoint)},
-        ])
+/// One link object: `rel`, the optional `type`, `href` (Nova's key order).
+#[derive(serde::Serialize)]
+struct Link<'a> {
+    rel: &'a str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    media_type: Option<&'a str>,
+    href: String,
+}
+
+/// An image's `self`, `bookmark` and `alternate` links.
+struct ImageLinks<'a>(&'a LinkBase, &'a str);
+
+impl serde::Serialize for ImageLinks<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ImageLinks(links, id) = *self;
+        [
+            Link { rel: "self", media_type: None, href: links.href("images", id) },
+            Link { rel: "bookmark", media_type: None, href: links.bookmark("images", id) },
+            Link {
+                rel: "alternate",
+                media_type: Some("application/vnd.openstack.image"),
+                href: format!("{}/images/{id}", links.image_endpoint),
+            },
+        ]
+        .serialize(s)
     }
 }
 
@@ -77,8 +96,8 @@ pub struct MetadataEnvelope<'a> {
     pub metadata: MetadataView<'a>,
 }
 
-/// The metadata object: every property; `block_device_mapping` and `mappings` are
-/// JSON-decoded as Nova's glance layer does. Serialized without building a map first.
+/// The metadata object: every property, each a [`MetadataValue`]. Serialized without
+/// building a map first.
 pub struct MetadataView<'a>(pub &'a Properties);
 
 impl serde::Serialize for MetadataView<'_> {
@@ -86,56 +105,102 @@ impl serde::Serialize for MetadataView<'_> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.0.iter() {
-            match v {
-                Some(text) if k == "block_device_mapping" || k == "mappings" => {
-                    match serde_json::from_str::<Value>(text) {
-                        Ok(decoded) => map.serialize_entry(k, &decoded)?,
-                        Err(_) => map.serialize_entry(k, text)?,
-                    }
-                }
-                other => map.serialize_entry(k, &other)?,
-            }
+            map.serialize_entry(k, &MetadataValue(k, v))?;
         }
         map.end()
     }
 }
 
-/// `GET /images` items.
-pub fn image_basic(links: &LinkBase, image: &Image) -> Value {
-    json!({"id": image.id, "name": image.name, "links": links.image_links(&image.id)})
+/// One metadata value: `block_device_mapping` and `mappings` are JSON-decoded as Nova's glance
+/// layer does (left as text when they are not JSON); a null property is `null`.
+pub struct MetadataValue<'a>(pub &'a str, pub Option<&'a str>);
+
+impl serde::Serialize for MetadataValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MetadataValue("block_device_mapping" | "mappings", Some(text)) => {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(decoded) => decoded.serialize(s),
+                    Err(_) => s.serialize_str(text),
+                }
+            }
+            MetadataValue(_, value) => value.serialize(s),
+        }
+    }
 }
 
-/// `GET /images/detail` items and `GET /images/{id}`.
-pub fn image_detail(links: &LinkBase, image: &Image) -> Value {
-    let (status, progress) = status_and_progress(image.status);
-    let mut v = json!({
-        "id": image.id,
-        "name": image.name,
-        "minRam": image.min_ram,
-        "minDisk": image.min_disk,
-        "metadata": metadata(&image.properties),
-        "created": isotime(image.created_at),
-        "updated": isotime(image.updated_at),
-        "status": status,
-        "progress": progress,
-        "OS-EXT-IMG-SIZE:size": image.size.unwrap_or(0),
-        "links": links.image_links(&image.id),
-    });
-    let obj = v.as_object_mut().expect("a JSON object");
-    if let Some(uuid) = image.properties.get_str("instance_uuid") {
-        obj.insert(
-            "server".into(),
-            json!({"id": uuid, "links": [
-                {"rel": "self", "href": links.href("servers", uuid)},
-                {"rel": "bookmark", "href": links.bookmark("servers", uuid)},
-            ]}),
-        );
+/// `{"meta": {key: value}}`: one metadata item.
+#[derive(serde::Serialize)]
+pub struct MetaEnvelope<'a> {
+    pub meta: MetaItem<'a>,
+}
+
+pub struct MetaItem<'a>(pub &'a str, pub Option<&'a str>);
+
+impl serde::Serialize for MetaItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, &MetadataValue(self.0, self.1))?;
+        map.end()
     }
-    if let Some(auto) = image.properties.get_str("auto_disk_config") {
-        let disk_config = if bool_from_string(auto) { "AUTO" } else { "MANUAL" };
-        obj.insert("OS-DCF:diskConfig".into(), disk_config.into());
+}
+
+/// `GET /images` items: id, name, links.
+pub struct ImageBasic<'a>(pub &'a LinkBase, pub &'a Image);
+
+impl serde::Serialize for ImageBasic<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let ImageBasic(links, image) = *self;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("id", &image.id)?;
+        map.serialize_entry("name", &image.name)?;
+        map.serialize_entry("links", &ImageLinks(links, &image.id))?;
+        map.end()
     }
-    v
+}
+
+/// `GET /images/detail` items and `GET /images/{id}`, serialized straight from the image in
+/// Nova's key order; `server` and `OS-DCF:diskConfig` only when their properties exist.
+pub struct ImageDetail<'a>(pub &'a LinkBase, pub &'a Image);
+
+impl serde::Serialize for ImageDetail<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let ImageDetail(links, image) = *self;
+        let (status, progress) = status_and_progress(image.status);
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &image.id)?;
+        map.serialize_entry("name", &image.name)?;
+        map.serialize_entry("minRam", &image.min_ram)?;
+        map.serialize_entry("minDisk", &image.min_disk)?;
+        map.serialize_entry("metadata", &MetadataView(&image.properties))?;
+        map.serialize_entry("created", &isotime(image.created_at))?;
+        map.serialize_entry("updated", &isotime(image.updated_at))?;
+        map.serialize_entry("status", status)?;
+        map.serialize_entry("progress", &progress)?;
+        map.serialize_entry("OS-EXT-IMG-SIZE:size", &image.size.unwrap_or(0))?;
+        map.serialize_entry("links", &ImageLinks(links, &image.id))?;
+        if let Some(uuid) = image.properties.get_str("instance_uuid") {
+            let server_links = [
+                Link { rel: "self", media_type: None, href: links.href("servers", uuid) },
+                Link { rel: "bookmark", media_type: None, href: links.bookmark("servers", uuid) },
+            ];
+            map.serialize_entry("server", &ServerRef { id: uuid, links: server_links })?;
+        }
+        if let Some(auto) = image.properties.get_str("auto_disk_config") {
+            let disk_config = if bool_from_string(auto) { "AUTO" } else { "MANUAL" };
+            map.serialize_entry("OS-DCF:diskConfig", disk_config)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ServerRef<'a> {
+    id: &'a str,
+    links: [Link<'a>; 2],
 }
 
 /// oslo's `strutils.bool_from_string` (non-strict).

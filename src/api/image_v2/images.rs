@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, json_response, modify_owned, no_content, read_json, rejection, schemas, store_fault, views};
@@ -78,7 +78,11 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
 /// `GET /v2/images/{id}`.
 pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
-    Ok(json_response(StatusCode::OK, &views::image(&image)))
+    // The object depends on the image alone (its links are relative): rendered once per
+    // cached copy.
+    let body = image.rendered.glance_image.get_or_init(|| crate::api::json::to_vec(&views::image(&image)).into());
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone())
+        .into_response())
 }
 
 /// `DELETE /v2/images/{id}`: the record, then its data.

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::fault::Fault;
-use super::{AppState, parse_query, percent_decode};
+use super::{AppState, names, parse_query, percent_decode};
 use crate::domain::{Image, Principal, Rejection, RejectionKind, policy};
 use crate::store::StoreError;
 
@@ -140,27 +140,26 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
         return versions(&parts, StatusCode::MULTIPLE_CHOICES);
     }
     let request_id = request_id(&parts.headers);
-    let span = tracing::info_span!("request", id = %request_id);
-    tracing::debug!(parent: &span, method = %parts.method, path = %path, "request");
+    let span = super::request_span(&request_id, &parts.method, &path);
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
         Ok(r) => r,
         Err(fault) => {
             if fault.status().is_server_error() {
-                tracing::error!(status = %fault.status(), "request failed");
+                tracing::error!(request_id = %request_id, status = %fault.status(), "request failed");
             }
             fault.render(accept.as_ref())
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-openstack-request-id", v);
+        response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, v);
     }
     response
 }
 
 /// A client's own request id is echoed (with `req-` added); otherwise a new one.
 fn request_id(headers: &HeaderMap) -> String {
-    let inbound = headers.get("x-openstack-request-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    let inbound = headers.get(names::X_OPENSTACK_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::trim);
     match inbound {
         Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             if id.starts_with("req-") {
@@ -169,13 +168,13 @@ fn request_id(headers: &HeaderMap) -> String {
                 format!("req-{id}")
             }
         }
-        _ => super::request_id(),
+        _ => super::RequestId::new().as_str().to_owned(),
     }
 }
 
 async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> Result<Response, Fault> {
     let token =
-        parts.headers.get("x-auth-token").and_then(|t| t.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+        parts.headers.get(names::X_AUTH_TOKEN).and_then(|t| t.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
     let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
     let principal = match token {
         None => return Err(unauthorized()),
