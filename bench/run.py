@@ -4,10 +4,11 @@
 Builds in release mode, seeds databases, starts imagemeta (embedded SQLite, static tokens,
 synchronous=FULL) and the fixed-body yardstick on loopback, drives each scenario with wrk at
 10 and 50 connections, and prints requests/s, p50, p99 and the ratio to the yardstick measured
-in the same run. Everything it starts it stops; everything it writes is under a temporary
-directory that it removes.
+in the same run with a body of the scenario's own response size. Everything it starts it stops;
+everything it writes is under a temporary directory that it removes.
 
-Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--quick]
+Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--main-images N]
+                    [--skip-detail] [--no-build]
 """
 
 import argparse
@@ -28,6 +29,8 @@ FIXED = os.path.join(ROOT, "target", "release", "examples", "fixed_body")
 TOKEN = "bench-token"
 PROJECT = "0123456789abcdef0123456789abcdef"
 CONNECTIONS = (10, 50)
+# The smallest body the yardstick can send, `{"metadata": {"k": ""}}` (for a 204 without one).
+MIN_FIXED_BODY = 23
 
 
 def log(msg):
@@ -165,11 +168,6 @@ def main():
         procs.append(im)
         compute, image = im.urls["compute"], im.urls["image"]
         one = ids[0]
-        status, body = http("GET", f"{compute}/v2.1/images/{one}/metadata")
-        size = len(body)
-        fixed = Proc([FIXED, str(size)], ("fixed_body",), work)
-        procs.append(fixed)
-        base = fixed.urls["fixed_body"]
 
         ids_file = os.path.join(work, "ids.txt")
         with open(ids_file, "w") as f:
@@ -211,30 +209,55 @@ end
 """)
 
         done = [0]
+        yards = {}
 
-        def run(name, url, script=None, baseline=None):
+        def yardstick(size):
+            """The fixed-body server's numbers for a body of `size` bytes (run once per size)."""
+            if size not in yards:
+                fixed = Proc([FIXED, str(size)], ("fixed_body",), work)
+                try:
+                    yards[size] = {c: wrk(fixed.urls["fixed_body"] + "/", c, args.duration) for c in CONNECTIONS}
+                finally:
+                    fixed.stop()
+                for c in CONNECTIONS:
+                    rows.append((f"fixed body ({size} B)", c, yards[size][c], None))
+                    log(f"fixed body {size} B c={c}: {yards[size][c]['rps']:.0f} req/s")
+            return yards[size]
+
+        def run(name, url, size, script=None):
+            """One scenario, against the yardstick of its own response size."""
+            yard = yardstick(max(size, MIN_FIXED_BODY))
             for c in CONNECTIONS:
                 env = dict(os.environ, BENCH_OFFSET=str(done[0]))
                 r = wrk(url, c, args.duration, script, env)
                 done[0] += int(r["rps"] * args.duration * 1.2) + 1000
-                b = baseline[c] if baseline else None
-                rows.append((name, c, r, b))
-                ratio = f"{r['rps'] / b['rps']:.2f}x" if b else "1.00x"
+                b = yard[c]
+                rows.append((f"{name} ({size} B)", c, r, b))
+                ratio = f"{r['rps'] / b['rps']:.2f}x"
                 log(f"{name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms ({ratio}), non-2xx {r['non2xx']}")
 
-        # The yardstick first, then each scenario against it.
-        yard = {}
-        for c in CONNECTIONS:
-            yard[c] = wrk(base + "/", c, args.duration)
-            rows.append((f"fixed body ({size} B)", c, yard[c], None))
-            log(f"fixed body c={c}: {yard[c]['rps']:.0f} req/s")
-        run("GET metadata (10 keys)", f"{compute}/v2.1/images/{one}/metadata", baseline=yard)
-        run("GET metadata item", f"{compute}/v2.1/images/{one}/metadata/k3", baseline=yard)
-        run("GET image", f"{compute}/v2.1/images/{one}", baseline=yard)
-        run("Glance GET image", f"{image}/v2/images/{one}", baseline=yard)
-        run("POST merge one key (durable)", compute + "/", post, yard)
-        run("PUT one item (durable)", compute + "/", put, yard)
-        run("DELETE one item (durable)", compute + "/", delete, yard)
+        def size_of(method, url, body=None):
+            return len(http(method, url, body)[1])
+
+        # Each scenario's response size, from one request of its kind (on images the runs
+        # below do not write: the last ids).
+        spare = ids[-1]
+        sizes_of = {
+            "metadata": size_of("GET", f"{compute}/v2.1/images/{one}/metadata"),
+            "item": size_of("GET", f"{compute}/v2.1/images/{one}/metadata/k3"),
+            "image": size_of("GET", f"{compute}/v2.1/images/{one}"),
+            "glance": size_of("GET", f"{image}/v2/images/{one}"),
+            "post": size_of("POST", f"{compute}/v2.1/images/{spare}/metadata", {"metadata": {"bench": "1000000"}}),
+            "put": size_of("PUT", f"{compute}/v2.1/images/{spare}/metadata/k1", {"meta": {"k1": "v1000000"}}),
+            "delete": 0,
+        }
+        run("GET metadata (10 keys)", f"{compute}/v2.1/images/{one}/metadata", sizes_of["metadata"])
+        run("GET metadata item", f"{compute}/v2.1/images/{one}/metadata/k3", sizes_of["item"])
+        run("GET image", f"{compute}/v2.1/images/{one}", sizes_of["image"])
+        run("Glance GET image", f"{image}/v2/images/{one}", sizes_of["glance"])
+        run("POST merge one key (durable)", compute + "/", sizes_of["post"], post)
+        run("PUT one item (durable)", compute + "/", sizes_of["put"], put)
+        run("DELETE one item (durable)", compute + "/", sizes_of["delete"], delete)
         im.stop()
 
         # images/detail?limit=100 over growing catalogues.
@@ -248,7 +271,7 @@ end
             startup = time.monotonic() - t
             for c in CONNECTIONS:
                 r = wrk(f"{srv.urls['compute']}/v2.1/images/detail?limit=100", c, args.duration)
-                rows.append((f"GET images/detail limit=100, {n} images", c, r, yard[c]))
+                rows.append((f"GET images/detail limit=100, {n} images", c, r, None))
                 detail[(n, c)] = r
                 log(f"detail n={n} c={c}: {r['rps']:.0f} req/s p99 {r['p99']:.2f} ms")
             log(f"{n} images: first request served {startup * 1000:.0f} ms after start; RSS {srv.rss_kib() // 1024} MiB")
@@ -266,7 +289,7 @@ end
         if r is None:
             print(f"| {name} | | | | | |")
             continue
-        ratio = f"{r['rps'] / b['rps']:.2f}" if b else "1.00"
+        ratio = f"{r['rps'] / b['rps']:.2f}" if b else ""
         bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
         print(f"| {name}{bad} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} |")
     if len(sizes) > 1 and not args.skip_detail:

@@ -5,16 +5,20 @@
 //!   image) run inline on the calling thread with that thread's own connection: they take
 //!   microseconds, and a hop to a blocking thread would cost more than the read. Listings run
 //!   on tokio's blocking threads with a pooled connection.
-//! * Point reads are served from a bounded in-memory cache of images when they can be. Every
-//!   write removes its image from the cache after its commit and before it is acknowledged, and
-//!   a read only fills the cache when no write was acknowledged while it read, so no reader
-//!   sees an older image after a write was acknowledged. The server must be the only process
-//!   changing existing images (the CLI only inserts new ones).
+//! * Point reads are served from a bounded in-memory cache of images when they can be. After
+//!   each commit, before any write of the batch is acknowledged, the writer puts the new state
+//!   of every image the batch changed into the cache (or drops it when only the database knows
+//!   it); a read only fills the cache when no batch was published while it read. So no reader
+//!   sees an older image after a write was acknowledged, and the cache always holds committed
+//!   states, which the writer itself reads instead of the database. The server must be the only
+//!   process changing existing images (the CLI only inserts new ones).
 //! * Writes go to one writer thread that owns the only writing connection. It takes every
-//!   write waiting in its queue, runs each inside its own savepoint of one transaction, commits
-//!   once (one fsync for the whole batch: group commit), and only then answers each caller. A
-//!   write whose own checks fail rolls back to its savepoint and leaves the batch intact; a
-//!   failed commit fails every write in the batch, none of which was acknowledged.
+//!   write waiting in its queue, runs them in one transaction, commits once (one fsync for the
+//!   whole batch: group commit), and only then answers each caller. A write that may fail after
+//!   changing rows runs in its own savepoint, which a refusal rolls back; a metadata change
+//!   makes every check before its first change, so a refusal has changed nothing and it needs no
+//!   savepoint. A database error or a failed commit fails every write in the batch, none of
+//!   which was acknowledged.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +47,9 @@ const MIGRATIONS: &[&str] = &[
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
 const MAX_BATCH: usize = 512;
 
+/// The writer connection's page cache, in KiB (as SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -16_384;
+
 /// How many idle read connections are kept.
 const READ_POOL: usize = 16;
 
@@ -61,11 +68,28 @@ const CACHE_ENTRIES: usize = 20_000;
 /// tell its result may be stale and not cache it.
 #[derive(Default)]
 struct ImageCache {
-    inner: Mutex<(u64, HashMap<String, Arc<Image>>)>,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner(u64, HashMap<String, Arc<Image>>);
+
+impl CacheInner {
+    /// When full, drops every eighth entry (in hash order: an arbitrary eighth), so the cache
+    /// never starts over cold and eviction costs O(1) per insert on average.
+    fn make_room(&mut self) {
+        if self.1.len() >= CACHE_ENTRIES {
+            let mut n = 0u32;
+            self.1.retain(|_, _| {
+                n = n.wrapping_add(1);
+                n % 8 != 0
+            });
+        }
+    }
 }
 
 impl ImageCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, Arc<Image>>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -83,33 +107,88 @@ impl ImageCache {
         if inner.0 != seen {
             return;
         }
-        if inner.1.len() >= CACHE_ENTRIES {
-            inner.1.clear();
-        }
+        inner.make_room();
         inner.1.insert(image.id.clone(), image);
     }
 
-    fn invalidate(&self, id: &str) {
+    /// After a commit: the committed state of each image a batch changed (`None`: only the
+    /// database knows it). Raises the generation, so reads that raced the batch do not cache.
+    fn publish(&self, changed: HashMap<String, Option<Arc<Image>>>) {
         let mut inner = self.lock();
         inner.0 += 1;
-        inner.1.remove(id);
+        for (id, image) in changed {
+            match image {
+                Some(image) => {
+                    inner.make_room();
+                    inner.1.insert(id, image);
+                }
+                None => {
+                    inner.1.remove(&id);
+                }
+            }
+        }
     }
 }
 
 pub struct SqliteStore {
     id: u64,
     path: PathBuf,
-    cache: ImageCache,
+    /// Shared with the writer thread, which publishes each batch's images after its commit.
+    cache: Arc<ImageCache>,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Mutex<Vec<Connection>>,
     /// The writer thread's queue. The thread ends when this sender is dropped.
     writer: mpsc::Sender<Job>,
 }
 
-/// A write, run on the writer thread inside its savepoint. It returns whether it succeeded
-/// (to keep or roll back its savepoint) and how to answer its caller once the commit is known.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A write, run on the writer thread inside the batch's transaction.
+struct Job {
+    /// Whether it runs inside its own savepoint: a write that may fail after changing rows.
+    /// A write without one makes all its checks before its first change, so it either
+    /// refuses having changed nothing, or changes everything (or breaks the batch).
+    isolated: bool,
+    run: Box<dyn FnOnce(&mut Batch<'_>) -> (Outcome, Reply) + Send>,
+}
+
+/// How a write ended, before the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// Refused by its own checks: nothing of it stays.
+    Refused,
+    /// A database error in a write without a savepoint: the batch cannot commit.
+    Broken,
+}
+
+/// How to answer a write's caller once the fate of its commit is known.
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// What a write sees on the writer thread: the batch's transaction and the images the
+/// batch's earlier writes changed.
+struct Batch<'a> {
+    conn: &'a Connection,
+    cache: &'a ImageCache,
+    /// The state of each image this batch changed so far; `None`: only the database knows.
+    changed: HashMap<String, Option<Arc<Image>>>,
+}
+
+impl Batch<'_> {
+    /// Image `id` as this transaction sees it: as an earlier write of the batch left it, else
+    /// the read cache's copy (which the writer keeps true: it publishes or drops every image
+    /// it changes before the next batch), else read from the database.
+    fn image(&self, id: &str) -> rusqlite::Result<Option<Arc<Image>>> {
+        match self.changed.get(id) {
+            Some(Some(image)) => return Ok(Some(image.clone())),
+            Some(None) => {}
+            None => {
+                if let Some(image) = self.cache.get(id) {
+                    return Ok(Some(image));
+                }
+            }
+        }
+        Ok(load_image(self.conn, id)?.map(Arc::new))
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -130,21 +209,22 @@ impl SqliteStore {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The writer reads every image it changes: a page cache large enough for the hot part
+        // of the catalogue keeps those reads off the file (the default 2 MiB made a third of a
+        // write's time `pread`). Savepoint journals stay in memory.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.to_string())?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&mut conn)?;
 
         let (tx, rx) = mpsc::channel::<Job>();
+        let cache = Arc::new(ImageCache::default());
+        let writer_cache = cache.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, &writer_cache, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(SqliteStore {
-            id,
-            path: path.to_owned(),
-            cache: ImageCache::default(),
-            readers: Mutex::new(Vec::new()),
-            writer: tx,
-        })
+        Ok(SqliteStore { id, path: path.to_owned(), cache, readers: Mutex::new(Vec::new()), writer: tx })
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
@@ -205,21 +285,43 @@ impl SqliteStore {
         result
     }
 
-    /// Queues `f` for the writer; resolves once the transaction holding it has committed.
+    /// Queues `f` for the writer, inside its own savepoint; resolves once the transaction
+    /// holding it has committed. `touches` names the images it may change: they are dropped
+    /// from the read cache after the commit, before the caller hears of it.
     async fn write<R: Send + 'static>(
         &self,
+        touches: Vec<String>,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.enqueue(true, move |batch| {
+            let result = f(batch.conn);
+            // Dropped from the cache whether or not it succeeded: always true.
+            for id in touches {
+                batch.changed.insert(id, None);
+            }
+            let outcome = if result.is_ok() { Outcome::Done } else { Outcome::Refused };
+            (outcome, result)
+        })
+        .await
+    }
+
+    /// Queues a write that needs no savepoint (see [`Job::isolated`]).
+    async fn enqueue<R: Send + 'static>(
+        &self,
+        isolated: bool,
+        f: impl FnOnce(&mut Batch<'_>) -> (Outcome, Result<R, StoreError>) + Send + 'static,
+    ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
+        let run = Box::new(move |batch: &mut Batch<'_>| {
+            let (outcome, result) = f(batch);
             let reply: Reply = Box::new(move |committed| {
                 let _ = tx.send(committed.and(result));
             });
-            (ok, reply)
+            (outcome, reply)
         });
-        self.writer.send(job).map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
+        self.writer
+            .send(Job { isolated, run })
+            .map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
     }
 }
@@ -247,45 +349,68 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Runs one statement of the writer's transaction control, prepared once.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// The writer thread: group commit over whatever is queued.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
             // Nothing ran. Dropping the jobs drops their reply channels: each caller gets an error.
             tracing::error!(error = %e, "cannot begin a write transaction");
             continue;
         }
-        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(batch.len());
-        for job in batch {
-            let outcome = conn.execute_batch("SAVEPOINT w").map(|()| job(&conn)).and_then(|(ok, reply)| {
-                let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
-                conn.execute_batch(end).map(|()| reply)
-            });
+        let mut batch = Batch { conn: &conn, cache, changed: HashMap::new() };
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        let mut broken = None;
+        for job in jobs {
+            let outcome = if job.isolated {
+                run(&conn, "SAVEPOINT w").map(|()| (job.run)(&mut batch)).and_then(|(outcome, reply)| {
+                    if outcome != Outcome::Done {
+                        run(&conn, "ROLLBACK TO w")?;
+                    }
+                    run(&conn, "RELEASE w").map(|()| (outcome, reply))
+                })
+            } else {
+                Ok((job.run)(&mut batch))
+            };
             match outcome {
-                Ok(reply) => replies.push(Some(reply)),
+                Ok((Outcome::Broken, reply)) => {
+                    replies.push(reply);
+                    broken = Some("a write failed in the database".to_owned());
+                    break;
+                }
+                Ok((_, reply)) => replies.push(reply),
                 Err(e) => {
-                    tracing::error!(error = %e, "savepoint failed; failing the batch");
-                    replies.push(None);
+                    broken = Some(format!("a write could not be isolated: {e}"));
+                    break;
                 }
             }
         }
-        let committed = if replies.iter().all(Option::is_some) {
-            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
-        } else {
-            Err("a write in the batch could not be isolated".into())
+        // The writes after a broken one never ran: dropping them answers their callers.
+        let committed = match broken {
+            None => run(&conn, "COMMIT").map_err(|e| e.to_string()),
+            Some(why) => Err(why),
         };
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed; no write of the batch is acknowledged");
-            let _ = conn.execute_batch("ROLLBACK");
+        let changed = std::mem::take(&mut batch.changed);
+        match &committed {
+            Ok(()) => cache.publish(changed),
+            Err(e) => {
+                tracing::error!(error = %e, "no write of the batch is acknowledged");
+                let _ = conn.execute_batch("ROLLBACK");
+                cache.publish(changed.into_keys().map(|id| (id, None)).collect());
+            }
         }
-        for reply in replies.into_iter().flatten() {
+        for reply in replies {
             reply(committed.clone().map_err(StoreError::Internal));
         }
     }
@@ -409,9 +534,11 @@ fn visible_image(conn: &Connection, who: &Principal, id: &str) -> Result<Image, 
     }
 }
 
-fn touch(conn: &Connection, id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE images SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, micros(now())])?;
-    Ok(())
+/// Sets `updated_at` to now; returns it as stored (to the microsecond).
+fn touch(conn: &Connection, id: &str) -> rusqlite::Result<OffsetDateTime> {
+    let at = micros(now());
+    conn.prepare_cached("UPDATE images SET updated_at = ?2 WHERE id = ?1")?.execute(params![id, at])?;
+    from_micros(at)
 }
 
 fn upsert_property(conn: &Connection, id: &str, key: &str, value: &str) -> rusqlite::Result<()> {
@@ -429,19 +556,22 @@ fn delete_property(conn: &Connection, id: &str, key: &str) -> rusqlite::Result<(
 }
 
 /// The metadata transaction body (see [`Store::change_metadata`] for the order of checks).
+/// Every check comes before the first change, so it needs no savepoint: the outer error is a
+/// database failure (the batch cannot commit), the inner one a refusal that changed nothing.
+/// Returns the image as changed.
 fn change_metadata_tx(
-    conn: &Connection,
+    batch: &Batch<'_>,
     who: &Principal,
     id: &str,
     change: MetadataChange,
     quota: MetadataQuota,
-) -> Result<Properties, StoreError> {
-    let image = match load_image_untagged(conn, id)? {
+) -> rusqlite::Result<Result<Image, StoreError>> {
+    let image = match batch.image(id)? {
         Some(image) if policy::can_see(who, &image) => image,
-        _ => return Err(StoreError::NotFound),
+        _ => return Ok(Err(StoreError::NotFound)),
     };
     let may_modify = policy::can_modify(who, &image);
-    let mut props = image.properties;
+    let mut props = image.properties.clone();
     let count = match &change {
         MetadataChange::Merge(items) => {
             for (k, v) in items {
@@ -456,17 +586,18 @@ fn change_metadata_tx(
         }
         MetadataChange::Delete(k) => {
             if !props.remove(k) {
-                return Err(StoreError::KeyNotFound);
+                return Ok(Err(StoreError::KeyNotFound));
             }
             0 // Nova never checks the quota on a delete.
         }
     };
     if !quota.allows(count) {
-        return Err(StoreError::QuotaExceeded);
+        return Ok(Err(StoreError::QuotaExceeded));
     }
     if !may_modify {
-        return Err(StoreError::Forbidden);
+        return Ok(Err(StoreError::Forbidden));
     }
+    let conn = batch.conn;
     match change {
         MetadataChange::Merge(items) => {
             for (k, v) in &items {
@@ -493,9 +624,12 @@ fn change_metadata_tx(
         MetadataChange::Set(k, v) => upsert_property(conn, id, k.as_str(), v.as_str())?,
         MetadataChange::Delete(k) => delete_property(conn, id, &k)?,
     }
-    touch(conn, id)?;
+    let updated_at = touch(conn, id)?;
     // `props` already is what the table now holds, in its order.
-    Ok(props)
+    let mut changed = Image::clone(&image);
+    changed.properties = props;
+    changed.updated_at = updated_at;
+    Ok(Ok(changed))
 }
 
 fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
@@ -906,30 +1040,31 @@ impl Store for SqliteStore {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        let key = id.clone();
-        let result = self.write(move |c| change_metadata_tx(c, &who, &id, change, quota)).await;
-        self.cache.invalidate(&key);
-        result
+        self.enqueue(false, move |batch| match change_metadata_tx(batch, &who, &id, change, quota) {
+            Ok(Ok(image)) => {
+                let properties = image.properties.clone();
+                batch.changed.insert(id, Some(Arc::new(image)));
+                (Outcome::Done, Ok(properties))
+            }
+            Ok(Err(refused)) => (Outcome::Refused, Err(refused)),
+            Err(e) => (Outcome::Broken, Err(e.into())),
+        })
+        .await
     }
 
     async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        let key = id.clone();
-        let result = self.write(move |c| modify_image_tx(c, &who, &id, change)).await;
-        self.cache.invalidate(&key);
-        result
+        self.write(vec![id.clone()], move |c| modify_image_tx(c, &who, &id, change)).await
     }
 
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        let key = id.clone();
-        let result = self.write(move |c| delete_image_tx(c, &who, &id)).await;
-        self.cache.invalidate(&key);
-        result
+        self.write(vec![id.clone()], move |c| delete_image_tx(c, &who, &id)).await
     }
 
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
-        self.write(move |c| {
+        let ids = images.iter().map(|i| i.id.clone()).collect();
+        self.write(ids, move |c| {
             for image in &images {
                 insert_image_tx(c, image)?;
             }
@@ -963,7 +1098,7 @@ mod tests {
         let store = store.clone();
         let blocker = tokio::spawn(async move {
             store
-                .write(move |_| {
+                .write(vec![], move |_| {
                     let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
                     Ok(())
                 })
@@ -1001,7 +1136,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .write(|c| {
+                    .write(vec![], |c| {
                         c.execute_batch(
                             "PRAGMA defer_foreign_keys = ON; \
                              INSERT INTO image_properties (image_id, name, value) VALUES ('nope', 'k', 'v');",
