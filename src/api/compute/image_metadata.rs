@@ -1,12 +1,11 @@
 //! The six image-metadata actions (nova-images §3).
 
-use serde_json::{Map, Value, json};
-
 use super::schemas;
 use super::views;
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
-use crate::domain::metadata::MetadataChange;
+use crate::domain::Properties;
+use crate::domain::metadata::{MetadataChange, MetadataKey, MetadataValue};
 use crate::store::StoreError;
 
 /// How a metadata action reports a store failure (§3, §5.2).
@@ -20,10 +19,9 @@ fn fault(e: StoreError, image_id: &str) -> Fault {
     }
 }
 
-async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Map<String, Value>, Fault> {
+async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Properties, Fault> {
     let quota = ctx.state.settings.metadata_quota;
-    let props = ctx.state.store.change_metadata(&ctx.principal, id, change, quota).await.map_err(|e| fault(e, id))?;
-    Ok(views::metadata(&props))
+    ctx.state.store.change_metadata(&ctx.principal, id, change, quota).await.map_err(|e| fault(e, id))
 }
 
 /// `GET /images/{id}/metadata`. Query parameters are ignored (§3.1 Rec).
@@ -47,16 +45,15 @@ pub async fn show(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
 pub async fn create(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let items = schemas::metadata_body(ctx.body.as_ref(), ctx.strictness)?;
     let all = change(ctx, id, MetadataChange::Merge(items)).await?;
-    Ok(Reply::ok(json!({ "metadata": all })))
+    Ok(Reply::ok(views::MetadataEnvelope { metadata: views::MetadataView(&all) }))
 }
 
 /// `PUT /images/{id}/metadata`: replace everything, echo the request's set.
 pub async fn update_all(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let items = schemas::metadata_body(ctx.body.as_ref(), ctx.strictness)?;
-    let echo: Map<String, Value> =
-        items.iter().map(|(k, v)| (k.as_str().to_owned(), Value::from(v.as_str()))).collect();
+    let echo = crate::api::json::to_vec(&EchoEnvelope { metadata: Echo(&items) });
     change(ctx, id, MetadataChange::Replace(items)).await?;
-    Ok(Reply::ok(json!({ "metadata": echo })))
+    Ok(Reply::with_body(echo.into()))
 }
 
 /// `PUT /images/{id}/metadata/{key}`: the URI/body mismatch is checked before the image is
@@ -66,13 +63,41 @@ pub async fn update(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> 
     if k.as_str() != key {
         return Err(Fault::bad_request("Request body and URI mismatch"));
     }
-    let echo = json!({"meta": {k.as_str(): v.as_str()}});
+    // The request's item as sent (a `mappings` value stays a string here).
+    let item = [(k, v)];
+    let echo = crate::api::json::to_vec(&MetaEcho { meta: Echo(&item) });
+    let [(k, v)] = item;
     change(ctx, id, MetadataChange::Set(k, v)).await?;
-    Ok(Reply::ok(echo))
+    Ok(Reply::with_body(echo.into()))
 }
 
 /// `DELETE /images/{id}/metadata/{key}`: 204, or 404 "Invalid metadata key".
 pub async fn delete(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
     change(ctx, id, MetadataChange::Delete(key.to_owned())).await?;
     Ok(Reply::no_content())
+}
+
+#[derive(serde::Serialize)]
+struct EchoEnvelope<'a> {
+    metadata: Echo<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct MetaEcho<'a> {
+    meta: Echo<'a>,
+}
+
+/// The request's items as a JSON object, in request order, values as sent (the echo of a
+/// replace or an item update).
+struct Echo<'a>(&'a [(MetadataKey, MetadataValue)]);
+
+impl serde::Serialize for Echo<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.as_str(), v.as_str())?;
+        }
+        map.end()
+    }
 }

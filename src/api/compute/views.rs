@@ -1,6 +1,6 @@
 //! The Compute API's JSON shapes (nova `views/images.py`): images, metadata, links.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
@@ -79,14 +79,6 @@ pub fn status_and_progress(s: ImageStatus) -> (&'static str, u8) {
         ImageStatus::Deleted | ImageStatus::PendingDelete => ("DELETED", 0),
         ImageStatus::Killed => ("ERROR", 0),
         ImageStatus::Deactivated | ImageStatus::Uploading | ImageStatus::Importing => ("UNKNOWN", 0),
-    }
-}
-
-/// The metadata object as a JSON map (for views that embed it): [`MetadataView`] rendered.
-pub fn metadata(props: &Properties) -> Map<String, Value> {
-    match serde_json::to_value(MetadataView(props)) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
     }
 }
 
