@@ -153,6 +153,9 @@ pub struct Rendered {
     pub compute_metadata: std::sync::OnceLock<bytes::Bytes>,
     /// The image API's image object.
     pub glance_image: std::sync::OnceLock<bytes::Bytes>,
+    /// The Compute API's `{"image": {...}}` body, with the key of the links it was made with
+    /// (its links depend on the request's host and URL).
+    pub compute_image: std::sync::OnceLock<(String, bytes::Bytes)>,
 }
 
 impl Clone for Rendered {

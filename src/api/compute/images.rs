@@ -224,7 +224,12 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     struct Show<'a> {
         image: views::ImageDetail<'a>,
     }
-    Ok(Reply::ok(Show { image: views::ImageDetail(&ctx.links(), &image) }))
+    let links = ctx.links();
+    let render = || crate::api::json::to_vec(&Show { image: views::ImageDetail(&links, &image) }).into();
+    // Rendered once per cached copy for the links of the first request; other links render anew.
+    let key = links.key();
+    let (made_for, body) = image.rendered.compute_image.get_or_init(|| (key.clone(), render()));
+    Ok(Reply::with_body(if *made_for == key { body.clone() } else { render() }))
 }
 
 /// `DELETE /images/{id}`.

@@ -30,6 +30,11 @@ impl LinkBase {
         format!("{}{}/{collection}/{id}", self.root, self.project)
     }
 
+    /// Tells link bases apart: equal keys, equal links.
+    pub fn key(&self) -> String {
+        format!("{}{}{} {}", self.root, self.version_prefix, self.project, self.image_endpoint)
+    }
+
     /// A collection URL with a query string (pagination `next` links).
     pub fn collection(&self, collection: &str, query: &str) -> String {
         format!("{}{}{}/{collection}?{query}", self.root, self.version_prefix, self.project)
