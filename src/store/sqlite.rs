@@ -50,8 +50,8 @@ const MAX_BATCH: usize = 512;
 /// The writer connection's page cache, in KiB (as SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
 
-/// How many idle read connections are kept.
-const READ_POOL: usize = 16;
+/// How many read connections are kept, and how many listings run at once.
+const READ_POOL: usize = 8;
 
 /// Tells stores apart in the thread-local connection cache.
 static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -137,6 +137,9 @@ pub struct SqliteStore {
     cache: Arc<ImageCache>,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Mutex<Vec<Connection>>,
+    /// Bounds the listings that run at once to the pooled connections: more would only queue
+    /// on the CPU, each on a new connection with a cold page cache (and a thread of its own).
+    read_slots: tokio::sync::Semaphore,
     /// The writer thread's queue. The thread ends when this sender is dropped.
     writer: mpsc::Sender<Job>,
 }
@@ -224,7 +227,14 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, &writer_cache, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(SqliteStore { id, path: path.to_owned(), cache, readers: Mutex::new(Vec::new()), writer: tx })
+        Ok(SqliteStore {
+            id,
+            path: path.to_owned(),
+            cache,
+            readers: Mutex::new(Vec::new()),
+            read_slots: tokio::sync::Semaphore::new(READ_POOL),
+            writer: tx,
+        })
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
@@ -266,6 +276,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let _slot = self.read_slots.acquire().await.map_err(|e| StoreError::Internal(e.to_string()))?;
         let mut conn = self.reader()?;
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let result = (|| {
