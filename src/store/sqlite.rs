@@ -1176,6 +1176,57 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A metadata change runs without a savepoint: when the database refuses one of its
+    /// statements, the whole batch fails, the writes before it in the batch included, and the
+    /// read cache does not show any of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_error_in_a_metadata_change_fails_the_batch() {
+        let (store, dir) = temp_store();
+        let store = std::sync::Arc::new(store);
+        let mut image = Image::new("img".into(), now());
+        image.owner = Some("p".into());
+        store.insert_image(image).await.unwrap();
+        // Cached before the batch, so a wrongly published change would be seen.
+        assert!(store.get_image(&owner(), "img").await.unwrap().properties.is_empty());
+        store
+            .write(vec![], |c| {
+                c.execute_batch(
+                    "CREATE TEMP TRIGGER boom BEFORE INSERT ON image_properties WHEN NEW.name = 'boom' \
+                     BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+
+        let (release, blocker) = hold_writer(&store).await;
+        let mut writes = Vec::new();
+        for key in ["k0", "k1", "k2", "boom", "k3", "k4"] {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                store.change_metadata(&owner(), "img", merge(key), MetadataQuota(None)).await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for w in writes {
+            assert!(
+                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
+                "a write of the failed batch was acknowledged"
+            );
+        }
+        assert!(store.get_image(&owner(), "img").await.unwrap().properties.is_empty());
+        let stored = store.read(|c| Ok(load_properties(c, "img")?)).await.unwrap();
+        assert!(stored.is_empty(), "{stored:?}");
+
+        // The writer goes on.
+        store.change_metadata(&owner(), "img", merge("later"), MetadataQuota(None)).await.unwrap();
+        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// The quota is exact inside one batch: 20 writers of distinct keys, limit 5.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quota_holds_with_many_writers_in_one_batch() {
