@@ -517,23 +517,15 @@ fn load_tags(conn: &Connection, id: &str) -> rusqlite::Result<Vec<String>> {
     stmt.query_map([id], |r| r.get(0))?.collect()
 }
 
-/// The whole image, or `None`.
+/// The whole image (properties, members, tags), or `None`.
 fn load_image(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
-    let Some(mut image) = load_image_untagged(conn, id)? else {
-        return Ok(None);
-    };
-    image.tags = load_tags(conn, id)?;
-    Ok(Some(image))
-}
-
-/// The image with its properties but without its tags (metadata changes need no tags).
-fn load_image_untagged(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?1"))?;
     let Some(mut image) = stmt.query_row([id], image_from_row).optional()? else {
         return Ok(None);
     };
     image.properties = load_properties(conn, id)?;
     image.members = load_members(conn, id)?;
+    image.tags = load_tags(conn, id)?;
     Ok(Some(image))
 }
 
@@ -1100,6 +1092,21 @@ mod tests {
         Principal::new("u".into(), "p".into(), vec!["member".into()])
     }
 
+    /// A store holding image `img` of project `p`, with no properties.
+    async fn store_with_image() -> (std::sync::Arc<SqliteStore>, PathBuf) {
+        let (store, dir) = temp_store();
+        let mut image = Image::new("img".into(), now());
+        image.owner = Some("p".into());
+        store.insert_image(image).await.unwrap();
+        (std::sync::Arc::new(store), dir)
+    }
+
+    /// After a failed batch (which left `img` without properties), the next batch commits.
+    async fn assert_writer_goes_on(store: &SqliteStore) {
+        store.change_metadata(&owner(), "img", merge("later"), MetadataQuota(None)).await.unwrap();
+        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 1);
+    }
+
     /// Occupies the writer until `release` is sent, so that the writes queued meanwhile form
     /// one batch.
     async fn hold_writer(
@@ -1127,11 +1134,7 @@ mod tests {
     /// and none of them is visible afterwards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_batch_fails_every_write_in_it() {
-        let (store, dir) = temp_store();
-        let store = std::sync::Arc::new(store);
-        let mut image = Image::new("img".into(), now());
-        image.owner = Some("p".into());
-        store.insert_image(image).await.unwrap();
+        let (store, dir) = store_with_image().await;
 
         // Hold the writer so that the writes below queue up and form one batch.
         let (release, blocker) = hold_writer(&store).await;
@@ -1170,9 +1173,7 @@ mod tests {
         let after = store.get_image(&owner(), "img").await.unwrap();
         assert!(after.properties.is_empty(), "{:?}", after.properties);
 
-        // The writer goes on: the next batch commits.
-        store.change_metadata(&owner(), "img", merge("later"), MetadataQuota(None)).await.unwrap();
-        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 1);
+        assert_writer_goes_on(&store).await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1181,11 +1182,7 @@ mod tests {
     /// read cache does not show any of them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_error_in_a_metadata_change_fails_the_batch() {
-        let (store, dir) = temp_store();
-        let store = std::sync::Arc::new(store);
-        let mut image = Image::new("img".into(), now());
-        image.owner = Some("p".into());
-        store.insert_image(image).await.unwrap();
+        let (store, dir) = store_with_image().await;
         // Cached before the batch, so a wrongly published change would be seen.
         assert!(store.get_image(&owner(), "img").await.unwrap().properties.is_empty());
         store
@@ -1221,20 +1218,14 @@ mod tests {
         let stored = store.read(|c| Ok(load_properties(c, "img")?)).await.unwrap();
         assert!(stored.is_empty(), "{stored:?}");
 
-        // The writer goes on.
-        store.change_metadata(&owner(), "img", merge("later"), MetadataQuota(None)).await.unwrap();
-        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 1);
+        assert_writer_goes_on(&store).await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// The quota is exact inside one batch: 20 writers of distinct keys, limit 5.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quota_holds_with_many_writers_in_one_batch() {
-        let (store, dir) = temp_store();
-        let store = std::sync::Arc::new(store);
-        let mut image = Image::new("img".into(), now());
-        image.owner = Some("p".into());
-        store.insert_image(image).await.unwrap();
+        let (store, dir) = store_with_image().await;
         let (release, blocker) = hold_writer(&store).await;
         let mut writes = Vec::new();
         for n in 0..20 {
