@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_images.sql"),
     include_str!("migrations/0002_deleted_ids.sql"),
     include_str!("migrations/0003_members.sql"),
+    include_str!("migrations/0004_properties_without_rowid.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
@@ -478,11 +479,17 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
     })
 }
 
+/// One image's properties in their stored order (sorted here: cheaper than SQLite's sorter).
 fn load_properties(conn: &Connection, id: &str) -> rusqlite::Result<Properties> {
-    let mut stmt =
-        conn.prepare_cached("SELECT name, value FROM image_properties WHERE image_id = ?1 ORDER BY rowid")?;
-    let items = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Properties::new(items))
+    let mut stmt = conn.prepare_cached("SELECT position, name, value FROM image_properties WHERE image_id = ?1")?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    Ok(in_position_order(rows))
+}
+
+/// Properties from `(position, name, value)` rows, in position order.
+fn in_position_order(mut rows: Vec<(i64, String, Option<String>)>) -> Properties {
+    rows.sort_unstable_by_key(|(position, _, _)| *position);
+    Properties::new(rows.into_iter().map(|(_, name, value)| (name, value)).collect())
 }
 
 fn load_members(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Member>> {
@@ -544,9 +551,20 @@ fn touch(conn: &Connection, id: &str) -> rusqlite::Result<OffsetDateTime> {
     from_micros(at)
 }
 
-fn upsert_property(conn: &Connection, id: &str, key: &str, value: &str) -> rusqlite::Result<()> {
+/// Sets property `key` of image `id`. `exists` says whether the image has the key (as the
+/// caller's copy of it says): an existing key keeps its position, a new one goes last.
+fn upsert_property(conn: &Connection, id: &str, key: &str, value: Option<&str>, exists: bool) -> rusqlite::Result<()> {
+    if exists {
+        let changed = conn
+            .prepare_cached("UPDATE image_properties SET value = ?3 WHERE image_id = ?1 AND name = ?2")?
+            .execute(params![id, key, value])?;
+        if changed == 1 {
+            return Ok(());
+        }
+    }
     conn.prepare_cached(
-        "INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3) \
+        "INSERT INTO image_properties (image_id, name, value, position) VALUES (?1, ?2, ?3, \
+         (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = ?1)) \
          ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
     )?
     .execute(params![id, key, value])?;
@@ -604,7 +622,8 @@ fn change_metadata_tx(
     match change {
         MetadataChange::Merge(items) => {
             for (k, v) in &items {
-                upsert_property(conn, id, k.as_str(), v.as_str())?;
+                let exists = image.properties.get(k.as_str()).is_some();
+                upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?;
             }
         }
         MetadataChange::Replace(items) => {
@@ -620,11 +639,15 @@ fn change_metadata_tx(
                     .collect(),
             );
             for (k, v) in &items {
-                upsert_property(conn, id, k.as_str(), v.as_str())?;
+                let exists = props.get(k.as_str()).is_some();
+                upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?;
                 props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
             }
         }
-        MetadataChange::Set(k, v) => upsert_property(conn, id, k.as_str(), v.as_str())?,
+        MetadataChange::Set(k, v) => {
+            let exists = image.properties.get(k.as_str()).is_some();
+            upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?
+        }
         MetadataChange::Delete(k) => delete_property(conn, id, &k)?,
     }
     let updated_at = touch(conn, id)?;
@@ -700,9 +723,10 @@ fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
         return Err(StoreError::Conflict(image.id.clone()));
     }
     write_row(conn, image, true)?;
-    let mut prop = conn.prepare_cached("INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3)")?;
-    for (k, v) in image.properties.iter() {
-        prop.execute(params![image.id, k, v])?;
+    let mut prop =
+        conn.prepare_cached("INSERT INTO image_properties (image_id, name, value, position) VALUES (?1, ?2, ?3, ?4)")?;
+    for (position, (k, v)) in (1i64..).zip(image.properties.iter()) {
+        prop.execute(params![image.id, k, v, position])?;
     }
     write_tags(conn, image)?;
     Ok(write_members(conn, image)?)
@@ -722,13 +746,10 @@ fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modific
             delete_property(conn, id, k)?;
         }
     }
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO image_properties (image_id, name, value) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
-    )?;
     for (k, v) in after.properties.iter() {
-        if before.properties.get(k).map(|old| old.as_deref()) != Some(v) {
-            upsert.execute(params![id, k, v])?;
+        let old = before.properties.get(k);
+        if old.map(|old| old.as_deref()) != Some(v) {
+            upsert_property(conn, id, k, v, old.is_some())?;
         }
     }
     if before.tags != after.tags {
@@ -976,15 +997,15 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
     let index: std::collections::HashMap<&str, usize> =
         ids.iter().enumerate().map(|(n, id)| (id.as_str(), n)).collect();
     let position = |id: &str| index.get(id).copied();
-    let mut props: Vec<Vec<(String, Option<String>)>> = vec![Vec::new(); images.len()];
+    let mut props: Vec<Vec<(i64, String, Option<String>)>> = vec![Vec::new(); images.len()];
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT image_id, name, value FROM image_properties WHERE image_id IN ({marks}) ORDER BY rowid"
+        "SELECT image_id, position, name, value FROM image_properties WHERE image_id IN ({marks})"
     ))?;
     let mut rows = stmt.query(params_from_iter(&ids))?;
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
         if let Some(at) = position(&id) {
-            props[at].push((row.get(1)?, row.get(2)?));
+            props[at].push((row.get(1)?, row.get(2)?, row.get(3)?));
         }
     }
     let mut tags: Vec<Vec<String>> = vec![Vec::new(); images.len()];
@@ -998,7 +1019,7 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
         }
     }
     for ((image, p), t) in images.iter_mut().zip(props).zip(tags) {
-        image.properties = Properties::new(p);
+        image.properties = in_position_order(p);
         image.tags = t;
     }
     Ok(())
@@ -1153,7 +1174,7 @@ mod tests {
                     .write(vec![], |c| {
                         c.execute_batch(
                             "PRAGMA defer_foreign_keys = ON; \
-                             INSERT INTO image_properties (image_id, name, value) VALUES ('nope', 'k', 'v');",
+                             INSERT INTO image_properties (image_id, name, value, position) VALUES ('nope', 'k', 'v', 1);",
                         )?;
                         Ok(())
                     })
@@ -1247,6 +1268,51 @@ mod tests {
         }
         assert_eq!(ok, 5);
         assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), 5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Migration 0004 keeps each image's property order (insertion order, not name order),
+    /// and a key added afterwards goes last while a changed one keeps its place.
+    #[tokio::test]
+    async fn properties_keep_their_order_through_the_without_rowid_migration() {
+        let dir = std::env::temp_dir().join(format!("imagemeta-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute_batch(
+                "INSERT INTO images (id, status, visibility, owner, created_at, updated_at) \
+                 VALUES ('a', 'active', 'shared', 'p', 1, 1), ('b', 'active', 'shared', 'p', 2, 2); \
+                 INSERT INTO image_properties (image_id, name, value) VALUES \
+                 ('a', 'zeta', '1'), ('b', 'x', NULL), ('a', 'alpha', '2'), ('a', 'mid', '3');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let names = |image: &Image| image.properties.iter().map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
+        let a = store.get_image(&owner(), "a").await.unwrap();
+        assert_eq!(names(&a), ["zeta", "alpha", "mid"]);
+        let b = store.get_image(&owner(), "b").await.unwrap();
+        assert_eq!(b.properties.iter().collect::<Vec<_>>(), [("x", None)]);
+
+        let change = MetadataChange::Merge(vec![
+            (MetadataKey::parse("alpha").unwrap(), MetadataValue::parse("changed").unwrap()),
+            (MetadataKey::parse("new").unwrap(), MetadataValue::parse("4").unwrap()),
+        ]);
+        store.change_metadata(&owner(), "a", change, MetadataQuota(None)).await.unwrap();
+        drop(store);
+        // As stored, read back by a fresh process.
+        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let a = store.get_image(&owner(), "a").await.unwrap();
+        assert_eq!(names(&a), ["zeta", "alpha", "mid", "new"]);
+        assert_eq!(a.properties.get_str("alpha"), Some("changed"));
+        drop(store);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
