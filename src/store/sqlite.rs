@@ -142,7 +142,19 @@ pub struct SqliteStore {
     /// on the CPU, each on a new connection with a cold page cache (and a thread of its own).
     read_slots: tokio::sync::Semaphore,
     /// The writer thread's queue. The thread ends when this sender is dropped.
-    writer: mpsc::Sender<Job>,
+    writer: Option<mpsc::Sender<Job>>,
+    /// Joined on drop, after the queue closes: the writer ends with a checkpoint.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Lets the writer finish what is queued and checkpoint, then waits for it.
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if let Some(thread) = self.writer_thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A write, run on the writer thread inside the batch's transaction.
@@ -223,9 +235,17 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>();
         let cache = Arc::new(ImageCache::default());
         let writer_cache = cache.clone();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, &writer_cache, rx))
+            .spawn(move || {
+                writer_loop(&conn, &writer_cache, rx);
+                // The store is closing: fold the WAL into the database and empty it, so that
+                // the next start does not have to read it back (after a bulk `image create`
+                // it can hold hundreds of megabytes). Best effort: a crash skips it safely.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "closing checkpoint failed");
+                }
+            })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(SqliteStore {
@@ -234,7 +254,8 @@ impl SqliteStore {
             cache,
             readers: Mutex::new(Vec::new()),
             read_slots: tokio::sync::Semaphore::new(READ_POOL),
-            writer: tx,
+            writer: Some(tx),
+            writer_thread: Some(writer_thread),
         })
     }
 
@@ -332,6 +353,8 @@ impl SqliteStore {
             (outcome, reply)
         });
         self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("the store is closed".into()))?
             .send(Job { isolated, run })
             .map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
@@ -367,7 +390,7 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// The writer thread: group commit over whatever is queued.
-fn writer_loop(conn: Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: &Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -1089,7 +1112,12 @@ impl Store for SqliteStore {
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
         let ids = images.iter().map(|i| i.id.clone()).collect();
         self.write(ids, move |c| {
-            for image in &images {
+            // In key order: a large batch then fills each B-tree page once, in order, instead
+            // of revisiting pages that were already spilled from the cache (a bulk import of
+            // random UUIDs was 2.5 times slower otherwise).
+            let mut in_key_order: Vec<&Image> = images.iter().collect();
+            in_key_order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for image in in_key_order {
                 insert_image_tx(c, image)?;
             }
             Ok(images)
@@ -1313,6 +1341,26 @@ mod tests {
         assert_eq!(names(&a), ["zeta", "alpha", "mid", "new"]);
         assert_eq!(a.properties.get_str("alpha"), Some("changed"));
         drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A store that closes folds its WAL into the database: the next start reads nothing back.
+    #[tokio::test]
+    async fn closing_the_store_empties_the_wal() {
+        let (store, dir) = temp_store();
+        let images = (0..200).map(|n| Image::new(format!("img-{n}"), now())).collect();
+        store.insert_images(images).await.unwrap();
+        let wal = dir.join("db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the insert went to the WAL");
+        // A read leaves this thread's read connection open: the writer's connection is not
+        // the last one, so closing it alone would not checkpoint.
+        let _ = store.get_image(&owner(), "img-0").await;
+        drop(store);
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        let conn = Connection::open(dir.join("db")).unwrap();
+        let count: i64 = conn.query_row("SELECT count(*) FROM images", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 200);
+        drop(conn);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
