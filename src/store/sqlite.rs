@@ -376,6 +376,14 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             MIGRATIONS.len()
         )));
     }
+    if applied > 0 {
+        tracing::info!(
+            from = applied,
+            to = MIGRATIONS.len(),
+            "migrating the database schema; on a large catalogue this takes a while \
+             (about a minute per million images), and the server listens afterwards"
+        );
+    }
     for sql in &MIGRATIONS[applied..] {
         tx.execute_batch(sql)?;
     }
