@@ -51,6 +51,13 @@ const MAX_BATCH: usize = 512;
 /// The writer connection's page cache, in KiB (as SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1,000). A checkpoint copies
+/// each page the WAL holds once, however many commits changed it, so a longer WAL copies fewer
+/// pages per write: random metadata writes went from ≈ 6.9k to ≈ 8.2k a second at 10,000
+/// (side by side, 50 connections). It costs 40 MiB of WAL on disk (at 4 KiB pages), and after
+/// a crash the next start reads it back (tens of milliseconds).
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
 /// How many read connections are kept, and how many listings run at once.
 const READ_POOL: usize = 8;
 
@@ -230,6 +237,7 @@ impl SqliteStore {
         // write's time `pread`). Savepoint journals stay in memory.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.to_string())?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         migrate(&mut conn)?;
 
         let (tx, rx) = mpsc::channel::<Job>();
