@@ -51,13 +51,14 @@ const MAX_BATCH: usize = 512;
 /// The writer connection's page cache, in KiB (as SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
 
-/// WAL pages after which a commit checkpoints (SQLite's default is 1,000). A checkpoint copies
-/// each page the WAL holds once, however many commits changed it, so a longer WAL copies fewer
-/// pages per write; but the checkpoint runs inside a commit, whose callers wait for it. Random
-/// metadata writes at 50 connections, side by side: 1,000 pages 5.8k–7.9k/s with p99 27–33 ms;
-/// 3,000 pages 8.1k–8.6k/s, p99 47–51 ms; 10,000 pages 7.8k–10k/s, p99 83–95 ms. The WAL
-/// takes 12 MiB on disk (at 4 KiB pages), which a start after a crash reads back.
-const WAL_CHECKPOINT_PAGES: i64 = 3_000;
+/// WAL pages after which a commit checkpoints: SQLite's default, kept on purpose. A checkpoint
+/// copies each page the WAL holds once, however many commits changed it, so a longer WAL
+/// copies fewer pages per write; but the checkpoint runs inside a commit, whose callers wait
+/// for it. Random metadata writes at 50 connections, side by side, alternating three times:
+/// 1,000 pages 5.8k–6.6k/s with p99 32–35 ms; 3,000 pages 6.3k–7.3k/s with p99 53–63 ms
+/// (10,000 pages: p99 83–121 ms). A sixth more throughput at saturation is not worth a tail
+/// that long for every write.
+const WAL_CHECKPOINT_PAGES: i64 = 1_000;
 
 /// How many read connections are kept, and how many listings run at once.
 const READ_POOL: usize = 8;
