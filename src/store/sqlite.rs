@@ -417,21 +417,21 @@ fn writer_loop(conn: &Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
+        if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
             // Nothing ran. Dropping the jobs drops their reply channels: each caller gets an error.
             tracing::error!(error = %e, "cannot begin a write transaction");
             continue;
         }
-        let mut batch = Batch { conn: &conn, cache, changed: HashMap::new() };
+        let mut batch = Batch { conn, cache, changed: HashMap::new() };
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
         let mut broken = None;
         for job in jobs {
             let outcome = if job.isolated {
-                run(&conn, "SAVEPOINT w").map(|()| (job.run)(&mut batch)).and_then(|(outcome, reply)| {
+                run(conn, "SAVEPOINT w").map(|()| (job.run)(&mut batch)).and_then(|(outcome, reply)| {
                     if outcome != Outcome::Done {
-                        run(&conn, "ROLLBACK TO w")?;
+                        run(conn, "ROLLBACK TO w")?;
                     }
-                    run(&conn, "RELEASE w").map(|()| (outcome, reply))
+                    run(conn, "RELEASE w").map(|()| (outcome, reply))
                 })
             } else {
                 Ok((job.run)(&mut batch))
@@ -451,7 +451,7 @@ fn writer_loop(conn: &Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
         }
         // The writes after a broken one never ran: dropping them answers their callers.
         let committed = match broken {
-            None => run(&conn, "COMMIT").map_err(|e| e.to_string()),
+            None => run(conn, "COMMIT").map_err(|e| e.to_string()),
             Some(why) => Err(why),
         };
         let changed = std::mem::take(&mut batch.changed);
@@ -1193,6 +1193,24 @@ mod tests {
         (release, blocker)
     }
 
+    /// Lets the writes queued behind `hold_writer` run as one batch, and checks that none of
+    /// them was acknowledged.
+    async fn release_failed_batch(
+        release: std::sync::mpsc::Sender<()>,
+        blocker: tokio::task::JoinHandle<Result<(), StoreError>>,
+        writes: Vec<tokio::task::JoinHandle<Result<Properties, StoreError>>>,
+    ) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for w in writes {
+            assert!(
+                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
+                "a write of the failed batch was acknowledged"
+            );
+        }
+    }
+
     fn merge(k: &str) -> MetadataChange {
         MetadataChange::Merge(vec![(MetadataKey::parse(k).unwrap(), MetadataValue::parse("v").unwrap())])
     }
@@ -1227,15 +1245,7 @@ mod tests {
                     .await
             })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        for w in writes {
-            assert!(
-                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
-                "a write of the failed batch was acknowledged"
-            );
-        }
+        release_failed_batch(release, blocker, writes).await;
         assert!(poison.await.unwrap().is_err());
         let after = store.get_image(&owner(), "img").await.unwrap();
         assert!(after.properties.is_empty(), "{:?}", after.properties);
@@ -1272,15 +1282,7 @@ mod tests {
             }));
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        for w in writes {
-            assert!(
-                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
-                "a write of the failed batch was acknowledged"
-            );
-        }
+        release_failed_batch(release, blocker, writes).await;
         assert!(store.get_image(&owner(), "img").await.unwrap().properties.is_empty());
         let stored = store.read(|c| Ok(load_properties(c, "img")?)).await.unwrap();
         assert!(stored.is_empty(), "{stored:?}");
