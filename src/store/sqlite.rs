@@ -1112,7 +1112,10 @@ impl Store for SqliteStore {
                 (Outcome::Done, Ok(properties))
             }
             Ok(Err(refused)) => (Outcome::Refused, Err(refused)),
-            Err(e) => (Outcome::Broken, Err(e.into())),
+            Err(e) => {
+                tracing::error!(error = %e, image = %id, "a metadata write failed in the database");
+                (Outcome::Broken, Err(e.into()))
+            }
         })
         .await
     }
