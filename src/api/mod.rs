@@ -78,6 +78,12 @@ pub mod names {
 #[derive(Clone, Copy)]
 pub struct RequestId([u8; 40]);
 
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
 impl RequestId {
     /// A new one. The random bits come from a per-thread generator seeded once from the
     /// operating system: request ids must be unique, not secret, and a `getrandom` system

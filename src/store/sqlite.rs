@@ -92,7 +92,7 @@ impl CacheInner {
             let mut n = 0u32;
             self.1.retain(|_, _| {
                 n = n.wrapping_add(1);
-                n % 8 != 0
+                !n.is_multiple_of(8)
             });
         }
     }
@@ -172,8 +172,11 @@ struct Job {
     /// A write without one makes all its checks before its first change, so it either
     /// refuses having changed nothing, or changes everything (or breaks the batch).
     isolated: bool,
-    run: Box<dyn FnOnce(&mut Batch<'_>) -> (Outcome, Reply) + Send>,
+    run: RunJob,
 }
+
+/// A write's body: how it ended, and how to answer its caller once its commit is decided.
+type RunJob = Box<dyn FnOnce(&mut Batch<'_>) -> (Outcome, Reply) + Send>;
 
 /// How a write ended, before the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -232,7 +232,7 @@ async fn admin_reads_and_writes_every_image() {
 // ---------------------------------------------------------------------------
 
 fn noauth_opts() -> ServerOpts {
-    ServerOpts { auth: Auth::NoAuth, ..Default::default() }
+    ServerOpts { auth: Auth::Noauth, ..Default::default() }
 }
 
 // Brief: noauth token `user:project`, admin iff user is `admin`

@@ -188,7 +188,7 @@ async fn acknowledged_writes_survive_sigkill_and_restart() {
             while !stop.load(Ordering::SeqCst) {
                 let key = format!("w{w}-{n}");
                 let val = format!("value-{w}-{n}");
-                let call = if n % 2 == 0 {
+                let call = if n.is_multiple_of(2) {
                     h.call("POST", &meta_path(&id)).json(&json!({"metadata": {key.clone(): val.clone()}}))
                 } else {
                     h.call("PUT", &key_path(&id, &key)).json(&json!({"meta": {key.clone(): val.clone()}}))

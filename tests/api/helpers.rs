@@ -157,7 +157,7 @@ impl Env {
                     cmd.env("IMAGEMETA_AUTH", "static");
                     cmd.env("IMAGEMETA_TOKENS", self.tokens_path());
                 }
-                Auth::NoAuth => {
+                Auth::Noauth => {
                     cmd.env("IMAGEMETA_AUTH", "noauth");
                 }
                 Auth::External => {}
@@ -175,7 +175,7 @@ impl Env {
                     cmd.args(["--auth", "static", "--tokens"]);
                     cmd.arg(self.tokens_path());
                 }
-                Auth::NoAuth => {
+                Auth::Noauth => {
                     cmd.args(["--auth", "noauth"]);
                 }
                 Auth::External => {}
@@ -202,7 +202,7 @@ fn clear_env(cmd: &mut Command) {
 pub enum Auth {
     #[default]
     Static,
-    NoAuth,
+    Noauth,
     /// No auth flags: `extra_args` carry `--auth keystone …`.
     External,
 }
@@ -409,10 +409,10 @@ impl Server {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let compute = line.contains("compute API listening on");
-                        if compute || line.contains("image API listening on") {
-                            if let Some(i) = line.find("http://") {
-                                let _ = tx.send((compute, line[i..].trim().to_string()));
-                            }
+                        if (compute || line.contains("image API listening on"))
+                            && let Some(i) = line.find("http://")
+                        {
+                            let _ = tx.send((compute, line[i..].trim().to_string()));
                         }
                     }
                 }
@@ -690,7 +690,10 @@ pub fn raw_http(port: u16, req: &[u8]) -> Resp {
         .unwrap_or_else(|| panic!("unparseable response: {:?}", String::from_utf8_lossy(&buf)))
 }
 
-fn split_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+/// A response head: the status, the headers in order, and where the body starts.
+type Head = (u16, Vec<(String, String)>, usize);
+
+fn split_head(buf: &[u8]) -> Option<Head> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
     let mut lines = head.split("\r\n");

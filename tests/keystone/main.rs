@@ -5,7 +5,6 @@
 //! `IMAGEMETA_KEYSTONE_STATE` names the harness's state directory, whose `fixtures.json`
 //! lists the projects, users and the service user.
 
-#[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
 
