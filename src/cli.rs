@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::Settings;
 use crate::api::compute::views::isotime;
 use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
-use crate::auth::keystone::{KeystoneConfig, ServiceCredentials};
+use crate::auth::keystone::{KeystoneConfig, KeystoneTls, ServiceCredentials};
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Visibility, now};
@@ -106,6 +106,14 @@ struct ServeArgs {
     keystone_app_cred_id: Option<String>,
     #[arg(long, env = "IMAGEMETA_KEYSTONE_APP_CRED_SECRET", hide_env_values = true)]
     keystone_app_cred_secret: Option<String>,
+    /// PEM certificates trusted for an `https` Keystone, besides the system's roots (a
+    /// private CA).
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_CAFILE")]
+    keystone_cafile: Option<PathBuf>,
+    /// Do not check the certificate of an `https` Keystone (the connection stays encrypted,
+    /// but anyone on the path can pose as Keystone): for tests only.
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_INSECURE", conflicts_with = "keystone_cafile")]
+    keystone_insecure: bool,
     /// Seconds a token validation is cached (never past the token's expiry).
     #[arg(long, env = "IMAGEMETA_TOKEN_CACHE_TTL", default_value_t = 300)]
     token_cache_ttl: u64,
@@ -260,6 +268,13 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
         negative_ttl: Duration::from_secs(args.token_negative_ttl),
         cache_size: 100_000,
         timeout: Duration::from_secs(10),
+        tls: match (&args.keystone_cafile, args.keystone_insecure) {
+            (_, true) => KeystoneTls::Insecure,
+            (Some(path), false) => KeystoneTls::ExtraRoots(
+                std::fs::read(path).with_context(|| format!("--keystone-cafile {}", path.display()))?,
+            ),
+            (None, false) => KeystoneTls::SystemRoots,
+        },
     }))
 }
 

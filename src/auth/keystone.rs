@@ -42,6 +42,21 @@ pub struct KeystoneConfig {
     pub cache_size: u64,
     /// Per-request timeout towards Keystone.
     pub timeout: Duration,
+    /// How an `https` endpoint's certificate is checked.
+    pub tls: KeystoneTls,
+}
+
+/// How imagemeta checks the certificate of an `https` Keystone (keystonemiddleware's `cafile`
+/// and `insecure`).
+#[derive(Debug, Clone, Default)]
+pub enum KeystoneTls {
+    /// Against the system's trusted roots.
+    #[default]
+    SystemRoots,
+    /// Against the system's roots and these PEM certificates (a private CA).
+    ExtraRoots(Vec<u8>),
+    /// Not at all: the connection is encrypted but Keystone is not authenticated.
+    Insecure,
 }
 
 type TokenKey = [u8; 32];
@@ -93,6 +108,28 @@ fn key(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Makes rustls's `ring` provider the process's default, once. Every `reqwest` client needs
+/// one before it is built (this build leaves out reqwest's default provider, aws-lc, for
+/// ring), the tests' clients included.
+pub fn install_tls() {
+    // An error only says a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A request error with its causes, which say what failed (a refused connection, a
+/// certificate Keystone's CA did not sign...), without the URL.
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Keystone is not answering usefully: the request should be retried later (503).
 fn unavailable(what: impl std::fmt::Display) -> AuthError {
     AuthError::Unavailable(what.to_string())
@@ -101,7 +138,19 @@ fn unavailable(what: impl std::fmt::Display) -> AuthError {
 impl Keystone {
     pub fn new(config: KeystoneConfig) -> anyhow::Result<Keystone> {
         let base = config.url.trim_end_matches('/').trim_end_matches("/v3").to_owned();
-        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
+        install_tls();
+        let mut http = reqwest::Client::builder().timeout(config.timeout);
+        match &config.tls {
+            KeystoneTls::SystemRoots => {}
+            KeystoneTls::ExtraRoots(pem) => {
+                let roots = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| anyhow::anyhow!("the Keystone CA file holds no usable PEM certificate: {e}"))?;
+                anyhow::ensure!(!roots.is_empty(), "the Keystone CA file holds no PEM certificate");
+                http = http.tls_certs_merge(roots);
+            }
+            KeystoneTls::Insecure => http = http.tls_danger_accept_invalid_certs(true),
+        }
+        let http = http.build()?;
         Ok(Keystone {
             base,
             credentials: config.credentials,
@@ -141,7 +190,7 @@ impl Keystone {
             .json(&identity)
             .send()
             .await
-            .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
+            .map_err(|e| unavailable(format!("cannot reach Keystone: {}", describe(e))))?;
         let status = response.status();
         if !status.is_success() {
             return Err(unavailable(format!("Keystone refused the service credentials ({status})")));
@@ -172,7 +221,7 @@ impl Keystone {
                 .header("x-subject-token", token)
                 .send()
                 .await
-                .map_err(|e| unavailable(format!("cannot reach Keystone: {}", e.without_url())))?;
+                .map_err(|e| unavailable(format!("cannot reach Keystone: {}", describe(e))))?;
             match response.status().as_u16() {
                 200 => {
                     let body: TokenBody =

@@ -284,3 +284,41 @@ fn noauth_refuses_non_loopback_listen_address() {
     assert!(!stdout.contains("listening"), "must not listen: {stdout}");
     assert!(stderr.contains("noauth") || stderr.contains("loopback"), "error explains the noauth refusal: {stderr}");
 }
+
+// A Keystone CA file that is missing or holds no certificate stops the server before it
+// listens, with an error that names the file or says what is wrong with it.
+#[test]
+fn a_bad_keystone_ca_file_is_refused_at_start() {
+    let env = Env::new();
+    let not_pem = env.dir().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    let missing = env.dir().join("missing.pem");
+    for (file, says) in [
+        (&missing, format!("--keystone-cafile {}", missing.display())),
+        (&not_pem, "the Keystone CA file holds no PEM certificate".to_owned()),
+    ] {
+        let out = env.cli(&[
+            "serve",
+            "--compute-listen",
+            "127.0.0.1:0",
+            "--image-listen",
+            "127.0.0.1:0",
+            "--database",
+            &env.db_url(),
+            "--auth",
+            "keystone",
+            "--keystone-url",
+            "https://127.0.0.1:9",
+            "--keystone-username",
+            "imagemeta",
+            "--keystone-password",
+            "secret",
+            "--keystone-cafile",
+            file.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "must exit non-zero");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&says), "expected {says:?} in: {stderr}");
+    }
+}

@@ -117,6 +117,7 @@ pub struct GCall {
 }
 
 fn client() -> reqwest::Client {
+    imagemeta::auth::keystone::install_tls();
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
 }
 

@@ -440,6 +440,7 @@ impl Server {
         let base = url.trim_end_matches('/').to_string();
         assert!(base.starts_with("http://127.0.0.1:"), "server must listen on 127.0.0.1, got {base}");
         let port: u16 = base.rsplit(':').next().unwrap().parse().expect("port in listen URL");
+        imagemeta::auth::keystone::install_tls();
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
         let image_base = image_url.trim_end_matches('/').to_string();
         Server { child: Some(child), base, port, image_base, client, env, stderr_path }

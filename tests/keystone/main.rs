@@ -27,6 +27,7 @@ impl Keystone {
     fn from_env() -> Keystone {
         let state = PathBuf::from(std::env::var("IMAGEMETA_KEYSTONE_STATE").expect("IMAGEMETA_KEYSTONE_STATE"));
         let text = std::fs::read_to_string(state.join("fixtures.json")).expect("fixtures.json");
+        imagemeta::auth::keystone::install_tls();
         Keystone { state, fixtures: serde_json::from_str(&text).unwrap(), http: reqwest::Client::new() }
     }
 
@@ -73,14 +74,25 @@ impl Keystone {
         assert!(status.success(), "{name}");
     }
 
+    /// The same Keystone over HTTPS (`ci/keystone/start_tls.sh`), and its CA's certificate.
+    fn tls(&self) -> (String, PathBuf) {
+        let port = std::fs::read_to_string(self.state.join("tls/port")).expect("start_tls.sh ran");
+        (format!("https://127.0.0.1:{}", port.trim()), self.state.join("tls/ca.pem"))
+    }
+
     /// imagemeta in keystone mode with the fixture service user.
     fn serve(&self, env: &Env, extra: &[&str]) -> Server {
+        self.serve_at(env, &self.url(), extra)
+    }
+
+    /// The same, with Keystone at `url`.
+    fn serve_at(&self, env: &Env, url: &str, extra: &[&str]) -> Server {
         let svc = &self.fixtures["service_user"];
         let mut args: Vec<String> = vec![
             "--auth".into(),
             "keystone".into(),
             "--keystone-url".into(),
-            self.url(),
+            url.into(),
             "--keystone-username".into(),
             svc["name"].as_str().unwrap().into(),
             "--keystone-password".into(),
@@ -247,4 +259,36 @@ async fn keystone_down_is_503_with_retry_after_and_recovers_without_restart() {
     }
     assert_eq!(after, 200);
     assert_eq!(status(&glance, "GET", "/v2/images", &fresh, None).await, 200);
+}
+
+/// An `https` Keystone: its certificate is checked against the system's roots plus
+/// `--keystone-cafile`; one it cannot check makes every authenticated request a 503 whose log
+/// line says why, until the operator fixes the configuration; `--keystone-insecure` skips it.
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn an_https_keystone_is_checked_against_the_ca_file() {
+    let ks = Keystone::from_env();
+    let (url, ca) = ks.tls();
+    let alpha = ks.token("alpha-member").await;
+
+    let env = Env::new();
+    let server = ks.serve_at(&env, &url, &["--keystone-cafile", ca.to_str().unwrap()]);
+    assert_eq!(status(&server.handle(), "GET", "/v2.1/images", &alpha, None).await, 200);
+    assert_eq!(status(&server.image(), "GET", "/v2/images", &alpha, None).await, 200);
+    assert_eq!(status(&server.handle(), "GET", "/v2.1/images", "not-a-token", None).await, 401);
+    drop(server);
+
+    // The test CA is not among the system's roots.
+    let untrusted = Env::new();
+    let server = ks.serve_at(&untrusted, &url, &[]);
+    let r = server.handle().call("GET", "/v2.1/images").token(&alpha).send().await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    let log = server.stderr();
+    assert!(log.contains("invalid peer certificate"), "the log does not say why Keystone is unreachable:\n{log}");
+    drop(server);
+
+    let insecure = Env::new();
+    let server = ks.serve_at(&insecure, &url, &["--keystone-insecure"]);
+    assert_eq!(status(&server.handle(), "GET", "/v2.1/images", &alpha, None).await, 200);
 }
