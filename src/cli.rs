@@ -114,6 +114,11 @@ struct ServeArgs {
     /// but anyone on the path can pose as Keystone): for tests only.
     #[arg(long, env = "IMAGEMETA_KEYSTONE_INSECURE", conflicts_with = "keystone_cafile")]
     keystone_insecure: bool,
+    /// The `admin` role counts only in Keystone's admin project (`is_admin_project`), as with
+    /// a policy of `role:admin and is_admin_project:True`. Off: as in Nova's and Glance's
+    /// default policies, it makes an admin in any project.
+    #[arg(long, env = "IMAGEMETA_KEYSTONE_ADMIN_PROJECT_ONLY")]
+    keystone_admin_project_only: bool,
     /// Seconds a token validation is cached (never past the token's expiry).
     #[arg(long, env = "IMAGEMETA_TOKEN_CACHE_TTL", default_value_t = 300)]
     token_cache_ttl: u64,
@@ -275,6 +280,7 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
             ),
             (None, false) => KeystoneTls::SystemRoots,
         },
+        admin_project_only: args.keystone_admin_project_only,
     }))
 }
 

@@ -142,7 +142,8 @@ def main():
     for p in TENANTS:
         proj = project(p, f"imagemeta test tenant {p}")
         projects[p] = {"id": proj["id"], "name": p, "domain_id": DOMAIN_ID}
-        for suffix, granted in (("member", ["member", "reader"]), ("reader", ["reader"])):
+        # "-admin": the admin role outside the admin project (is_admin_project false).
+        for suffix, granted in (("member", ["member", "reader"]), ("reader", ["reader"]), ("admin", ["admin"])):
             name = f"{p}-{suffix}"
             u = user(name, USER_PASSWORD, proj)
             for r in granted:

@@ -44,6 +44,10 @@ pub struct KeystoneConfig {
     pub timeout: Duration,
     /// How an `https` endpoint's certificate is checked.
     pub tls: KeystoneTls,
+    /// The `admin` role makes a cloud-wide admin only in Keystone's admin project (a policy of
+    /// `role:admin and is_admin_project:True`). Off, as in Nova's and Glance's default policies
+    /// (`context_is_admin` is `role:admin`): the role makes an admin in any project.
+    pub admin_project_only: bool,
 }
 
 /// How imagemeta checks the certificate of an `https` Keystone (keystonemiddleware's `cafile`
@@ -72,6 +76,7 @@ pub struct Keystone {
     credentials: ServiceCredentials,
     http: reqwest::Client,
     cache_ttl: Duration,
+    admin_project_only: bool,
     valid: Cache<TokenKey, Valid>,
     refused: Cache<TokenKey, ()>,
     /// The service's own token and when to renew it; one renewal at a time.
@@ -156,6 +161,7 @@ impl Keystone {
             credentials: config.credentials,
             http,
             cache_ttl: config.cache_ttl,
+            admin_project_only: config.admin_project_only,
             valid: Cache::builder().max_capacity(config.cache_size).time_to_live(config.cache_ttl).build(),
             refused: Cache::builder().max_capacity(config.cache_size).time_to_live(config.negative_ttl).build(),
             service_token: Mutex::new(None),
@@ -226,7 +232,7 @@ impl Keystone {
                 200 => {
                     let body: TokenBody =
                         response.json().await.map_err(|e| unavailable(format!("bad validation response: {e}")))?;
-                    return principal(body.token, self.cache_ttl);
+                    return principal(body.token, self.cache_ttl, self.admin_project_only);
                 }
                 // The subject token is unknown, expired or revoked.
                 404 => return Err(AuthError::Invalid),
@@ -239,7 +245,7 @@ impl Keystone {
 }
 
 /// The identity in a validated token. A token without a project scope cannot use these APIs.
-fn principal(info: TokenInfo, ttl: Duration) -> Result<Valid, AuthError> {
+fn principal(info: TokenInfo, ttl: Duration, admin_project_only: bool) -> Result<Valid, AuthError> {
     let project = info.project.ok_or(AuthError::Invalid)?;
     let expires = parse_expiry(&info.expires_at).ok_or(AuthError::Invalid)?;
     let now = Instant::now();
@@ -248,8 +254,11 @@ fn principal(info: TokenInfo, ttl: Duration) -> Result<Valid, AuthError> {
     }
     let roles: Vec<String> = info.roles.into_iter().map(|r| r.name.to_lowercase()).collect();
     let mut principal = Principal::new(info.user.id, project.id, roles);
-    // An admin role in a project that is not the admin project is not cloud-wide admin.
-    principal.is_admin &= info.is_admin_project.unwrap_or(true);
+    if admin_project_only {
+        // Absent means true: keystonemiddleware's default, for a Keystone without an admin
+        // project configured.
+        principal.is_admin &= info.is_admin_project.unwrap_or(true);
+    }
     Ok(Valid { principal: Arc::new(principal), until: expires.min(now + ttl) })
 }
 
@@ -305,16 +314,26 @@ mod tests {
 
     #[test]
     fn identity_from_token() {
-        let v = principal(info("2999-01-01T00:00:00.000000Z", &["Admin", "member"], None), Duration::from_secs(60))
-            .ok()
-            .unwrap();
+        let minute = Duration::from_secs(60);
+        let v = principal(info("2999-01-01T00:00:00.000000Z", &["Admin", "member"], None), minute, false).ok().unwrap();
         assert!(v.principal.is_admin && v.principal.roles.contains(&"admin".to_string()));
-        assert!(v.until <= Instant::now() + Duration::from_secs(60));
-        let v = principal(info("2999-01-01T00:00:00Z", &["admin"], Some(false)), Duration::from_secs(60)).ok().unwrap();
-        assert!(!v.principal.is_admin);
-        assert!(matches!(
-            principal(info("2000-01-01T00:00:00Z", &[], None), Duration::from_secs(60)),
-            Err(AuthError::Invalid)
-        ));
+        assert!(v.until <= Instant::now() + minute);
+        assert!(matches!(principal(info("2000-01-01T00:00:00Z", &[], None), minute, false), Err(AuthError::Invalid)));
+    }
+
+    /// Nova's and Glance's default: the admin role makes an admin in any project. With
+    /// `admin_project_only`, only in the admin project (absent: keystonemiddleware's true).
+    #[test]
+    fn the_admin_role_outside_the_admin_project() {
+        let minute = Duration::from_secs(60);
+        let admin = |project: Option<bool>, only: bool| {
+            principal(info("2999-01-01T00:00:00Z", &["admin"], project), minute, only).ok().unwrap().principal.is_admin
+        };
+        assert!(admin(Some(false), false));
+        assert!(!admin(Some(false), true));
+        assert!(admin(Some(true), true));
+        assert!(admin(None, true));
+        let member = principal(info("2999-01-01T00:00:00Z", &["member"], Some(true)), minute, true).ok().unwrap();
+        assert!(!member.principal.is_admin);
     }
 }

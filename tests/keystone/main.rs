@@ -292,3 +292,47 @@ async fn an_https_keystone_is_checked_against_the_ca_file() {
     let server = ks.serve_at(&insecure, &url, &["--keystone-insecure"]);
     assert_eq!(status(&server.handle(), "GET", "/v2.1/images", &alpha, None).await, 200);
 }
+
+/// The admin role outside Keystone's admin project: a cloud-wide admin by default, as in Nova's
+/// and Glance's default policies (`context_is_admin` is `role:admin`; tempest's admin tests
+/// rely on it); only a member of its own project with `--keystone-admin-project-only`.
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn the_admin_role_outside_the_admin_project() {
+    let ks = Keystone::from_env();
+    let beta = ks.token("beta-member").await;
+    let alpha_admin = ks.token("alpha-admin").await;
+
+    let env = Env::new();
+    let server = ks.serve(&env, &[]);
+    let (glance, nova) = (server.image(), server.handle());
+    let private = glance
+        .call("POST", "/v2/images")
+        .token(&beta)
+        .json(&json!({"name": "beta's", "visibility": "private"}))
+        .send()
+        .await;
+    assert_eq!(private.status, 201, "{}", private.text());
+    let id = private.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}"), &alpha_admin, None).await, 200);
+    assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), &alpha_admin, None).await, 200);
+    let meta = json!({"metadata": {"by": "alpha-admin"}});
+    assert_eq!(status(&nova, "POST", &format!("/v2.1/images/{id}/metadata"), &alpha_admin, Some(meta)).await, 200);
+    drop(server);
+
+    let strict = Env::new();
+    let server = ks.serve(&strict, &["--keystone-admin-project-only"]);
+    let (glance, nova) = (server.image(), server.handle());
+    let private = glance
+        .call("POST", "/v2/images")
+        .token(&beta)
+        .json(&json!({"name": "beta's", "visibility": "private"}))
+        .send()
+        .await;
+    let id = private.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}"), &alpha_admin, None).await, 404);
+    assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), &alpha_admin, None).await, 404);
+    // Still a member of its own project (admin implies member in Keystone).
+    let own = glance.call("POST", "/v2/images").token(&alpha_admin).json(&json!({"name": "own"})).send().await;
+    assert_eq!(own.status, 201, "{}", own.text());
+}
