@@ -36,7 +36,7 @@ want="$( { cat "$req"; echo "python=$py_version"; } | sha256sum | cut -d' ' -f1)
 stamp="$venv/.imagemeta-requirements.sha256"
 
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] &&
-    "$venv/bin/python" -c 'import openstack, openstackclient, pytest, requests' 2>/dev/null; then
+    "$venv/bin/python" -c 'import openstack, openstackclient, glanceclient, pytest, requests' 2>/dev/null; then
     echo "setup.sh: clients venv up to date at $venv"
     exit 0
 fi
@@ -63,7 +63,7 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 echo "setup.sh: installing $req into $venv"
 "$venv/bin/python" -m pip install --quiet -r "$req"
-"$venv/bin/python" -c 'import openstack, openstackclient, pytest, requests'
+"$venv/bin/python" -c 'import openstack, openstackclient, glanceclient, pytest, requests'
 test -x "$venv/bin/openstack"
 echo "$want" >"$stamp"
 echo "setup.sh: clients venv ready at $venv"

@@ -1,7 +1,7 @@
 """Client-compatibility suite: the REAL OpenStack clients against imagemeta.
 
-openstacksdk and the ``openstack`` CLI (python-openstackclient) talk to imagemeta's Glance
-Image API v2 listener, and plain HTTP checks the Compute API (``/v2.1``) view of the same
+openstacksdk, the ``openstack`` CLI (python-openstackclient) and python-glanceclient (what Nova
+uses to reach the image service) talk to imagemeta's Glance Image API v2 listener, and plain HTTP checks the Compute API (``/v2.1``) view of the same
 store. No Keystone: the keystoneauth ``admin_token`` plugin (OSC's "token_endpoint") sends a
 static token, and the image endpoint is given as an endpoint override, so the clients do their
 ordinary version discovery (``GET /`` -> 300 -> ``/v2/``) against imagemeta.
@@ -29,9 +29,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import glanceclient
 import openstack
 import pytest
 import requests
+from glanceclient import exc as glance_exc
 from openstack import exceptions as sdk_exc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1360,3 +1362,93 @@ def test_bad_token_is_401(server):
         assert ei.value.status_code == 401
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------------------
+# python-glanceclient: how Nova reaches the image service (and the `glance` CLI's library)
+# --------------------------------------------------------------------------------------
+
+
+def _glance(server: Server, token: str = TOKEN_A):
+    """glanceclient's v2 client with an endpoint and a token. It fetches /v2/schemas/image and
+    validates every image it builds or changes against it (warlock models)."""
+    return glanceclient.Client("2", endpoint=server.image_url, token=token)
+
+
+def test_glanceclient_image_lifecycle(server, payload):
+    gc = _glance(server)
+    name = unique("gc")
+    img = gc.images.create(name=name, disk_format="raw", container_format="bare", hw_disk_bus="virtio")
+    try:
+        assert img.status == "queued", img
+        assert img["hw_disk_bus"] == "virtio", img
+        with open(payload.path, "rb") as f:
+            gc.images.upload(img.id, f, image_size=len(payload.data))
+        got = gc.images.get(img.id)
+        assert (got.status, got.size, got.checksum) == ("active", len(payload.data), payload.md5), got
+        assert (got.os_hash_algo, got.os_hash_value) == ("sha512", payload.sha512), got
+        # glanceclient checks the download against the image's hash as it reads.
+        assert b"".join(gc.images.data(img.id)) == payload.data
+
+        gc.images.update(img.id, os_distro="cirros", remove_props=["hw_disk_bus"])
+        got = gc.images.get(img.id)
+        assert got["os_distro"] == "cirros" and "hw_disk_bus" not in got, got
+        r = compute(server, "GET", f"/images/{img.id}/metadata")
+        assert r.status_code == 200, describe(r)
+        assert r.json()["metadata"]["os_distro"] == "cirros", r.json()
+        assert "hw_disk_bus" not in r.json()["metadata"], r.json()
+
+        gc.image_tags.update(img.id, "gc-tag")
+        assert gc.images.get(img.id).tags == ["gc-tag"]
+        assert [i.id for i in gc.images.list(filters={"tag": ["gc-tag"], "name": name})] == [img.id]
+        gc.image_tags.delete(img.id, "gc-tag")
+        assert gc.images.get(img.id).tags == []
+    finally:
+        gc.images.delete(img.id)
+    with pytest.raises(glance_exc.HTTPNotFound):
+        gc.images.get(img.id)
+
+
+def test_glanceclient_lists_page_by_page(server):
+    """glanceclient lists with `limit` and follows the `next` links."""
+    gc = _glance(server)
+    tag = unique("gc-page")
+    made = [gc.images.create(name=f"{tag}-{n}", tags=[tag]).id for n in range(5)]
+    try:
+        listed = [i.id for i in gc.images.list(filters={"tag": [tag]}, page_size=2)]
+        assert sorted(listed) == sorted(made), (listed, made)
+        assert len(listed) == 5
+    finally:
+        for image_id in made:
+            gc.images.delete(image_id)
+
+
+def test_glanceclient_members(server):
+    owner, member = _glance(server, TOKEN_A), _glance(server, TOKEN_B)
+    img = owner.images.create(name=unique("gc-shared"), visibility="shared")
+    try:
+        assert owner.image_members.create(img.id, PROJECT_B).status == "pending"
+        member.image_members.update(img.id, PROJECT_B, "accepted")
+        assert [(m.member_id, m.status) for m in owner.image_members.list(img.id)] == [(PROJECT_B, "accepted")]
+        assert member.images.get(img.id).id == img.id
+        assert img.id in [i.id for i in member.images.list(filters={"visibility": "shared"})]
+        owner.image_members.delete(img.id, PROJECT_B)
+        with pytest.raises(glance_exc.HTTPNotFound):
+            member.images.get(img.id)
+    finally:
+        owner.images.delete(img.id)
+
+
+def test_glanceclient_errors(server):
+    with pytest.raises(glance_exc.HTTPUnauthorized):
+        list(_glance(server, "not-a-token").images.list())
+    gc = _glance(server)
+    with pytest.raises(glance_exc.HTTPNotFound):
+        gc.images.get(str(uuid.uuid4()))
+    img = gc.images.create(name=unique("gc-protected"), protected=True)
+    try:
+        with pytest.raises(glance_exc.HTTPForbidden):
+            gc.images.delete(img.id)
+    finally:
+        gc.images.update(img.id, protected=False)
+        gc.images.delete(img.id)
