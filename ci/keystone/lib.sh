@@ -41,3 +41,26 @@ is_keystone_gunicorn() {
   tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'bin/gunicorn' || return 1
   [ "$(readlink "/proc/$1/cwd" 2>/dev/null)" = "$(cd "$2" && pwd -P)" ]
 }
+
+# gunicorn settings for Keystone on 127.0.0.1:$1, to stdout; with $2 and $3 (certificate and key
+# files) it serves HTTPS. gunicorn reads them from gunicorn.conf.py in its cwd and runs with NO
+# command-line arguments. That matters: keystone's WSGI init hands sys.argv to oslo.config,
+# which rejects gunicorn's options ("gunicorn: error: unrecognized arguments: --bind ...") and
+# kills every worker at boot.
+gunicorn_conf() {
+  printf '%s\n' \
+    'wsgi_app = "keystone.wsgi.api:application"' \
+    "bind = [\"${KEYSTONE_HOST}:$1\"]" \
+    'workers = 1' \
+    'worker_class = "gthread"' \
+    "threads = ${KEYSTONE_THREADS:-4}" \
+    'timeout = 120' \
+    'graceful_timeout = 5' \
+    'accesslog = "-"' \
+    'errorlog = "-"' \
+    '# gunicorn >= 26 otherwise opens a control socket in $HOME/.gunicorn/' \
+    'control_socket_disable = True'
+  if [ -n "${2:-}" ]; then
+    printf 'certfile = "%s"\nkeyfile = "%s"\n' "$2" "$3"
+  fi
+}

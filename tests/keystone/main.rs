@@ -303,17 +303,24 @@ async fn the_admin_role_outside_the_admin_project() {
     let beta = ks.token("beta-member").await;
     let alpha_admin = ks.token("alpha-admin").await;
 
+    // beta's private image, on a server started with `flags`.
+    async fn betas_image(ks: &Keystone, env: &Env, flags: &[&str], beta: &str) -> (Server, String) {
+        let server = ks.serve(env, flags);
+        let private = server
+            .image()
+            .call("POST", "/v2/images")
+            .token(beta)
+            .json(&json!({"name": "beta's", "visibility": "private"}))
+            .send()
+            .await;
+        assert_eq!(private.status, 201, "{}", private.text());
+        let id = private.json()["id"].as_str().unwrap().to_owned();
+        (server, id)
+    }
+
     let env = Env::new();
-    let server = ks.serve(&env, &[]);
+    let (server, id) = betas_image(&ks, &env, &[], &beta).await;
     let (glance, nova) = (server.image(), server.handle());
-    let private = glance
-        .call("POST", "/v2/images")
-        .token(&beta)
-        .json(&json!({"name": "beta's", "visibility": "private"}))
-        .send()
-        .await;
-    assert_eq!(private.status, 201, "{}", private.text());
-    let id = private.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}"), &alpha_admin, None).await, 200);
     assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), &alpha_admin, None).await, 200);
     let meta = json!({"metadata": {"by": "alpha-admin"}});
@@ -321,15 +328,8 @@ async fn the_admin_role_outside_the_admin_project() {
     drop(server);
 
     let strict = Env::new();
-    let server = ks.serve(&strict, &["--keystone-admin-project-only"]);
+    let (server, id) = betas_image(&ks, &strict, &["--keystone-admin-project-only"], &beta).await;
     let (glance, nova) = (server.image(), server.handle());
-    let private = glance
-        .call("POST", "/v2/images")
-        .token(&beta)
-        .json(&json!({"name": "beta's", "visibility": "private"}))
-        .send()
-        .await;
-    let id = private.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(status(&nova, "GET", &format!("/v2.1/images/{id}"), &alpha_admin, None).await, 404);
     assert_eq!(status(&glance, "GET", &format!("/v2/images/{id}"), &alpha_admin, None).await, 404);
     // Still a member of its own project (admin implies member in Keystone).
