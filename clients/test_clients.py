@@ -1452,3 +1452,55 @@ def test_glanceclient_errors(server):
     finally:
         gc.images.update(img.id, protected=False)
         gc.images.delete(img.id)
+
+
+# --------------------------------------------------------------------------------------
+# openstacksdk's compute proxy: the Compute API's image and image-metadata calls
+# --------------------------------------------------------------------------------------
+
+
+def test_sdk_compute_images_and_metadata(server, sdk_a, payload):
+    img = sdk_create_uploaded(sdk_a, payload, unique("sdk-compute"))
+    try:
+        listed = {i.id: i for i in sdk_a.compute.images(details=True)}
+        assert img.id in listed, list(listed)
+        assert listed[img.id].status == "ACTIVE", listed[img.id]
+        assert img.id in {i.id for i in sdk_a.compute.images(details=False)}
+        got = sdk_a.compute.get_image(img.id)
+        assert (got.name, got.status, got.min_disk, got.min_ram) == (img.name, "ACTIVE", 0, 0), got
+        assert got.size == len(payload.data), got
+        assert sdk_a.compute.find_image(img.name).id == img.id
+
+        sdk_a.compute.set_image_metadata(img.id, os_distro="cirros", hw_disk_bus="virtio")
+        md = sdk_a.compute.get_image_metadata(img.id).metadata
+        assert (md["os_distro"], md["hw_disk_bus"]) == ("cirros", "virtio"), md
+        sdk_a.compute.delete_image_metadata(img.id, ["hw_disk_bus"])
+        md = sdk_a.compute.get_image_metadata(img.id).metadata
+        assert "hw_disk_bus" not in md and md["os_distro"] == "cirros", md
+        # The image service sees what the Compute API wrote (the SDK models both keys).
+        seen = sdk_a.image.get_image(img.id)
+        assert (seen.os_distro, seen.hw_disk_bus) == ("cirros", None), seen
+
+        sdk_a.compute.delete_image(img.id)
+        with pytest.raises(sdk_exc.NotFoundException):
+            sdk_a.compute.get_image(img.id)
+        with pytest.raises(sdk_exc.NotFoundException):
+            sdk_a.image.get_image(img.id)
+    finally:
+        sdk_a.image.delete_image(img.id, ignore_missing=True)
+
+
+def test_sdk_compute_metadata_errors(server, sdk_a, sdk_b, payload):
+    img = sdk_create_uploaded(sdk_a, payload, unique("sdk-compute-err"))
+    try:
+        with pytest.raises(sdk_exc.NotFoundException):
+            sdk_b.compute.get_image(img.id)  # another project's private image
+        with pytest.raises(sdk_exc.NotFoundException):
+            sdk_a.compute.get_image_metadata(str(uuid.uuid4()))
+        with pytest.raises(sdk_exc.NotFoundException):
+            sdk_a.compute.delete_image_metadata(img.id, ["no-such-key"])
+        with pytest.raises(sdk_exc.HttpException) as bad:
+            sdk_a.compute.set_image_metadata(img.id, **{"k" * 256: "v"})
+        assert bad.value.status_code == 400, bad.value
+    finally:
+        sdk_a.image.delete_image(img.id, ignore_missing=True)
