@@ -1504,3 +1504,34 @@ def test_sdk_compute_metadata_errors(server, sdk_a, sdk_b, payload):
         assert bad.value.status_code == 400, bad.value
     finally:
         sdk_a.image.delete_image(img.id, ignore_missing=True)
+
+
+# --------------------------------------------------------------------------------------
+# openstacksdk's cloud layer: what Ansible's openstack.cloud modules call
+# --------------------------------------------------------------------------------------
+
+
+def test_sdk_cloud_layer_image_lifecycle(sdk_a, payload, tmp_path):
+    name = unique("cloud")
+    img = sdk_a.create_image(
+        name, filename=str(payload.path), disk_format="raw", container_format="bare", wait=True,
+        meta={"os_distro": "cirros"}, tags=["cloud-tag"],
+    )
+    try:
+        assert img.status == "active", img
+        got = sdk_a.get_image(name)
+        assert got is not None and got.id == img.id and got.checksum == payload.md5, got
+        assert got.os_distro == "cirros", got
+        assert img.id in [i.id for i in sdk_a.list_images()]
+        assert [i.id for i in sdk_a.search_images(name)] == [img.id]
+        # With the image itself, as Ansible's module does (this SDK fails on a bare id: it
+        # reads the properties of an image it did not fetch).
+        sdk_a.update_image_properties(image=got, hw_disk_bus="virtio")
+        assert sdk_a.get_image(img.id).hw_disk_bus == "virtio"
+        out = tmp_path / "cloud.raw"
+        sdk_a.download_image(name, output_path=str(out))
+        assert out.read_bytes() == payload.data
+        assert sdk_a.delete_image(name, wait=True) is True
+        assert sdk_a.get_image(name) is None
+    finally:
+        sdk_a.image.delete_image(img.id, ignore_missing=True)
