@@ -64,3 +64,18 @@ gunicorn_conf() {
     printf 'certfile = "%s"\nkeyfile = "%s"\n' "$2" "$3"
   fi
 }
+
+# Starts gunicorn in the background from directory $1 (which holds its gunicorn.conf.py), with
+# the keystone.conf of state dir $2, logging to $1/keystone.log; sets KEYSTONE_PID and writes
+# it to $1/keystone.pid. setsid: its own session and process group (pgid == pid), so stop.sh
+# can take the master and its worker down together without ps/pkill. The subshell is not a
+# group leader, so setsid execs in place and the pid is the gunicorn master itself.
+launch_gunicorn() {
+  (
+    cd "$1"
+    export OS_KEYSTONE_CONFIG_DIR="$2" OS_KEYSTONE_CONFIG_FILES=keystone.conf
+    exec setsid "$KEYSTONE_VENV/bin/gunicorn" >>"$1/keystone.log" 2>&1 </dev/null
+  ) &
+  KEYSTONE_PID=$!
+  echo "$KEYSTONE_PID" >"$1/keystone.pid"
+}

@@ -91,13 +91,8 @@ fi
 
 log "starting gunicorn keystone.wsgi.api:application on $URL"
 echo "=== start_tls.sh $(date -u +%FT%TZ) ===" >>"$TLS/keystone.log"
-(
-  cd "$TLS"
-  export OS_KEYSTONE_CONFIG_DIR="$STATE" OS_KEYSTONE_CONFIG_FILES=keystone.conf
-  exec setsid "$VBIN/gunicorn" >>"$TLS/keystone.log" 2>&1 </dev/null
-) &
-pid=$!
-echo "$pid" >"$TLS/keystone.pid"
+launch_gunicorn "$TLS" "$STATE"
+pid=$KEYSTONE_PID
 
 deadline=$(( $(date +%s) + ${KEYSTONE_START_TIMEOUT:-90} ))
 until "$VBIN/python" - "$URL/v3" "$TLS/ca.pem" <<'PY' 2>/dev/null

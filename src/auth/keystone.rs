@@ -52,10 +52,9 @@ pub struct KeystoneConfig {
 
 /// How imagemeta checks the certificate of an `https` Keystone (keystonemiddleware's `cafile`
 /// and `insecure`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub enum KeystoneTls {
     /// Against the system's trusted roots.
-    #[default]
     SystemRoots,
     /// Against the system's roots and these PEM certificates (a private CA).
     ExtraRoots(Vec<u8>),
