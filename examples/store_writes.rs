@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use imagemeta::domain::metadata::{MetadataChange, MetadataKey, MetadataQuota, MetadataValue};
 use imagemeta::domain::{Image, ImageStatus, Principal, Visibility};
-use imagemeta::store::{self, DatabaseUrl, Synchronous};
+use imagemeta::store::{self, DatabaseUrl, StoreOptions};
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let concurrency = number(args.next(), 50);
 
     let fresh = !std::path::Path::new(&path).exists();
-    let store = store::open(&DatabaseUrl::Sqlite(path.clone().into()), Synchronous::Full).await?;
+    let store = store::open(&DatabaseUrl::Sqlite(path.clone().into()), StoreOptions::default()).await?;
     let mut ids = Vec::with_capacity(images as usize);
     if fresh {
         let start = Instant::now();

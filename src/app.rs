@@ -11,12 +11,20 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::fault::FAULT_CONTENT_TYPE;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::fault::{FAULT_CONTENT_TYPE, Fault, RETRY_AFTER};
 use crate::api::{AppState, Settings, compute, image_v2};
 use crate::auth::keystone::{Keystone, KeystoneConfig};
 use crate::auth::{Authenticator, NoAuth, StaticTokens};
+use crate::domain::Node;
+use crate::server::{self, Limits};
+use crate::service;
 use crate::store::data::DataStore;
-use crate::store::{self, DatabaseUrl, Synchronous};
+use crate::store::{self, DatabaseUrl, StoreOptions};
 
 /// How tokens are validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,13 +45,16 @@ pub struct ServeConfig {
     pub database: DatabaseUrl,
     /// Where image data files live.
     pub image_data_dir: PathBuf,
-    pub synchronous: Synchronous,
+    pub store: StoreOptions,
     pub auth: AuthMode,
     pub tokens: Option<PathBuf>,
     /// The Keystone settings of `--auth keystone`.
     pub keystone: Option<KeystoneConfig>,
     /// Allow `noauth` on a non-loopback address.
     pub force_noauth: bool,
+    /// Start on a new (empty) catalogue even though the image data directory holds data.
+    pub allow_new_database: bool,
+    pub limits: Limits,
     pub settings: Settings,
 }
 
@@ -52,10 +63,15 @@ pub struct Application {
     compute: TcpListener,
     image: TcpListener,
     state: AppState,
+    limits: Limits,
+    /// Whether this node sweeps data no image owns (not on a new catalogue started over data
+    /// on purpose: that data is what the operator means to keep).
+    sweep: bool,
 }
 
 impl Application {
-    /// Opens the store, loads the authenticator and binds the listener (port 0 picks one).
+    /// Opens the store, registers this node, recovers uploads dead nodes left, loads the
+    /// authenticator and binds the listeners (port 0 picks one).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
         let auth: Arc<dyn Authenticator> = match config.auth {
             AuthMode::Static => {
@@ -77,9 +93,33 @@ impl Application {
                 Arc::new(Keystone::new(config)?)
             }
         };
-        let store = store::open(&config.database, config.synchronous).await.context("cannot open the database")?;
+        let store = store::open(&config.database, config.store).await.context("cannot open the database")?;
         let data = DataStore::open(&config.image_data_dir)
             .with_context(|| format!("cannot open the image data directory {}", config.image_data_dir.display()))?;
+        // A new, empty catalogue over a directory of image data is a lost or misplaced
+        // database, not a fresh start: starting would serve an empty catalogue, and sweep the
+        // data away.
+        if store.is_new() && !config.allow_new_database && data.holds_images().await.unwrap_or(true) {
+            store.close().await;
+            anyhow::bail!(
+                "the database {} is new, but the image data directory {} holds image data: is the \
+                 database missing, or the wrong one? Refusing to start; --allow-new-database starts anyway \
+                 (and keeps that data)",
+                config.database,
+                config.image_data_dir.display()
+            );
+        }
+        // The first write: a catalogue this node cannot write stops it here.
+        let node = Node::this_process();
+        if let Err(e) = store.heartbeat(&node).await {
+            store.close().await;
+            anyhow::bail!("the database {} is not writable: {e}", config.database);
+        }
+        match service::recover_uploads(&store, &data, &node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(recovered = n, "uploads left by stopped processes are back to queued"),
+            Err(e) => tracing::warn!(error = %e, "cannot recover the uploads of stopped processes"),
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
         };
@@ -93,8 +133,16 @@ impl Application {
         if settings.image_url.is_none() && !bound.ip().is_unspecified() {
             settings.image_url = Some(format!("http://{bound}"));
         }
-        let state = AppState { store, data: Arc::new(data), auth, settings: Arc::new(settings) };
-        Ok(Application { compute, image, state })
+        let state = AppState {
+            store,
+            data: Arc::new(data),
+            auth,
+            settings: Arc::new(settings),
+            node: Arc::new(node),
+            tasks: TaskTracker::new(),
+        };
+        let sweep = !(state.store.is_new() && config.allow_new_database);
+        Ok(Application { compute, image, state, limits: config.limits, sweep })
     }
 
     pub fn compute_addr(&self) -> std::io::Result<SocketAddr> {
@@ -105,30 +153,80 @@ impl Application {
         self.image.local_addr()
     }
 
-    /// Serves both APIs until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves both APIs until `shutdown` resolves; then stops accepting, lets the requests in
+    /// flight finish for at most the shutdown timeout, cuts the rest, and closes the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Application { compute, image, state, limits, sweep } = self;
         // Each listener is one handler (it routes by itself, in Nova's and Glance's order):
         // served without a `Router`, whose path matching would only lead to the fallback.
         // Outermost: a panic anywhere becomes a 500 instead of a dropped connection.
-        let compute = compute::handle
-            .layer(CatchPanicLayer::custom(panic_response))
-            .with_state(self.state.clone())
-            .into_make_service();
-        let image =
-            image_v2::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(self.state).into_make_service();
-        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
-        let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
-            let _ = rx.recv().await;
-        };
-        let compute = axum::serve(self.compute, compute).with_graceful_shutdown(stopped(stop.subscribe()));
-        let image = axum::serve(self.image, image).with_graceful_shutdown(stopped(stop.subscribe()));
-        let signal = async move {
-            shutdown.await;
-            let _ = stop.send(());
-        };
-        let (a, b, ()) = tokio::join!(compute.into_future(), image.into_future(), signal);
-        a.and(b)
+        let compute_api = compute::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(state.clone());
+        let image_api = image_v2::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(state.clone());
+        let compute_busy: Arc<[u8]> = server::response_bytes(overloaded(true)).await.into();
+        let image_busy: Arc<[u8]> = server::response_bytes(overloaded(false)).await.into();
+
+        let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
+        let connections = TaskTracker::new();
+        let maintenance =
+            tokio::spawn(service::maintain(state.store.clone(), state.data.clone(), Node::clone(&state.node), sweep));
+        let listeners = tokio::spawn({
+            let (stop, cut, connections) = (stop.clone(), cut.clone(), connections.clone());
+            async move {
+                tokio::join!(
+                    server::serve(
+                        compute,
+                        compute_api,
+                        limits,
+                        compute_busy,
+                        stop.clone(),
+                        cut.clone(),
+                        connections.clone()
+                    ),
+                    server::serve(image, image_api, limits, image_busy, stop, cut, connections),
+                );
+            }
+        });
+
+        shutdown.await;
+        stop.cancel();
+        let _ = listeners.await;
+        connections.close();
+        state.tasks.close();
+        let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+            connections.wait().await;
+            state.tasks.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout = ?limits.shutdown_timeout,
+                "requests still in flight at the end of the shutdown timeout are cut"
+            );
+            cut.cancel();
+            // A cut upload's task sees its body end and puts its image back to `queued`.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                connections.wait().await;
+                state.tasks.wait().await;
+            })
+            .await;
+        }
+        maintenance.abort();
+        let _ = maintenance.await;
+        if let Err(e) = state.store.unregister_node(&state.node.id).await {
+            tracing::warn!(error = %e, "cannot unregister this node");
+        }
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
     }
+}
+
+/// What a connection over the cap is answered, in each API's format.
+fn overloaded(nova: bool) -> Response {
+    let message = "Too many connections. Please retry later.";
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let fault = if nova { Fault::new(status, message) } else { Fault::detailed(status, message, "") };
+    fault.with_header(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER)).render(None)
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -20,7 +20,8 @@ use crate::auth::keystone::{KeystoneConfig, KeystoneTls, ServiceCredentials};
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Visibility, now};
-use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, Synchronous};
+use crate::server::{self, Limits};
+use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, StoreOptions, Synchronous};
 
 #[derive(Debug, Parser)]
 #[command(name = "imagemeta", version, about = "OpenStack Compute image and image-metadata API in one binary")]
@@ -53,7 +54,7 @@ struct StoreArgs {
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<DynStore> {
         let url = DatabaseUrl::parse(&self.database).map_err(anyhow::Error::msg)?;
-        Ok(store::open(&url, self.synchronous).await?)
+        Ok(store::open(&url, StoreOptions { synchronous: self.synchronous, disk_reserve: 0 }).await?)
     }
 }
 
@@ -142,6 +143,45 @@ struct ServeArgs {
     /// The image API endpoint for `alternate` links (default: the request's host, port 9292).
     #[arg(long, env = "IMAGEMETA_IMAGE_URL")]
     image_url: Option<String>,
+    /// Bytes kept free on the database's disk, so that deletes still run when it fills up.
+    #[arg(long, env = "IMAGEMETA_DISK_RESERVE", default_value_t = 8 << 20)]
+    disk_reserve: u64,
+    /// Connections each listener holds at most (lowered to fit the open-files limit); one
+    /// more is answered 503 and closed.
+    #[arg(long, env = "IMAGEMETA_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Seconds a client has to send a request head, from its first byte (or from connecting).
+    #[arg(long, env = "IMAGEMETA_HEADER_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
+    header_timeout: f64,
+    /// Seconds a connection may stay idle between requests.
+    #[arg(long, env = "IMAGEMETA_KEEPALIVE_TIMEOUT", default_value_t = 75.0, value_parser = seconds)]
+    keepalive_timeout: f64,
+    /// Seconds a request body may go without sending a byte (a stalled upload is cut and its
+    /// image goes back to `queued`).
+    #[arg(long, env = "IMAGEMETA_BODY_TIMEOUT", default_value_t = 60.0, value_parser = seconds)]
+    body_timeout: f64,
+    /// Seconds a response may wait for the client to read.
+    #[arg(long, env = "IMAGEMETA_SEND_TIMEOUT", default_value_t = 60.0, value_parser = seconds)]
+    send_timeout: f64,
+    /// Seconds one request may take, its body included (image data excepted): 503 after.
+    #[arg(long, env = "IMAGEMETA_REQUEST_TIMEOUT", default_value_t = 60.0, value_parser = seconds)]
+    request_timeout: f64,
+    /// Seconds the requests in flight get to finish when the server stops.
+    #[arg(long, env = "IMAGEMETA_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
+    shutdown_timeout: f64,
+    /// Start on a new (empty) database even though the image data directory holds image data
+    /// (which is then kept, not swept).
+    #[arg(long, env = "IMAGEMETA_ALLOW_NEW_DATABASE")]
+    allow_new_database: bool,
+}
+
+/// A duration in seconds: positive, at most a day.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,7 +244,10 @@ fn parse_status(s: &str) -> Result<ImageStatus, String> {
 }
 
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))?
+        .checked_to_offset(time::UtcOffset::UTC)
+        .ok_or_else(|| format!("{s:?} is outside the years 0000 to 9999 in UTC"))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -291,16 +334,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| keystone.as_ref().map(|k| k.url.trim_end_matches('/').to_owned()))
         .unwrap_or_else(|| "http://127.0.0.1:5000".to_owned());
+    let secs = Duration::from_secs_f64;
+    let limits = Limits {
+        max_connections: server::raise_fd_limit_and_cap(usize::try_from(args.max_connections).unwrap_or(usize::MAX)),
+        header_timeout: secs(args.header_timeout),
+        keepalive_timeout: secs(args.keepalive_timeout),
+        body_timeout: secs(args.body_timeout),
+        send_timeout: secs(args.send_timeout),
+        shutdown_timeout: secs(args.shutdown_timeout),
+    };
     let config = ServeConfig {
         compute_listen: args.compute_listen,
         image_listen: args.image_listen,
         image_data_dir: args.image_data_dir,
         database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,
-        synchronous: args.store.synchronous,
+        store: StoreOptions { synchronous: args.store.synchronous, disk_reserve: args.disk_reserve },
         auth: args.auth,
         tokens: args.tokens,
         keystone,
         force_noauth: args.force_noauth,
+        allow_new_database: args.allow_new_database,
+        limits,
         settings: Settings {
             metadata_quota: MetadataQuota::from_config(args.metadata_items),
             max_request_body_size: args.max_request_body_size,
@@ -312,6 +366,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tags: usize::try_from(args.image_tag_quota).ok(),
             },
             image_size_cap: args.image_size_cap,
+            request_timeout: secs(args.request_timeout),
         },
     };
     let app = Application::build(config).await?;

@@ -14,10 +14,16 @@
 //!   the access policy; no HTTP, no SQL.
 //! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache)
 //!   and the image data files ([`store::data`]).
+//! * [`service`]: what spans the catalogue and the data, below both APIs: the one delete,
+//!   the recovery of uploads whose node died, the sweep of data no image owns.
+//! * [`server`]: the connection loop: connection cap, timeouts of every phase of a
+//!   connection, the bounded drain at shutdown.
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod domain;
+pub mod server;
+pub mod service;
 pub mod store;

@@ -10,6 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::json;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER: &str = "5";
 
 /// The content type of Nova fault bodies.
 pub const FAULT_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
@@ -25,9 +29,9 @@ pub enum Fault {
     /// A missing or invalid token, in Keystone's format with `WWW-Authenticate`.
     Unauthorized { www_authenticate_uri: String },
     /// A WebOb error page (Nova's unrouted paths and oversized bodies, every Glance error):
-    /// the status, the body its template produced (`explanation<br /><br />\ndetail\n…`), and
+    /// the status, the body its template produces (`explanation<br /><br />\ndetail\n…`), and
     /// extra headers. The representation (HTML, JSON, text) is chosen from `Accept`.
-    Bare { status: StatusCode, body: String, headers: Vec<(HeaderName, HeaderValue)> },
+    Bare { status: StatusCode, body: Page, headers: Vec<(HeaderName, HeaderValue)> },
     /// A known path called with a method it does not serve (this project's 405 override).
     BadMethod { allow: &'static str },
 }
@@ -39,13 +43,14 @@ impl Fault {
 
     /// The identity service cannot validate tokens now: 503 with `Retry-After`, never 401.
     pub fn identity_unavailable(nova: bool) -> Fault {
-        let retry = vec![(header::RETRY_AFTER, HeaderValue::from_static("5"))];
+        let retry = vec![(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER))];
         let message = "The identity service is unavailable. Please retry later.".to_owned();
         let status = StatusCode::SERVICE_UNAVAILABLE;
         if nova {
             Fault::Nova { status, message, headers: retry }
         } else {
-            Fault::Bare { status, body: format!("{message}<br /><br />\n\n\n"), headers: retry }
+            Fault::detailed(status, &message, "")
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER))
         }
     }
 
@@ -61,11 +66,11 @@ impl Fault {
 
     /// WebOb's generic template: `${explanation}<br /><br />\n${detail}\n${html_comment}\n`.
     pub fn detailed(status: StatusCode, explanation: &str, detail: &str) -> Fault {
-        Fault::webob(status, format!("{explanation}<br /><br />\n{detail}\n\n"))
+        Fault::webob(status, Page::new().text(explanation).markup("<br /><br />\n").text(detail).markup("\n\n"))
     }
 
-    /// A WebOb page whose class has its own template, already filled in.
-    pub fn webob(status: StatusCode, body: String) -> Fault {
+    /// A WebOb page whose class has its own template, filled in.
+    pub fn webob(status: StatusCode, body: Page) -> Fault {
         Fault::Bare { status, body, headers: Vec::new() }
     }
 
@@ -94,6 +99,38 @@ impl Fault {
         Fault::not_found("The resource could not be found.")
     }
 
+    /// A failure of the store behind a request (see [`StoreError::is_failure`]), in Nova's
+    /// format (`nova`) or Glance's: 503 with `Retry-After` when the store is unavailable or
+    /// full (it recovers by itself, and nothing was changed), 500 for a defect. The cause is
+    /// logged, never sent.
+    pub fn store(e: &StoreError, nova: bool) -> Fault {
+        let message = match e {
+            StoreError::Internal(_) => {
+                return if nova {
+                    Fault::internal(e, "imagemeta.store.StoreError")
+                } else {
+                    tracing::error!(error = %e, "store failure");
+                    Fault::bare(StatusCode::INTERNAL_SERVER_ERROR)
+                };
+            }
+            StoreError::Full(_) => "The image catalogue's storage is full. Please retry later.",
+            _ => "The image catalogue is unavailable. Please retry later.",
+        };
+        tracing::warn!(error = %e, "store unavailable");
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let fault = if nova { Fault::new(status, message) } else { Fault::detailed(status, message, "") };
+        fault.with_header(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER))
+    }
+
+    /// A request that ran past the request deadline: 503, retry later (a write it made may
+    /// or may not have been committed, as with any failed request).
+    pub fn timed_out(nova: bool) -> Fault {
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let message = "The request took too long. Please retry later.";
+        let fault = if nova { Fault::new(status, message) } else { Fault::detailed(status, message, "") };
+        fault.with_header(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER))
+    }
+
     /// An unexpected failure: logged in full here (the caller's span carries the request
     /// id), answered with Nova's generic 500 text only.
     pub fn internal(error: &dyn std::fmt::Display, kind: &str) -> Fault {
@@ -102,6 +139,20 @@ impl Fault {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Unexpected API Error. Please contact the administrator\n<class '{kind}'>"),
         )
+    }
+
+    /// Logs a refused request by what it says about the service: a 500 is a defect (ERROR), a
+    /// 503 an outage or overload (WARN); anything else, a 501 for an unknown method included,
+    /// is the client's business (DEBUG).
+    pub fn log(&self, request_id: &str) {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(request_id, %status, "request failed");
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(request_id, %status, "request refused: service unavailable");
+        } else {
+            tracing::debug!(request_id, %status, "request refused");
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -173,6 +224,69 @@ fn nova_body(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// The body of a WebOb error page: its template's markup, and the text filled into it (the
+/// request's own words among them: an id, a method, a media type). WebOb escapes the text for
+/// the HTML representation and for no other, so a page is kept in pieces until it is rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Markup(&'static str),
+    Text(String),
+}
+
+impl Page {
+    pub fn new() -> Page {
+        Page::default()
+    }
+
+    /// Template markup, sent as is.
+    pub fn markup(mut self, markup: &'static str) -> Page {
+        self.0.push(Piece::Markup(markup));
+        self
+    }
+
+    /// Text filled into the template: HTML-escaped in the HTML representation.
+    pub fn text(mut self, text: impl Into<String>) -> Page {
+        self.0.push(Piece::Text(text.into()));
+        self
+    }
+
+    /// The body as WebOb's JSON and plain-text representations fill it in (no escaping).
+    pub fn raw(&self) -> String {
+        self.render(|s, out| out.push_str(s))
+    }
+
+    /// The body as WebOb's HTML representation fills it in: every text piece escaped as
+    /// Python's `html.escape(s, quote=True)`.
+    pub fn html(&self) -> String {
+        self.render(|s, out| {
+            for c in s.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '"' => out.push_str("&quot;"),
+                    '\'' => out.push_str("&#x27;"),
+                    c => out.push(c),
+                }
+            }
+        })
+    }
+
+    fn render(&self, text: impl Fn(&str, &mut String)) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Markup(m) => out.push_str(m),
+                Piece::Text(t) => text(t, &mut out),
+            }
+        }
+        out
+    }
+}
+
 /// WebOb's default explanation for a status.
 fn default_explanation(status: StatusCode) -> &'static str {
     match status.as_u16() {
@@ -182,6 +296,7 @@ fn default_explanation(status: StatusCode) -> &'static str {
         404 => "The resource could not be found.",
         409 => "There was a conflict when trying to complete your request.",
         413 => "The body of your request was too large for this server.",
+        414 => "The request URI was too long for this server.",
         415 => "The request media type is not supported by this server.",
         416 => "The Range requested is not available.",
         501 => "That method is not implemented by this server.",
@@ -223,22 +338,23 @@ fn strip_tags(body: &str) -> String {
 
 /// WebOb's `WSGIHTTPException.generate_response`: HTML, JSON or plain text by `Accept`
 /// (plain text when there is none; HTML wins a tie).
-fn bare_body(status: StatusCode, body: &str, accept: Option<&HeaderValue>) -> Response {
+fn bare_body(status: StatusCode, body: &Page, accept: Option<&HeaderValue>) -> Response {
     let accept = accept.and_then(|a| a.to_str().ok()).unwrap_or("");
     let title = webob_title(status);
     let status_line = format!("{} {title}", status.as_u16());
     let (content_type, bytes) = match super::negotiate(accept, &["text/html", "application/json"]) {
         Some("application/json") => {
-            let doc = json!({"message": body, "code": status_line, "title": title});
+            let doc = json!({"message": body.raw(), "code": status_line, "title": title});
             ("application/json", json::to_vec(&doc))
         }
         Some(_) => {
             let page = format!(
-                "<html>\n <head>\n  <title>{status_line}</title>\n </head>\n <body>\n  <h1>{status_line}</h1>\n  {body}\n </body>\n</html>"
+                "<html>\n <head>\n  <title>{status_line}</title>\n </head>\n <body>\n  <h1>{status_line}</h1>\n  {}\n </body>\n</html>",
+                body.html()
             );
             ("text/html; charset=UTF-8", page.into_bytes())
         }
-        None => ("text/plain; charset=UTF-8", format!("{status_line}\n\n{}", strip_tags(body)).into_bytes()),
+        None => ("text/plain; charset=UTF-8", format!("{status_line}\n\n{}", strip_tags(&body.raw())).into_bytes()),
     };
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response()
 }
@@ -250,6 +366,15 @@ mod tests {
     #[test]
     fn plain_text_is_webob_strip_tags() {
         assert_eq!(strip_tags("No image found with ID X<br /><br />\n\n\n"), "No image found with ID X\n\n   ");
+    }
+
+    /// The request's words reach an HTML page escaped, and the other representations as sent.
+    #[test]
+    fn html_pages_escape_what_was_filled_in() {
+        let f = Fault::explained(StatusCode::NOT_FOUND, "No image found with ID <svg onload=alert('1')>");
+        let Fault::Bare { body, .. } = &f else { panic!() };
+        assert_eq!(body.html(), "No image found with ID &lt;svg onload=alert(&#x27;1&#x27;)&gt;<br /><br />\n\n\n");
+        assert_eq!(body.raw(), "No image found with ID <svg onload=alert('1')><br /><br />\n\n\n");
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub struct AppState {
     pub data: Arc<DataStore>,
     pub auth: Arc<dyn Authenticator>,
     pub settings: Arc<Settings>,
+    /// This process, as it holds uploads in the catalogue.
+    pub node: Arc<crate::domain::Node>,
+    /// Work that outlives its request (an upload's receiving task): the server waits for it
+    /// when it stops.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// API behaviour that operators configure.
@@ -46,6 +51,9 @@ pub struct Settings {
     pub image_quotas: ImageQuotas,
     /// Glance's `image_size_cap`: the largest upload, in bytes.
     pub image_size_cap: u64,
+    /// The most time one request may take, its body included (image data excepted: uploads
+    /// and downloads are bounded by their inactivity timeouts instead).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -58,8 +66,20 @@ impl Default for Settings {
             image_port: 9292,
             image_quotas: ImageQuotas::default(),
             image_size_cap: 1 << 40,
+            request_timeout: std::time::Duration::from_secs(60),
         }
     }
+}
+
+/// The longest request target (path and query) either API reads: a bound on the work of
+/// parsing one request (the query is split, decoded and validated). Web servers in front of
+/// Nova and Glance have such a limit too (Apache's 8 KiB request line, uwsgi's 64 KiB buffer);
+/// this one is between, so every URL a client builds (an `in:` list of ids included) fits.
+pub const MAX_URI_LENGTH: usize = 16 * 1024;
+
+/// Whether the request target is longer than [`MAX_URI_LENGTH`] (answered 414).
+pub fn uri_too_long(uri: &axum::http::Uri) -> bool {
+    uri.path_and_query().is_some_and(|pq| pq.as_str().len() > MAX_URI_LENGTH)
 }
 
 /// Header names this service sends, built at compile time (a `&str` name is parsed on every
@@ -235,26 +255,33 @@ fn unescape(input: &[u8], plus_is_space: bool) -> Vec<u8> {
 /// A time comparison as the APIs show time: to the second. The store keeps microseconds, so
 /// `T` compares with a stored instant `s` as Glance compares with its whole-second column:
 /// `floor(s) > T` is `s >= floor(T) + 1`, `floor(s) >= T` is `s >= ceil(T)`, and so on.
+///
+/// At the end of the time range (the last second of 9999) `floor(T) + 1` does not exist: a
+/// bound there is "after every stored time", so the comparison keeps all or nothing.
 pub fn seconds_filter(column: Column, cmp: Cmp, t: OffsetDateTime) -> Filter {
     let floor = t.replace_nanosecond(0).unwrap_or(t);
-    let next = floor + time::Duration::SECOND;
-    let ceil = if floor == t { t } else { next };
+    let whole = floor == t;
+    // `None`: past the end of the time range.
+    let next = floor.checked_add(time::Duration::SECOND);
+    let ceil = if whole { Some(t) } else { next };
     let range = |from: Option<OffsetDateTime>, to: Option<OffsetDateTime>, negated: bool| Filter::Range {
         column,
         from: from.map(Scalar::Time),
         to: to.map(Scalar::Time),
         negated,
     };
+    // `floor <= s < floor` holds for no `s`.
+    let nothing = |negated: bool| range(Some(floor), Some(floor), negated);
     match cmp {
-        Cmp::Gt => range(Some(next), None, false),
-        Cmp::Gte => range(Some(ceil), None, false),
-        Cmp::Lt => range(None, Some(ceil), false),
-        Cmp::Lte => range(None, Some(next), false),
+        Cmp::Gt => next.map_or_else(|| nothing(false), |n| range(Some(n), None, false)),
+        Cmp::Gte => ceil.map_or_else(|| nothing(false), |c| range(Some(c), None, false)),
+        Cmp::Lt => range(None, ceil, false),
+        Cmp::Lte => range(None, next, false),
         // A fractional T equals no whole second.
-        Cmp::Eq if floor != t => range(Some(next), Some(next), false),
-        Cmp::Eq => range(Some(floor), Some(next), false),
-        Cmp::Neq if floor != t => range(Some(next), Some(next), true),
-        Cmp::Neq => range(Some(floor), Some(next), true),
+        Cmp::Eq if !whole => nothing(false),
+        Cmp::Eq => range(Some(floor), next, false),
+        Cmp::Neq if !whole => nothing(true),
+        Cmp::Neq => range(Some(floor), next, true),
     }
 }
 

@@ -26,13 +26,14 @@ impl MetadataKey {
     }
 }
 
-/// A metadata value: a string of at most 255 characters.
+/// A metadata value: a string of at most 255 characters, without NUL (see
+/// [`super::bad_text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataValue(String);
 
 impl MetadataValue {
     pub fn parse(s: &str) -> Option<MetadataValue> {
-        (s.chars().count() <= MAX_LEN).then(|| MetadataValue(s.to_owned()))
+        (s.chars().count() <= MAX_LEN && super::bad_text(s, false).is_none()).then(|| MetadataValue(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

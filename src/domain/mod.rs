@@ -140,8 +140,75 @@ pub struct Image {
     pub properties: Properties,
     /// The projects a `shared` image is shared with.
     pub members: Vec<Member>,
+    /// While the image is `saving`: who holds its upload. Not part of either API's view.
+    pub upload: Option<UploadLease>,
     /// Renderings of this image, made once per shared copy.
     pub rendered: Rendered,
+}
+
+/// The hold of an upload in progress: the node (process) that receives the data, and where
+/// it stages the partial data, so that when that node dies another can put the image back to
+/// `queued` and remove what it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadLease {
+    pub node: String,
+    pub staging: String,
+}
+
+/// An imagemeta process serving the catalogue, as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: OffsetDateTime,
+    pub heartbeat_at: OffsetDateTime,
+}
+
+impl Node {
+    /// How often a node renews its lease.
+    pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// How long a lease lasts without renewal: three missed heartbeats.
+    pub const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// This process, as a new node.
+    pub fn this_process() -> Node {
+        let at = now();
+        Node {
+            id: uuid::Uuid::new_v4().to_string(),
+            host: hostname(),
+            pid: std::process::id(),
+            started_at: at,
+            heartbeat_at: at,
+        }
+    }
+
+    /// Whether the node `id` (as registered, if it is) still holds what it holds, seen from
+    /// `this` at `at`: registered, lease renewed in time, and, when it ran on this host, its
+    /// process still running (a node that crashed and restarted need not wait for its old
+    /// lease to run out).
+    pub fn is_live(id: &str, registered: Option<&Node>, this: &Node, at: OffsetDateTime) -> bool {
+        if id == this.id {
+            return true;
+        }
+        let Some(node) = registered else { return false };
+        let fresh = (at - node.heartbeat_at).whole_milliseconds() < Node::LEASE.as_millis() as i128;
+        let gone = node.host == this.host && !process_exists(node.pid);
+        fresh && !gone
+    }
+}
+
+/// This machine's name (the kernel's), or `localhost`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Serialized views of an image, computed at most once per copy. The store's read cache hands
@@ -201,6 +268,7 @@ impl Image {
             tags: Vec::new(),
             properties: Properties::default(),
             members: Vec::new(),
+            upload: None,
             rendered: Rendered::default(),
         }
     }
@@ -250,6 +318,28 @@ impl Rejection {
 
     pub fn over_limit(message: impl Into<String>) -> Rejection {
         Rejection::new(RejectionKind::OverLimit, message)
+    }
+}
+
+/// What text the catalogue refuses to store, in property names and values and in tags, in
+/// both APIs: NUL, which PostgreSQL cannot hold in text (and no client means), and, in the
+/// image API, characters outside the Basic Multilingual Plane, which Glance's database layer
+/// refuses (`no_4byte_params`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadText {
+    Nul,
+    FourByte,
+}
+
+/// The first reason `s` cannot be stored, if any; 4-byte characters count only when
+/// `bmp_only` (the image API's rule).
+pub fn bad_text(s: &str, bmp_only: bool) -> Option<BadText> {
+    if s.contains('\0') {
+        Some(BadText::Nul)
+    } else if bmp_only && s.chars().any(|c| c.len_utf8() == 4) {
+        Some(BadText::FourByte)
+    } else {
+        None
     }
 }
 

@@ -19,6 +19,11 @@ impl Principal {
         Principal { user_id, project_id, roles, is_admin }
     }
 
+    /// imagemeta itself, acting for no user (recovering a dead node's uploads): an admin.
+    pub fn system() -> Principal {
+        Principal::new("imagemeta".into(), String::new(), vec!["admin".into()])
+    }
+
     /// Writes need the `member` role (or the pre-RBAC `_member_`), or admin; a token that is
     /// only a `reader` may read.
     pub fn may_write(&self) -> bool {
@@ -39,6 +44,11 @@ pub fn can_see(who: &Principal, image: &Image) -> bool {
         || who.owns(image)
         || matches!(image.visibility, Visibility::Public | Visibility::Community)
         || (image.visibility == Visibility::Shared && image.members.iter().any(|m| m.project == who.project_id))
+}
+
+/// Whether `who` may create images (Glance's `add_image`: the member role, or admin).
+pub fn can_create(who: &Principal) -> bool {
+    who.may_write()
 }
 
 /// Whether `who` may download the data of a visible image: members and admins, not readers.

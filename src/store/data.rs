@@ -38,27 +38,57 @@ pub enum UploadError {
     /// More than the size cap.
     #[error("the incoming image is too large")]
     TooLarge,
+    /// The store has no room for it (glance_store's `StorageFull`).
+    #[error("There is not enough disk space on the image storage media.")]
+    Full,
     /// The client's body ended early or failed (disconnect).
     #[error("the upload was interrupted: {0}")]
     Interrupted(String),
     #[error("image data store failure: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for UploadError {
+    fn from(e: io::Error) -> Self {
+        if is_full(&e) { UploadError::Full } else { UploadError::Io(e) }
+    }
+}
+
+/// Whether an I/O error says the filesystem (or the quota) has no room.
+fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || e.kind() == io::ErrorKind::FileTooLarge
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// A file in the data directory, as [`DataStore::entries`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// The data of image `id`.
+    Image { id: String, modified: std::time::SystemTime },
+    /// A partial upload, staged under `staging` for image `id`.
+    Partial { id: String, staging: String, modified: std::time::SystemTime },
+}
+
 impl DataStore {
-    /// Opens (creating) the directory and removes temporary files left by a crash.
+    /// Opens (creating) the directory. Partial uploads are left where they are: another
+    /// process sharing the directory may be writing them (the upload recovery and the sweep
+    /// remove those nobody holds).
     pub fn open(dir: &Path) -> io::Result<DataStore> {
         std::fs::create_dir_all(dir)?;
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == &PARTIAL[1..]) {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
         Ok(DataStore { dir: dir.to_owned() })
     }
 
@@ -67,14 +97,63 @@ impl DataStore {
         self.dir.join(hex(id.as_bytes()))
     }
 
-    /// Streams `body` into a temporary file, hashing as it goes, refusing more than `cap` bytes.
-    pub async fn stage(&self, id: &str, body: Body, cap: u64) -> Result<Staged, UploadError> {
-        let temp = self.dir.join(format!("{}.{}{PARTIAL}", hex(id.as_bytes()), uuid::Uuid::new_v4().simple()));
+    fn partial_path(&self, staging: &str) -> PathBuf {
+        self.dir.join(format!("{staging}{PARTIAL}"))
+    }
+
+    /// A new place to stage an upload of image `id` (recorded with the upload's lease before
+    /// any data is written).
+    pub fn new_staging(id: &str) -> String {
+        format!("{}.{}", hex(id.as_bytes()), uuid::Uuid::new_v4().simple())
+    }
+
+    /// Streams `body` into the staging file `staging`, hashing as it goes, refusing more than
+    /// `cap` bytes. On any failure the partial file is gone.
+    pub async fn stage(&self, staging: &str, body: Body, cap: u64) -> Result<Staged, UploadError> {
+        let temp = self.partial_path(staging);
         let result = self.stage_into(&temp, body, cap).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
         }
         result
+    }
+
+    /// Removes what an upload staged under `staging` (nothing to do when there is none).
+    pub async fn remove_staging(&self, staging: &str) -> io::Result<()> {
+        if staging.is_empty() || staging.contains('/') {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.partial_path(staging)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every image data file and partial upload in the directory (other files are not ours).
+    pub async fn entries(&self) -> io::Result<Vec<Entry>> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let Ok(name) = entry.file_name().into_string() else { continue };
+                let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else { continue };
+                if let Some(staging) = name.strip_suffix(PARTIAL) {
+                    let Some(id) = staging.split('.').next().and_then(unhex) else { continue };
+                    found.push(Entry::Partial { id, staging: staging.to_owned(), modified });
+                } else if let Some(id) = unhex(&name) {
+                    found.push(Entry::Image { id, modified });
+                }
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Whether the directory holds the data of any image.
+    pub async fn holds_images(&self) -> io::Result<bool> {
+        Ok(self.entries().await?.iter().any(|e| matches!(e, Entry::Image { .. })))
     }
 
     async fn stage_into(&self, temp: &Path, mut body: Body, cap: u64) -> Result<Staged, UploadError> {
@@ -177,12 +256,16 @@ mod tests {
     async fn staged_upload_hashes_and_commits() {
         let dir = std::env::temp_dir().join(format!("imagemeta-data-{}", uuid::Uuid::new_v4()));
         let store = DataStore::open(&dir).unwrap();
-        let staged = store.stage("img", Body::from("abc"), 10).await.unwrap();
+        let staging = DataStore::new_staging("img");
+        let staged = store.stage(&staging, Body::from("abc"), 10).await.unwrap();
         assert_eq!(staged.md5_hex, "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(staged.size, 3);
+        assert!(matches!(&store.entries().await.unwrap()[..], [Entry::Partial { id, .. }] if id == "img"));
         store.commit("img", &staged).await.unwrap();
         assert!(store.open_data("img").await.unwrap().is_some());
-        assert!(matches!(store.stage("big", Body::from("abcdef"), 5).await, Err(UploadError::TooLarge)));
+        assert!(matches!(&store.entries().await.unwrap()[..], [Entry::Image { id, .. }] if id == "img"));
+        let big = DataStore::new_staging("big");
+        assert!(matches!(store.stage(&big, Body::from("abcdef"), 5).await, Err(UploadError::TooLarge)));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }

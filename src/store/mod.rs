@@ -13,10 +13,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, MemberStatus, Principal, Properties, Rejection, Visibility};
+use crate::domain::{Image, MemberStatus, Node, Principal, Properties, Rejection, UploadLease, Visibility};
 
-/// What a store operation can fail with. The API layers map each to their own fault.
-#[derive(Debug, thiserror::Error)]
+/// What a store operation can fail with. The API layers map each to their own fault; the
+/// last three are the store's own failures, which no request causes: both APIs answer
+/// [`StoreError::Unavailable`] and [`StoreError::Full`] with 503 and `Retry-After`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No such image, or not visible to the caller.
     #[error("image not found")]
@@ -45,9 +47,43 @@ pub enum StoreError {
     /// A modification refused by the domain rules.
     #[error("{}", .0.message)]
     Rejected(Rejection),
-    /// The database failed; the operation did not happen (or, for a write, was not committed).
+    /// The store cannot serve this now: the database is unreachable, read-only, lost, closed,
+    /// or has more writes queued than it takes. Nothing was changed (a write was not
+    /// committed); the same request may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The disk under the database is full: nothing was changed. Deletes still run (they free
+    /// space); other writes are refused until there is room again.
+    #[error("store full: {0}")]
+    Full(String),
+    /// A defect: a query the database refused, or data it holds that this version cannot read.
     #[error("store failure: {0}")]
     Internal(String),
+}
+
+impl StoreError {
+    /// The store's own failures (as opposed to answers about the request).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_) | StoreError::Internal(_))
+    }
+}
+
+/// At most this much of a database's error text is kept: a message can quote a whole
+/// generated statement (SQLite's syntax errors do), and it is only for the log.
+pub const MAX_ERROR_TEXT: usize = 300;
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes (at a character boundary).
+pub fn error_text(text: impl std::fmt::Display) -> String {
+    let mut s = text.to_string();
+    if s.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 /// Who is asking for a listing: a user, whose visibility rules apply, or the operator's
@@ -76,6 +112,42 @@ pub struct ListQuery {
     pub limit: usize,
     /// Also load properties and tags (detail views); an index view needs neither.
     pub detail: bool,
+}
+
+impl ListQuery {
+    /// The most filters one listing may carry: more could only be an attack (a real client
+    /// sends a handful), and each is a clause every backend must plan and run.
+    pub const MAX_FILTERS: usize = 64;
+    /// The most values all `in:` lists of one listing may name together.
+    pub const MAX_VALUES: usize = 1000;
+
+    /// Why this query is too large to run, if it is: the bound on the work of one listing,
+    /// which both APIs check (each answers in its own fault format) and every store enforces.
+    pub fn too_large(&self) -> Option<String> {
+        if self.filters.len() > Self::MAX_FILTERS {
+            return Some(format!(
+                "Too many filters: {} given, at most {} are allowed.",
+                self.filters.len(),
+                Self::MAX_FILTERS
+            ));
+        }
+        let values: usize = self.filters.iter().map(|f| if let Filter::In(_, v) = f { v.len() } else { 1 }).sum();
+        if values > Self::MAX_VALUES {
+            return Some(format!("Too many filter values: {values} given, at most {} are allowed.", Self::MAX_VALUES));
+        }
+        None
+    }
+
+    /// Drops repeated sort keys: only a key's first occurrence orders anything, and each
+    /// repetition would add to the keyset condition after a marker (quadratic in the keys).
+    pub fn dedup_sort(&mut self) {
+        let mut seen = Vec::with_capacity(self.sort.len());
+        self.sort.retain(|(c, _)| {
+            let first = !seen.contains(c);
+            seen.push(*c);
+            first
+        });
+    }
 }
 
 /// Which visibilities a user listing keeps (glance-v2 §10). Other projects' community images
@@ -194,6 +266,29 @@ pub trait Store: Send + Sync + 'static {
         let mut done = self.insert_images(vec![image]).await?;
         done.pop().ok_or_else(|| StoreError::Internal("insert returned nothing".into()))
     }
+
+    /// The image `id` whatever its visibility: the service's own view (recovery, sweeps).
+    async fn find_image(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError>;
+
+    /// Registers `node` as serving this catalogue, or renews its lease (`heartbeat_at`). A
+    /// starting server's first write: a catalogue it cannot write stops it there.
+    async fn heartbeat(&self, node: &Node) -> Result<(), StoreError>;
+
+    /// Removes a node that stops cleanly.
+    async fn unregister_node(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Every registered node.
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+
+    /// Every image whose upload a node holds, with the hold.
+    async fn held_uploads(&self) -> Result<Vec<(String, UploadLease)>, StoreError>;
+
+    /// Whether this open created the catalogue (or found it empty).
+    fn is_new(&self) -> bool;
+
+    /// Stops taking writes, commits those already queued and releases the database. Every
+    /// later call is refused as unavailable.
+    async fn close(&self);
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -220,6 +315,14 @@ impl DatabaseUrl {
     }
 }
 
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
 /// How hard a commit waits for the disk (SQLite's `synchronous`). The default is durable: an
 /// acknowledged write survives power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -232,14 +335,30 @@ pub enum Synchronous {
     Off,
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub synchronous: Synchronous,
+    /// Bytes kept free on the database's disk so that deletes run when it fills (SQLite).
+    pub disk_reserve: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { synchronous: Synchronous::Full, disk_reserve: 0 }
+    }
+}
+
 /// Opens the store named by `url`, applying migrations.
-pub async fn open(url: &DatabaseUrl, synchronous: Synchronous) -> Result<DynStore, StoreError> {
+pub async fn open(url: &DatabaseUrl, options: StoreOptions) -> Result<DynStore, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => {
             let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path, synchronous))
-                .await
-                .map_err(|e| StoreError::Internal(e.to_string()))??;
+            let store = tokio::task::spawn_blocking(move || {
+                sqlite::SqliteStore::open(&path, options.synchronous, options.disk_reserve)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
             Ok(Arc::new(store))
         }
     }

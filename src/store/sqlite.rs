@@ -32,10 +32,12 @@ use tokio::sync::oneshot;
 
 use super::{
     Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Modification, Scalar, SortDir, Store, StoreError,
-    Synchronous, VisibilityFilter,
+    Synchronous, VisibilityFilter, error_text,
 };
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, ImageStatus, Member, MemberStatus, Principal, Properties, Visibility, now, policy};
+use crate::domain::{
+    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
+};
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
 const MIGRATIONS: &[&str] = &[
@@ -43,10 +45,19 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_deleted_ids.sql"),
     include_str!("migrations/0003_members.sql"),
     include_str!("migrations/0004_properties_without_rowid.sql"),
+    include_str!("migrations/0005_nodes_and_upload_leases.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
 const MAX_BATCH: usize = 512;
+
+/// The most writes waiting for the writer: a write that finds the queue full is refused at
+/// once (503 with `Retry-After`) instead of waiting behind thousands of others. Eight full
+/// batches: well over a second of writes at the measured rates.
+const MAX_QUEUED_WRITES: usize = 8 * MAX_BATCH;
+
+/// How long a listing waits for a read connection before it is refused as overload.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The writer connection's page cache, in KiB (as SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -16_384;
@@ -150,19 +161,161 @@ pub struct SqliteStore {
     /// Bounds the listings that run at once to the pooled connections: more would only queue
     /// on the CPU, each on a new connection with a cold page cache (and a thread of its own).
     read_slots: tokio::sync::Semaphore,
-    /// The writer thread's queue. The thread ends when this sender is dropped.
-    writer: Option<mpsc::Sender<Job>>,
-    /// Joined on drop, after the queue closes: the writer ends with a checkpoint.
-    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// The writer thread's bounded queue ([`MAX_QUEUED_WRITES`]). The thread ends when this
+    /// sender is dropped ([`Store::close`]).
+    writer: Mutex<Option<mpsc::SyncSender<Job>>>,
+    /// Joined on close, after the queue closes: the writer ends with a checkpoint.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What the writer found out about the disk and the file: shared with the writer thread.
+    health: Arc<Health>,
+    /// Whether this open created the database (or found it empty).
+    new: bool,
 }
 
 impl Drop for SqliteStore {
     /// Lets the writer finish what is queued and checkpoint, then waits for it.
     fn drop(&mut self) {
-        drop(self.writer.take());
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
+        self.shut_writer();
+    }
+}
+
+/// The state of the database's file and disk, as the writer last saw them.
+struct Health {
+    /// Set once the path no longer names the file this store has open (deleted or replaced
+    /// under the running server): every later operation is refused, since a write
+    /// acknowledged into an unlinked file is a write lost.
+    lost: std::sync::OnceLock<String>,
+    /// The reserve that lets deletes run on a full disk.
+    reserve: DiskReserve,
+}
+
+impl Health {
+    /// Refuses everything once the database file is lost.
+    fn check(&self) -> Result<(), StoreError> {
+        match self.lost.get() {
+            Some(why) => Err(StoreError::Unavailable(why.clone())),
+            None => Ok(()),
         }
+    }
+}
+
+/// Free space kept back on the database's disk: a file of `size` bytes, allocated while there
+/// is room. When a write finds the disk full, the reserve is released and only writes that
+/// free space (deletes) are taken until there is room for it again; so a full disk can always
+/// be emptied through the API. `size` 0 keeps no reserve.
+struct DiskReserve {
+    path: PathBuf,
+    size: u64,
+    /// The disk was found full and the reserve released.
+    full: std::sync::atomic::AtomicBool,
+    /// When room was last looked for, in milliseconds since the store opened.
+    checked_at: std::sync::atomic::AtomicU64,
+    opened: std::time::Instant,
+}
+
+impl DiskReserve {
+    fn new(db: &Path, size: u64) -> DiskReserve {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-reserve");
+        let reserve = DiskReserve {
+            path: path.into(),
+            size,
+            full: Default::default(),
+            checked_at: Default::default(),
+            opened: std::time::Instant::now(),
+        };
+        if let Err(e) = reserve.allocate() {
+            tracing::warn!(error = %e, path = %reserve.path.display(), "cannot allocate the disk reserve; the disk counts as full");
+            reserve.full.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        reserve
+    }
+
+    /// Writes the reserve file in full (real blocks, not a sparse file).
+    fn allocate(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.size == 0 {
+            return Ok(());
+        }
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.size) {
+            return Ok(());
+        }
+        let result = (|| {
+            let mut file = std::fs::File::create(&self.path)?;
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = self.size;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        result
+    }
+
+    fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The disk is full: give the reserve back, so that deletes can run.
+    fn release(&self) {
+        if !self.full.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(path = %self.path.display(), "the database's disk is full: only deletes are taken until there is room");
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// While full, at most once a second: when the disk has room for the reserve and as much
+    /// again, takes the reserve back and all writes again.
+    fn look_for_room(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.is_full() {
+            return;
+        }
+        let now = self.opened.elapsed().as_millis() as u64;
+        let last = self.checked_at.load(Relaxed);
+        if now.saturating_sub(last) < 1000 && last != 0
+            || self.checked_at.compare_exchange(last, now.max(1), Relaxed, Relaxed).is_err()
+        {
+            return;
+        }
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if free_bytes(dir).is_some_and(|free| free >= 2 * self.size.max(1024 * 1024)) && self.allocate().is_ok() {
+            self.full.store(false, Relaxed);
+            tracing::info!("the database's disk has room again: all writes are taken");
+        }
+    }
+}
+
+/// Bytes available to this process on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// The identity of the database file as opened: the writer checks before each commit that the
+/// path still names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId { dev: m.dev(), ino: m.ino() })
     }
 }
 
@@ -175,17 +328,26 @@ struct Job {
     run: RunJob,
 }
 
+/// What a write does to the disk, for the admission of writes while the disk is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Adds or changes data.
+    Grows,
+    /// Removes data (a delete): taken even when the disk is full.
+    Frees,
+}
+
 /// A write's body: how it ended, and how to answer its caller once its commit is decided.
 type RunJob = Box<dyn FnOnce(&mut Batch<'_>) -> (Outcome, Reply) + Send>;
 
 /// How a write ended, before the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Outcome {
     Done,
     /// Refused by its own checks: nothing of it stays.
     Refused,
     /// A database error in a write without a savepoint: the batch cannot commit.
-    Broken,
+    Broken(StoreError),
 }
 
 /// How to answer a write's caller once the fate of its commit is known.
@@ -198,6 +360,8 @@ struct Batch<'a> {
     cache: &'a ImageCache,
     /// The state of each image this batch changed so far; `None`: only the database knows.
     changed: HashMap<String, Option<Arc<Image>>>,
+    /// A write of the batch found the disk full (even if its savepoint let the batch go on).
+    full: bool,
 }
 
 impl Batch<'_> {
@@ -219,17 +383,49 @@ impl Batch<'_> {
 }
 
 impl From<rusqlite::Error> for StoreError {
+    /// A full disk, and a database that cannot be read or written now, are failures of the
+    /// store that pass (503); anything else is a defect (500). A syntax error's text quotes
+    /// its whole statement: only the message is kept.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DiskFull => StoreError::Full(error_text(&e)),
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::ReadOnly
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::OutOfMemory
+                | C::FileLockingProtocolFailed
+                | C::NotADatabase
+                | C::DatabaseCorrupt
+                | C::PermissionDenied
+                | C::NoLargeFileSupport => StoreError::Unavailable(error_text(&e)),
+                _ => StoreError::Internal(error_text(&e)),
+            },
+            rusqlite::Error::SqlInputError { msg, offset, .. } => {
+                StoreError::Internal(error_text(format!("{msg} at offset {offset}")))
+            }
+            _ => StoreError::Internal(error_text(&e)),
+        }
     }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
-    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+    /// `disk_reserve` bytes are kept back on its disk for deletes (see [`DiskReserve`]).
+    pub fn open(path: &Path, synchronous: Synchronous, disk_reserve: u64) -> Result<SqliteStore, StoreError> {
+        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "{}: cannot use a write-ahead log (journal mode {mode}): is the database or its directory read-only?",
+                path.display()
+            )));
+        }
         let sync = match synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
@@ -243,19 +439,21 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.to_string())?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-        migrate(&mut conn)?;
+        let before = migrate(&mut conn)?;
+        let file = FileId::of(path).map_err(|e| StoreError::Unavailable(error_text(e)))?;
 
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_WRITES);
         let cache = Arc::new(ImageCache::default());
-        let writer_cache = cache.clone();
+        let health = Arc::new(Health { lost: Default::default(), reserve: DiskReserve::new(path, disk_reserve) });
+        let writer = Writer { conn, cache: cache.clone(), health: health.clone(), path: path.to_owned(), file };
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                writer_loop(&conn, &writer_cache, rx);
+                writer.run(rx);
                 // The store is closing: fold the WAL into the database and empty it, so that
                 // the next start does not have to read it back (after a bulk `image create`
                 // it can hold hundreds of megabytes). Best effort: a crash skips it safely.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                if let Err(e) = writer.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "closing checkpoint failed");
                 }
             })
@@ -267,9 +465,36 @@ impl SqliteStore {
             cache,
             readers: Mutex::new(Vec::new()),
             read_slots: tokio::sync::Semaphore::new(READ_POOL),
-            writer: Some(tx),
-            writer_thread: Some(writer_thread),
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            health,
+            new: !existed || before == 0,
         })
+    }
+
+    /// Closes the writer's queue and waits for the writer to finish what it holds (and
+    /// checkpoint). Later writes are refused as unavailable.
+    fn shut_writer(&self) {
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let thread = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+
+    /// Image `id` from the cache, or read (and cached).
+    fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
+        self.health.check()?;
+        if let Some(image) = self.cache.get(id) {
+            return Ok(Some(image));
+        }
+        let seen = self.cache.generation();
+        let Some(image) = self.read_inline(|c| Ok(load_image(c, id)?))? else {
+            return Ok(None);
+        };
+        let image = Arc::new(image);
+        self.cache.fill(seen, image.clone());
+        Ok(Some(image))
     }
 
     fn reader(&self) -> Result<Connection, StoreError> {
@@ -311,7 +536,11 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let _slot = self.read_slots.acquire().await.map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.health.check()?;
+        let _slot = match tokio::time::timeout(READ_WAIT, self.read_slots.acquire()).await {
+            Ok(slot) => slot.map_err(|e| StoreError::Internal(e.to_string()))?,
+            Err(_) => return Err(StoreError::Unavailable("every read connection is busy (overload)".into())),
+        };
         let mut conn = self.reader()?;
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let result = (|| {
@@ -336,11 +565,13 @@ impl SqliteStore {
     /// from the read cache after the commit, before the caller hears of it.
     async fn write<R: Send + 'static>(
         &self,
+        kind: Kind,
         touches: Vec<String>,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        self.enqueue(true, move |batch| {
+        self.enqueue(kind, true, move |batch| {
             let result = f(batch.conn);
+            batch.full |= matches!(result, Err(StoreError::Full(_)));
             // Dropped from the cache whether or not it succeeded: always true.
             for id in touches {
                 batch.changed.insert(id, None);
@@ -351,12 +582,21 @@ impl SqliteStore {
         .await
     }
 
-    /// Queues a write that needs no savepoint (see [`Job::isolated`]).
+    /// Queues a write, in a savepoint of its own when `isolated` (see [`Job::isolated`]).
+    /// Refused at once when the database is lost, when the disk is full and the write would
+    /// not free space, and when the queue is full.
     async fn enqueue<R: Send + 'static>(
         &self,
+        kind: Kind,
         isolated: bool,
         f: impl FnOnce(&mut Batch<'_>) -> (Outcome, Result<R, StoreError>) + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.health.check()?;
+        let reserve = &self.health.reserve;
+        reserve.look_for_room();
+        if kind == Kind::Grows && reserve.is_full() {
+            return Err(StoreError::Full("the database's disk is full; only deletes are taken".into()));
+        }
         let (tx, rx) = oneshot::channel();
         let run = Box::new(move |batch: &mut Batch<'_>| {
             let (outcome, result) = f(batch);
@@ -365,20 +605,26 @@ impl SqliteStore {
             });
             (outcome, reply)
         });
-        self.writer
-            .as_ref()
-            .ok_or_else(|| StoreError::Internal("the store is closed".into()))?
-            .send(Job { isolated, run })
-            .map_err(|_| StoreError::Internal("the writer thread has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Internal("the writer thread dropped a write".into()))?
+        {
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let writer = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            writer.try_send(Job { isolated, run }).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => StoreError::Unavailable("too many writes are queued (overload)".into()),
+                mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("the writer has stopped".into()),
+            })?;
+        }
+        // Dropped unanswered only when the writer could not start the batch (its own error
+        // was logged): nothing of the write happened.
+        rx.await.map_err(|_| StoreError::Unavailable("the write could not be started".into()))?
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// Brings the schema up to date; returns the version it was at (0: an empty database).
+fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     // Up to date: no write transaction, so start-up never waits for an fsync.
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current == MIGRATIONS.len() as i64 {
-        return Ok(());
+        return Ok(current);
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -402,7 +648,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
     tx.commit()?;
-    Ok(())
+    Ok(current)
 }
 
 /// Runs one statement of the writer's transaction control, prepared once.
@@ -410,28 +656,74 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// The writer thread: group commit over whatever is queued.
-fn writer_loop(conn: &Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// The writer thread's state: the only writing connection, and what it keeps true.
+struct Writer {
+    conn: Connection,
+    cache: Arc<ImageCache>,
+    health: Arc<Health>,
+    /// The database's path, and the file it named when opened.
+    path: PathBuf,
+    file: FileId,
+}
+
+impl Writer {
+    /// Group commit over whatever is queued, until the queue closes.
+    fn run(&self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.batch(jobs);
+        }
+    }
+
+    /// The path must still name the file the connection has open: a database deleted or
+    /// replaced under the server would take writes that no one reads again.
+    fn file_is_ours(&self) -> Result<(), StoreError> {
+        self.health.check()?;
+        match FileId::of(&self.path) {
+            Ok(id) if id == self.file => Ok(()),
+            // Transient failures to stat (EIO, EMFILE) do not condemn the store.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Unavailable(error_text(e))),
+            _ => {
+                let why = format!(
+                    "the database file {} was removed or replaced while open: writes are refused; restart imagemeta",
+                    self.path.display()
+                );
+                tracing::error!("{why}");
+                let _ = self.health.lost.set(why.clone());
+                Err(StoreError::Unavailable(why))
             }
         }
-        if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
-            // Nothing ran. Dropping the jobs drops their reply channels: each caller gets an error.
+    }
+
+    /// Runs `jobs` in one transaction and answers each once its fate is known.
+    fn batch(&self, jobs: Vec<Job>) {
+        let conn = &self.conn;
+        let cache = &*self.cache;
+        let begun = self.file_is_ours().and_then(|()| run(conn, "BEGIN IMMEDIATE").map_err(StoreError::from));
+        if let Err(e) = begun {
+            // Nothing ran: each caller hears why.
             tracing::error!(error = %e, "cannot begin a write transaction");
-            continue;
+            self.note(&e);
+            let mut batch = Batch { conn, cache, changed: HashMap::new(), full: false };
+            for job in jobs {
+                let (_, reply) = (job.run)(&mut batch);
+                reply(Err(e.clone()));
+            }
+            return;
         }
-        let mut batch = Batch { conn, cache, changed: HashMap::new() };
+        let mut batch = Batch { conn, cache, changed: HashMap::new(), full: false };
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let mut broken = None;
+        let mut broken: Option<StoreError> = None;
         for job in jobs {
             let outcome = if job.isolated {
                 run(conn, "SAVEPOINT w").map(|()| (job.run)(&mut batch)).and_then(|(outcome, reply)| {
-                    if outcome != Outcome::Done {
+                    if !matches!(outcome, Outcome::Done) {
                         run(conn, "ROLLBACK TO w")?;
                     }
                     run(conn, "RELEASE w").map(|()| (outcome, reply))
@@ -440,41 +732,53 @@ fn writer_loop(conn: &Connection, cache: &ImageCache, rx: mpsc::Receiver<Job>) {
                 Ok((job.run)(&mut batch))
             };
             match outcome {
-                Ok((Outcome::Broken, reply)) => {
+                Ok((Outcome::Broken(e), reply)) => {
                     replies.push(reply);
-                    broken = Some("a write failed in the database".to_owned());
+                    broken = Some(e);
                     break;
                 }
                 Ok((_, reply)) => replies.push(reply),
                 Err(e) => {
-                    broken = Some(format!("a write could not be isolated: {e}"));
+                    tracing::error!(error = %e, "a write could not be isolated");
+                    broken = Some(e.into());
                     break;
                 }
             }
         }
         // The writes after a broken one never ran: dropping them answers their callers.
         let committed = match broken {
-            None => run(conn, "COMMIT").map_err(|e| e.to_string()),
-            Some(why) => Err(why),
+            None => run(conn, "COMMIT").map_err(StoreError::from),
+            Some(e) => Err(e),
         };
+        if batch.full {
+            self.health.reserve.release();
+        }
         let changed = std::mem::take(&mut batch.changed);
         match &committed {
             Ok(()) => cache.publish(changed),
             Err(e) => {
                 tracing::error!(error = %e, "no write of the batch is acknowledged");
+                self.note(e);
                 let _ = conn.execute_batch("ROLLBACK");
                 cache.publish(changed.into_keys().map(|id| (id, None)).collect());
             }
         }
         for reply in replies {
-            reply(committed.clone().map_err(StoreError::Internal));
+            reply(committed.clone());
+        }
+    }
+
+    /// Learns from a failed batch: a full disk releases the reserve.
+    fn note(&self, e: &StoreError) {
+        if matches!(e, StoreError::Full(_)) {
+            self.health.reserve.release();
         }
     }
 }
 
 const IMAGE_COLUMNS: &str = "id, name, status, visibility, owner, protected, os_hidden, size, \
      virtual_size, min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, \
-     os_hash_value, created_at, updated_at";
+     os_hash_value, created_at, updated_at, upload_node, upload_staging";
 
 fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
@@ -519,6 +823,10 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         tags: Vec::new(),
         properties: Properties::default(),
         members: Vec::new(),
+        upload: match (row.get::<_, Option<String>>(18)?, row.get::<_, Option<String>>(19)?) {
+            (Some(node), staging) => Some(UploadLease { node, staging: staging.unwrap_or_default() }),
+            (None, _) => None,
+        },
         rendered: Default::default(),
     })
 }
@@ -720,12 +1028,13 @@ fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result
     let sql = if insert {
         format!(
             "INSERT INTO images ({IMAGE_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
         )
     } else {
         "UPDATE images SET name = ?2, status = ?3, visibility = ?4, owner = ?5, protected = ?6, os_hidden = ?7, \
          size = ?8, virtual_size = ?9, min_disk = ?10, min_ram = ?11, disk_format = ?12, container_format = ?13, \
-         checksum = ?14, os_hash_algo = ?15, os_hash_value = ?16, created_at = ?17, updated_at = ?18 WHERE id = ?1"
+         checksum = ?14, os_hash_algo = ?15, os_hash_value = ?16, created_at = ?17, updated_at = ?18, \
+         upload_node = ?19, upload_staging = ?20 WHERE id = ?1"
             .to_owned()
     };
     conn.prepare_cached(&sql)?.execute(params![
@@ -747,6 +1056,8 @@ fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result
         image.os_hash_value,
         micros(image.created_at),
         micros(image.updated_at),
+        image.upload.as_ref().map(|u| &u.node),
+        image.upload.as_ref().map(|u| &u.staging),
     ])?;
     Ok(())
 }
@@ -1072,23 +1383,86 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
-        let image = match self.cache.get(id) {
-            Some(image) => image,
-            None => {
-                let seen = self.cache.generation();
-                let image = Arc::new(self.read_inline(|c| load_image(c, id)?.ok_or(StoreError::NotFound))?);
-                self.cache.fill(seen, image.clone());
-                image
-            }
-        };
-        if !policy::can_see(who, &image) {
-            return Err(StoreError::NotFound);
+        match self.fetch(id)? {
+            Some(image) if policy::can_see(who, &image) => Ok(image),
+            _ => Err(StoreError::NotFound),
         }
-        Ok(image)
+    }
+
+    async fn find_image(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
+        self.fetch(id)
+    }
+
+    async fn heartbeat(&self, node: &Node) -> Result<(), StoreError> {
+        let node = node.clone();
+        self.write(Kind::Grows, vec![], move |c| {
+            c.prepare_cached(
+                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            )?
+            .execute(params![node.id, node.host, node.pid, micros(node.started_at), micros(now())])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unregister_node(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(Kind::Frees, vec![], move |c| {
+            c.prepare_cached("DELETE FROM nodes WHERE id = ?1")?.execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT id, host, pid, started_at, heartbeat_at FROM nodes")?;
+            let nodes = stmt
+                .query_map([], |r| {
+                    Ok(Node {
+                        id: r.get(0)?,
+                        host: r.get(1)?,
+                        pid: r.get(2)?,
+                        started_at: from_micros(r.get(3)?)?,
+                        heartbeat_at: from_micros(r.get(4)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(nodes)
+        })
+        .await
+    }
+
+    async fn held_uploads(&self) -> Result<Vec<(String, UploadLease)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, upload_node, upload_staging FROM images WHERE upload_node IS NOT NULL")?;
+            let held = stmt
+                .query_map([], |r| {
+                    let staging: Option<String> = r.get(2)?;
+                    Ok((r.get(0)?, UploadLease { node: r.get(1)?, staging: staging.unwrap_or_default() }))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(held)
+        })
+        .await
+    }
+
+    fn is_new(&self) -> bool {
+        self.new
+    }
+
+    async fn close(&self) {
+        tokio::task::block_in_place(|| self.shut_writer());
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
-        let query = query.clone();
+        if let Some(why) = query.too_large() {
+            return Err(StoreError::Rejected(crate::domain::Rejection::invalid(why)));
+        }
+        let mut query = query.clone();
+        query.dedup_sort();
         let who = match caller {
             Caller::User(p) => Some(p.clone()),
             Caller::Operator => None,
@@ -1108,7 +1482,7 @@ impl Store for SqliteStore {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.enqueue(false, move |batch| match change_metadata_tx(batch, &who, &id, change, quota) {
+        self.enqueue(Kind::Grows, false, move |batch| match change_metadata_tx(batch, &who, &id, change, quota) {
             Ok(Ok(image)) => {
                 let properties = image.properties.clone();
                 batch.changed.insert(id, Some(Arc::new(image)));
@@ -1117,7 +1491,8 @@ impl Store for SqliteStore {
             Ok(Err(refused)) => (Outcome::Refused, Err(refused)),
             Err(e) => {
                 tracing::error!(error = %e, image = %id, "a metadata write failed in the database");
-                (Outcome::Broken, Err(e.into()))
+                let e = StoreError::from(e);
+                (Outcome::Broken(e.clone()), Err(e))
             }
         })
         .await
@@ -1125,17 +1500,17 @@ impl Store for SqliteStore {
 
     async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(vec![id.clone()], move |c| modify_image_tx(c, &who, &id, change)).await
+        self.write(Kind::Grows, vec![id.clone()], move |c| modify_image_tx(c, &who, &id, change)).await
     }
 
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(vec![id.clone()], move |c| delete_image_tx(c, &who, &id)).await
+        self.write(Kind::Frees, vec![id.clone()], move |c| delete_image_tx(c, &who, &id)).await
     }
 
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
         let ids = images.iter().map(|i| i.id.clone()).collect();
-        self.write(ids, move |c| {
+        self.write(Kind::Grows, ids, move |c| {
             // In key order: a large batch then fills each B-tree page once, in order, instead
             // of revisiting pages that were already spilled from the cache (a bulk import of
             // random UUIDs was 2.5 times slower otherwise).
@@ -1158,7 +1533,7 @@ mod tests {
     fn temp_store() -> (SqliteStore, PathBuf) {
         let dir = std::env::temp_dir().join(format!("imagemeta-store-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        (SqliteStore::open(&dir.join("db"), Synchronous::Full).unwrap(), dir)
+        (SqliteStore::open(&dir.join("db"), Synchronous::Full, 0).unwrap(), dir)
     }
 
     fn owner() -> Principal {
@@ -1189,7 +1564,7 @@ mod tests {
         let store = store.clone();
         let blocker = tokio::spawn(async move {
             store
-                .write(vec![], move |_| {
+                .write(Kind::Grows, vec![], move |_| {
                     let _ = hold.recv_timeout(std::time::Duration::from_secs(10));
                     Ok(())
                 })
@@ -1210,10 +1585,7 @@ mod tests {
         release.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         for w in writes {
-            assert!(
-                matches!(w.await.unwrap(), Err(StoreError::Internal(_))),
-                "a write of the failed batch was acknowledged"
-            );
+            assert!(w.await.unwrap().is_err_and(|e| e.is_failure()), "a write of the failed batch was acknowledged");
         }
     }
 
@@ -1241,7 +1613,7 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .write(vec![], |c| {
+                    .write(Kind::Grows, vec![], |c| {
                         c.execute_batch(
                             "PRAGMA defer_foreign_keys = ON; \
                              INSERT INTO image_properties (image_id, name, value, position) VALUES ('nope', 'k', 'v', 1);",
@@ -1269,7 +1641,7 @@ mod tests {
         // Cached before the batch, so a wrongly published change would be seen.
         assert!(store.get_image(&owner(), "img").await.unwrap().properties.is_empty());
         store
-            .write(vec![], |c| {
+            .write(Kind::Grows, vec![], |c| {
                 c.execute_batch(
                     "CREATE TEMP TRIGGER boom BEFORE INSERT ON image_properties WHEN NEW.name = 'boom' \
                      BEGIN SELECT RAISE(ABORT, 'boom'); END;",
@@ -1348,7 +1720,7 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
-        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Full, 0).unwrap();
         let names = |image: &Image| image.properties.iter().map(|(k, _)| k.to_owned()).collect::<Vec<_>>();
         let a = store.get_image(&owner(), "a").await.unwrap();
         assert_eq!(names(&a), ["zeta", "alpha", "mid"]);
@@ -1362,7 +1734,7 @@ mod tests {
         store.change_metadata(&owner(), "a", change, MetadataQuota(None)).await.unwrap();
         drop(store);
         // As stored, read back by a fresh process.
-        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Full, 0).unwrap();
         let a = store.get_image(&owner(), "a").await.unwrap();
         assert_eq!(names(&a), ["zeta", "alpha", "mid", "new"]);
         assert_eq!(a.properties.get_str("alpha"), Some("changed"));

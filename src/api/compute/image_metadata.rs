@@ -15,7 +15,7 @@ fn fault(e: StoreError, image_id: &str) -> Fault {
         StoreError::Forbidden => Fault::forbidden(format!("Not authorized for image {image_id}.")),
         StoreError::QuotaExceeded => Fault::forbidden("Image metadata limit exceeded"),
         StoreError::KeyNotFound => Fault::not_found("Invalid metadata key"),
-        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        other => Fault::store(&other, true),
     }
 }
 

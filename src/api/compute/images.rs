@@ -51,7 +51,7 @@ async fn list(ctx: &Ctx<'_>, detail: bool) -> Result<Reply, Fault> {
         StoreError::MarkerForbidden(m) => {
             Fault::forbidden(format!("HTTP 403 Forbidden: Forbidden to see the marker image {m}."))
         }
-        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        other => Fault::store(&other, true),
     })?;
     let links = ctx.links();
     let next = images.last().filter(|_| images.len() == query.limit).map(|last| {
@@ -157,6 +157,9 @@ fn list_query(ctx: &Ctx<'_>, detail: bool) -> Result<ListQuery, Fault> {
             q.filters.push(Filter::Property(prop.to_owned(), v.to_owned()));
         }
     }
+    if let Some(why) = q.too_large() {
+        return Err(Fault::bad_request(format!("HTTP 400 Bad Request: {why}")));
+    }
     Ok(q)
 }
 
@@ -179,11 +182,13 @@ fn int_filter(ctx: &Ctx<'_>, name: &str) -> Result<Option<i64>, Fault> {
 }
 
 /// ISO 8601 as Glance accepts it: with or without a UTC offset or fractions, or a bare date.
+/// The result is in UTC; a time whose UTC equivalent leaves the representable range (a
+/// negative offset on the last day of 9999) is no time.
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     use time::format_description::well_known::Rfc3339;
     use time::macros::format_description;
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Some(t);
+        return t.checked_to_offset(time::UtcOffset::UTC);
     }
     let naive = [
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]"),
@@ -218,7 +223,7 @@ fn next_query(ctx: &Ctx<'_>, marker: &str) -> String {
 pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::not_found("Image not found."),
-        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        other => Fault::store(&other, true),
     })?;
     #[derive(serde::Serialize)]
     struct Show<'a> {
@@ -234,10 +239,10 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
 
 /// `DELETE /images/{id}`.
 pub async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
-    ctx.state.store.delete_image(&ctx.principal, id).await.map_err(|e| match e {
+    crate::service::delete_image(&ctx.state.store, &ctx.state.data, &ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::not_found("Image not found."),
         StoreError::Forbidden | StoreError::Protected => Fault::forbidden("You are not allowed to delete the image."),
-        other => Fault::internal(&other, "imagemeta.store.StoreError"),
+        other => Fault::store(&other, true),
     })?;
     Ok(Reply::no_content())
 }
@@ -253,5 +258,19 @@ mod tests {
         assert!(parse_time("2026-01-02T03:04:05.123456").is_some());
         assert!(parse_time("2026-01-02").is_some());
         assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("9999-12-31T23:59:59.9Z").is_some());
+        assert!(parse_time("9999-12-31T23:59:59-01:00").is_none());
+    }
+
+    /// No time at the edges of the range panics, whatever the comparison.
+    #[test]
+    fn seconds_filters_at_the_edges_of_time() {
+        use crate::api::seconds_filter;
+        for t in ["9999-12-31T23:59:59.9Z", "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "0000-01-01T00:00:00.5Z"] {
+            let t = parse_time(t).unwrap();
+            for cmp in [Cmp::Eq, Cmp::Neq, Cmp::Gt, Cmp::Gte, Cmp::Lt, Cmp::Lte] {
+                let _ = seconds_filter(Column::UpdatedAt, cmp, t);
+            }
+        }
     }
 }

@@ -130,13 +130,15 @@ async fn api_request(
     let legacy = prefix == "/v2";
     let mut version_header = None;
     let rest = &parts.uri.path()[rest_at..];
-    let result = pipeline(&state, &parts, body, prefix, legacy, rest, &mut version_header).await;
+    let deadline = state.settings.request_timeout;
+    let result =
+        tokio::time::timeout(deadline, pipeline(&state, &parts, body, prefix, legacy, rest, &mut version_header))
+            .await
+            .unwrap_or_else(|_| Err(Fault::timed_out(true)));
     let mut response = match result {
         Ok(reply) => render(reply, &parts.headers),
         Err(fault) => {
-            if fault.status().is_server_error() {
-                tracing::error!(request_id = %request_id, status = %fault.status(), "request failed");
-            }
+            fault.log(request_id.as_str());
             fault.render(accept.as_ref())
         }
     };
@@ -156,6 +158,10 @@ async fn pipeline(
     version_header: &mut Option<Cow<'static, str>>,
 ) -> Result<Reply, Fault> {
     let settings = &state.settings;
+    // 0. The web server's bound on the request line.
+    if super::uri_too_long(&parts.uri) {
+        return Err(Fault::new(StatusCode::URI_TOO_LONG, "The request URI was too long for this server."));
+    }
     // 1. oslo.middleware sizelimit, on the declared length.
     if declared_length(&parts.headers).is_some_and(|n| n > settings.max_request_body_size as u64) {
         return Err(too_large());

@@ -80,7 +80,8 @@ fn metadata_object(field: &str, value: &Value, strictness: Strictness, single: b
             return Err(invalid(k, v, format!("{} is not of type 'string'", repr(v))));
         };
         let Some(val) = MetadataValue::parse(s) else {
-            return Err(invalid(k, v, format!("{} is too long", repr(v))));
+            let why = if s.contains('\0') { "contains a NUL character" } else { "is too long" };
+            return Err(invalid(k, v, format!("{} {why}", repr(v))));
         };
         items.push((key, val));
     }

@@ -72,7 +72,7 @@ impl serde::Serialize for ImageLinks<'_> {
 /// Nova's `utils.isotime`: seconds precision, `Z`.
 pub fn isotime(t: OffsetDateTime) -> String {
     let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.to_offset(time::UtcOffset::UTC).format(&fmt).unwrap_or_default()
+    t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t).format(&fmt).unwrap_or_default()
 }
 
 /// Glance status → (Compute status, progress) (nova-images §4.1).

@@ -18,9 +18,9 @@ use tokio_util::io::ReaderStream;
 use super::{Ctx, modify_owned, no_content, rejection, store_fault};
 use crate::api::AppState;
 use crate::api::fault::Fault;
-use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, policy};
+use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, UploadLease, policy};
 use crate::store::StoreError;
-use crate::store::data::{Inspected, Staged, UploadError, inspect};
+use crate::store::data::{DataStore, Inspected, Staged, UploadError, inspect};
 
 /// `PUT /v2/images/{id}/file`.
 pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
@@ -40,8 +40,10 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         ),
     };
 
-    // queued → saving, or why not.
+    // queued → saving, or why not; this node holds the upload, staged where the hold says.
     let image_id = id.to_owned();
+    let lease = UploadLease { node: ctx.state.node.id.clone(), staging: DataStore::new_staging(id) };
+    let hold = lease.clone();
     modify_owned(ctx, id, format!("Not allowed to upload image data for image {image_id}"), move |image| {
         if image.status != ImageStatus::Queued {
             return Err(Rejection::conflict(format!(
@@ -61,11 +63,13 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
             )));
         }
         image.status = ImageStatus::Saving;
+        image.upload = Some(hold);
         Ok(())
     })
     .await?;
 
-    let task = tokio::spawn(receive(ctx.state.clone(), ctx.principal.clone(), id.to_owned(), body, declared));
+    let task =
+        ctx.state.tasks.spawn(receive(ctx.state.clone(), ctx.principal.clone(), id.to_owned(), lease, body, declared));
     match task.await {
         Ok(result) => result.map(|()| no_content()),
         Err(e) => Err(Fault::explained(StatusCode::INTERNAL_SERVER_ERROR, format!("upload task failed: {e}"))),
@@ -77,14 +81,15 @@ async fn receive(
     state: AppState,
     who: Arc<Principal>,
     id: String,
+    lease: UploadLease,
     body: Body,
     declared: Option<u64>,
 ) -> Result<(), Fault> {
     let cap = state.settings.image_size_cap;
-    let staged = match state.data.stage(&id, body, cap).await {
+    let staged = match state.data.stage(&lease.staging, body, cap).await {
         Ok(s) => s,
         Err(e) => {
-            requeue(&state, &who, &id).await;
+            requeue(&state, &who, &id, &lease).await;
             return Err(match e {
                 UploadError::TooLarge => Fault::explained(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,22 +97,28 @@ async fn receive(
                 )
                 // The rest of the body is left unread: the connection cannot be reused.
                 .with_header(header::CONNECTION, HeaderValue::from_static("close")),
+                UploadError::Full => {
+                    let message = format!("Image storage media is full: {e}");
+                    tracing::error!(image = %id, "{message}");
+                    Fault::explained(StatusCode::PAYLOAD_TOO_LARGE, message)
+                        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+                }
                 UploadError::Interrupted(why) => {
                     tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
                     Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")
                 }
                 UploadError::Io(e) => {
                     tracing::error!(error = %e, image = %id, "cannot store image data");
-                    Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+                    data_unavailable()
                 }
             });
         }
     };
-    match activate(&state, &who, &id, &staged, declared).await {
+    match activate(&state, &who, &id, &lease, &staged, declared).await {
         Ok(()) => Ok(()),
         Err(fault) => {
             state.data.discard(staged).await;
-            requeue(&state, &who, &id).await;
+            requeue(&state, &who, &id, &lease).await;
             Err(fault)
         }
     }
@@ -118,6 +129,7 @@ async fn activate(
     state: &AppState,
     who: &Principal,
     id: &str,
+    lease: &UploadLease,
     staged: &Staged,
     declared: Option<u64>,
 ) -> Result<(), Fault> {
@@ -132,18 +144,21 @@ async fn activate(
         check_format(image.container_format.as_deref(), image.disk_format.as_deref(), staged).map_err(rejection)?;
     state.data.commit(id, staged).await.map_err(|e| {
         tracing::error!(error = %e, image = %id, "cannot move image data into place");
-        Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+        data_unavailable()
     })?;
     let (size, md5, sha) = (staged.size as i64, staged.md5_hex.clone(), staged.sha512_hex.clone());
+    let held = lease.clone();
     let done = state
         .store
         .modify_image(
             who,
             id,
             Box::new(move |image| {
-                if image.status != ImageStatus::Saving {
+                // Still this upload's: not requeued meanwhile (this node taken for dead).
+                if image.status != ImageStatus::Saving || image.upload.as_ref() != Some(&held) {
                     return Err(Rejection::new(RejectionKind::Gone, "The image changed during the upload."));
                 }
+                image.upload = None;
                 image.status = ImageStatus::Active;
                 image.size = Some(size);
                 image.virtual_size = virtual_size;
@@ -190,14 +205,20 @@ fn check_format(container: Option<&str>, disk: Option<&str>, staged: &Staged) ->
     }
 }
 
-/// Back to `queued` after a failed upload, sizes cleared.
-async fn requeue(state: &AppState, who: &Principal, id: &str) {
+/// Back to `queued` after a failed upload, sizes cleared, hold released (when it is still
+/// this upload's).
+async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLease) {
+    let held = lease.clone();
     let result = state
         .store
         .modify_image(
             who,
             id,
-            Box::new(|image| {
+            Box::new(move |image| {
+                if image.upload.as_ref() != Some(&held) {
+                    return Ok(());
+                }
+                image.upload = None;
                 if image.status == ImageStatus::Saving {
                     image.status = ImageStatus::Queued;
                     image.size = None;
@@ -261,7 +282,13 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
 
 fn data_fault(e: std::io::Error, id: &str) -> Fault {
     tracing::error!(error = %e, image = %id, "cannot read image data");
+    data_unavailable()
+}
+
+/// The image data store failed (not for lack of room): 503, retry later.
+fn data_unavailable() -> Fault {
     Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static(crate::api::fault::RETRY_AFTER))
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size`: the inclusive range, 400 for several

@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 
 use super::{Ctx, json_response, modify_owned, no_content, read_json, rejection, schemas, store_fault, views};
 use crate::api::compute::images::parse_time;
-use crate::api::fault::Fault;
+use crate::api::fault::{Fault, Page};
 use crate::api::{quote_plus, seconds_filter};
 use crate::domain::update::{self, PatchOp, SetMode};
-use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now};
+use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now, policy};
 use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir, VisibilityFilter};
 
 const DEFAULT_LIMIT: u64 = 25;
@@ -39,6 +39,9 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
         schemas::validate(k, v)?;
     }
     let who = &ctx.principal;
+    if !policy::can_create(who) {
+        return Err(Fault::explained(StatusCode::FORBIDDEN, "You are not authorized to complete add_image action."));
+    }
     let id = match fields.get("id") {
         Some(Value::String(id)) => id.clone(),
         _ => uuid::Uuid::new_v4().to_string(),
@@ -87,10 +90,9 @@ pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
 
 /// `DELETE /v2/images/{id}`: the record, then its data.
 pub async fn delete(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
-    let image = ctx.state.store.delete_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
-    if let Err(e) = ctx.state.data.remove(&image.id).await {
-        tracing::error!(error = %e, image = %image.id, "cannot remove the data of a deleted image");
-    }
+    crate::service::delete_image(&ctx.state.store, &ctx.state.data, &ctx.principal, id)
+        .await
+        .map_err(|e| store_fault(e, id))?;
     Ok(no_content())
 }
 
@@ -108,10 +110,11 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
             // WebOb's HTTPUnsupportedMediaType template, with Glance's detail.
             return Err(Fault::webob(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "The request media type {media} is not supported by this server.\n<br /><br />\n\
-                     Image PATCH expects Content-Type one of: {PATCH_V20}, {PATCH_V21}"
-                ),
+                Page::new()
+                    .markup("The request media type ")
+                    .text(media)
+                    .markup(" is not supported by this server.\n<br /><br />\n")
+                    .text(format!("Image PATCH expects Content-Type one of: {PATCH_V20}, {PATCH_V21}")),
             )
             .with_header(
                 axum::http::HeaderName::from_static("accept-patch"),
@@ -214,7 +217,13 @@ fn pointer_root(path: &str) -> Result<String, Fault> {
             out.push(c);
         }
     }
-    Ok(out.trim().to_owned())
+    // Glance strips the token; a blank one names no property (Glance would create a property
+    // named "", which no client can address afterwards).
+    let token = out.trim();
+    if token.is_empty() {
+        return Err(bad_request(format!("Pointer `{path}` does not contains valid token.")));
+    }
+    Ok(token.to_owned())
 }
 
 /// `PUT /v2/images/{id}/tags/{tag}`.
@@ -505,6 +514,10 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
             q.sort.push((sort_key(key)?, dir));
         }
     }
+    q.dedup_sort();
+    if let Some(why) = q.too_large() {
+        return Err(bad_request(why));
+    }
     Ok(q)
 }
 
@@ -517,7 +530,7 @@ mod tests {
     fn json_pointer_roots() {
         assert_eq!(pointer_root("/name").unwrap(), "name");
         assert_eq!(pointer_root("/a~1b~0").unwrap(), "a/b~");
-        for bad in ["name", "/", "/a/b", "/tags/-", "/a~2"] {
+        for bad in ["name", "/", "/ ", "/\t", "/a/b", "/tags/-", "/a~2"] {
             assert!(pointer_root(bad).is_err(), "{bad}");
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{Ctx, json_response, modify_owned, no_content, read_json, store_fault};
 use crate::api::compute::views::isotime;
 use crate::api::fault::Fault;
-use crate::domain::{Image, Member, MemberStatus, Rejection, RejectionKind, Visibility, now};
+use crate::domain::{Image, Member, MemberStatus, Rejection, RejectionKind, Visibility, bad_text, now};
 
 /// Glance's `image_member_quota`.
 const MEMBER_QUOTA: usize = 128;
@@ -54,7 +54,7 @@ pub async fn show(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault> 
 pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
     let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
     let member = match body.get("member") {
-        Some(Value::String(m)) if !m.is_empty() && m.chars().count() <= 255 => m.clone(),
+        Some(Value::String(m)) if !m.is_empty() && m.chars().count() <= 255 && bad_text(m, true).is_none() => m.clone(),
         Some(_) => {
             return Err(Fault::explained(
                 StatusCode::BAD_REQUEST,

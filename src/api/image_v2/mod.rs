@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::fault::Fault;
+use super::fault::{Fault, Page};
 use super::{AppState, names, parse_query, percent_decode};
 use crate::domain::{Image, Principal, Rejection, RejectionKind, policy};
 use crate::store::StoreError;
@@ -145,9 +145,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
         Ok(r) => r,
         Err(fault) => {
-            if fault.status().is_server_error() {
-                tracing::error!(request_id = %request_id, status = %fault.status(), "request failed");
-            }
+            fault.log(&request_id);
             fault.render(accept.as_ref())
         }
     };
@@ -173,6 +171,10 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> Result<Response, Fault> {
+    // The web server's bound on the request line, before anything else.
+    if super::uri_too_long(&parts.uri) {
+        return Err(Fault::bare(StatusCode::URI_TOO_LONG));
+    }
     let token =
         parts.headers.get(names::X_AUTH_TOKEN).and_then(|t| t.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
     let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
@@ -191,7 +193,10 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
         // WebOb's HTTPNotImplemented template.
         return Err(Fault::webob(
             StatusCode::NOT_IMPLEMENTED,
-            format!("\nThe request method {} is not implemented for this server. <br /><br />\n", parts.method),
+            Page::new()
+                .markup("\nThe request method ")
+                .text(parts.method.as_str())
+                .markup(" is not implemented for this server. <br /><br />\n"),
         ));
     }
     let path = percent_decode(rest).ok_or_else(|| Fault::bare(StatusCode::NOT_FOUND))?;
@@ -200,7 +205,10 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
         // WebOb's HTTPMethodNotAllowed template.
         Some(allow) => Fault::webob(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("The method {} is not allowed for this resource. <br /><br />\n", parts.method),
+            Page::new()
+                .markup("The method ")
+                .text(parts.method.as_str())
+                .markup(" is not allowed for this resource. <br /><br />\n"),
         )
         .with_header(header::ALLOW, HeaderValue::from_static(allow)),
     })?;
@@ -209,27 +217,39 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))
         .ok_or_else(|| Fault::explained(StatusCode::BAD_REQUEST, "Query string is not UTF-8 encoded"))?;
+    let deadline = state.settings.request_timeout;
     let ctx = Ctx { state, principal, parts, query };
+    // Image data is bounded by its inactivity timeouts; everything else by the deadline.
+    if matches!(action, Action::Upload(_)) {
+        return dispatch(&ctx, action, body).await;
+    }
+    match tokio::time::timeout(deadline, dispatch(&ctx, action, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(Fault::timed_out(false)),
+    }
+}
+
+async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Response, Fault> {
     use Action::*;
     match action {
-        List => images::list(&ctx).await,
-        Create => images::create(&ctx, body).await,
-        Show(id) => images::show(&ctx, &id).await,
-        Update(id) => images::update(&ctx, &id, body).await,
-        Delete(id) => images::delete(&ctx, &id).await,
-        Upload(id) => image_data::upload(&ctx, &id, body).await,
-        Download(id) => image_data::download(&ctx, &id).await,
-        AddTag(id, tag) => images::add_tag(&ctx, &id, &tag).await,
-        DeleteTag(id, tag) => images::delete_tag(&ctx, &id, &tag).await,
-        Deactivate(id) => images::deactivate(&ctx, &id, true).await,
-        Reactivate(id) => images::deactivate(&ctx, &id, false).await,
+        List => images::list(ctx).await,
+        Create => images::create(ctx, body).await,
+        Show(id) => images::show(ctx, &id).await,
+        Update(id) => images::update(ctx, &id, body).await,
+        Delete(id) => images::delete(ctx, &id).await,
+        Upload(id) => image_data::upload(ctx, &id, body).await,
+        Download(id) => image_data::download(ctx, &id).await,
+        AddTag(id, tag) => images::add_tag(ctx, &id, &tag).await,
+        DeleteTag(id, tag) => images::delete_tag(ctx, &id, &tag).await,
+        Deactivate(id) => images::deactivate(ctx, &id, true).await,
+        Reactivate(id) => images::deactivate(ctx, &id, false).await,
         ImageSchema => Ok(json_response(StatusCode::OK, schemas::image_schema())),
         ImagesSchema => Ok(json_response(StatusCode::OK, &schemas::images_schema())),
-        ListMembers(id) => members::list(&ctx, &id).await,
-        AddMember(id) => members::create(&ctx, &id, body).await,
-        ShowMember(id, m) => members::show(&ctx, &id, &m).await,
-        UpdateMember(id, m) => members::update(&ctx, &id, &m, body).await,
-        DeleteMember(id, m) => members::delete(&ctx, &id, &m).await,
+        ListMembers(id) => members::list(ctx, &id).await,
+        AddMember(id) => members::create(ctx, &id, body).await,
+        ShowMember(id, m) => members::show(ctx, &id, &m).await,
+        UpdateMember(id, m) => members::update(ctx, &id, &m, body).await,
+        DeleteMember(id, m) => members::delete(ctx, &id, &m).await,
         MemberSchema => Ok(json_response(StatusCode::OK, &members::member_schema())),
         MembersSchema => Ok(json_response(StatusCode::OK, &members::members_schema())),
     }
@@ -320,10 +340,7 @@ pub fn store_fault(e: StoreError, id: &str) -> Fault {
         StoreError::MarkerNotFound(m) => {
             Fault::explained(StatusCode::BAD_REQUEST, format!("Marker {m} could not be found."))
         }
-        other => {
-            tracing::error!(error = %other, "store failure");
-            Fault::bare(StatusCode::INTERNAL_SERVER_ERROR)
-        }
+        other => Fault::store(&other, false),
     }
 }
 

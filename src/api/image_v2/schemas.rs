@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::api::fault::Fault;
 use crate::api::pyrepr::repr;
-use crate::domain::Visibility;
 use crate::domain::update::Attr;
+use crate::domain::{BadText, Visibility, bad_text};
 
 const UUID_PATTERN: &str = "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$";
 
@@ -174,8 +174,10 @@ pub fn is_uuid(s: &str) -> bool {
 }
 
 /// Validates `value` for property `key` (a schema property, or an extra one, which must be a
-/// string with a name of at most 255 characters).
+/// string with a name of at most 255 characters). Names, strings and tags must be text the
+/// catalogue stores (glance's `no_4byte_params`, and no NUL).
 pub fn validate(key: &str, value: &Value) -> Result<(), Fault> {
+    storable(key, value)?;
     match image_schema()["properties"].get(key) {
         Some(def) => check(def, value),
         None => {
@@ -188,6 +190,41 @@ pub fn validate(key: &str, value: &Value) -> Result<(), Fault> {
             check(&image_schema()["additionalProperties"], value)
         }
     }
+}
+
+/// Glance's messages for text its database layer refuses (and the same shape for NUL).
+fn storable(key: &str, value: &Value) -> Result<(), Fault> {
+    let refuse = |message: String| Err(Fault::explained(StatusCode::BAD_REQUEST, message));
+    let what = |bad: BadText| if bad == BadText::Nul { "NUL characters" } else { "4 byte unicode" };
+    if let Some(bad) = bad_text(key, true) {
+        return refuse(format!("Property names can't contain {}.", what(bad)));
+    }
+    match value {
+        Value::String(s) => match bad_text(s, true) {
+            Some(BadText::FourByte) => refuse(format!("{} can't contain 4 byte unicode characters.", py_title(key))),
+            Some(BadText::Nul) => refuse(format!("{} can't contain NUL characters.", py_title(key))),
+            None => Ok(()),
+        },
+        Value::Array(items) if key == "tags" => {
+            match items.iter().filter_map(Value::as_str).find_map(|t| bad_text(t, true)) {
+                Some(bad) => refuse(format!("Param values can't contain {}.", what(bad))),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Python's `str.title()`: each run of letters capitalised.
+fn py_title(s: &str) -> String {
+    let mut after_letter = false;
+    s.chars()
+        .flat_map(|c| {
+            let out: Vec<char> = if after_letter { c.to_lowercase().collect() } else { c.to_uppercase().collect() };
+            after_letter = c.is_alphabetic();
+            out
+        })
+        .collect()
 }
 
 /// Whether the schema marks `key` as a base property (as opposed to custom or extra).
@@ -266,7 +303,7 @@ mod tests {
 
     fn message(f: Fault) -> String {
         match f {
-            Fault::Bare { body, .. } => body.trim_end_matches("<br /><br />\n\n\n").to_owned(),
+            Fault::Bare { body, .. } => body.raw().trim_end_matches("<br /><br />\n\n\n").to_owned(),
             other => panic!("{other:?}"),
         }
     }
@@ -287,5 +324,25 @@ mod tests {
         assert!(validate("tags", &json!(["a", 1])).is_err());
         assert!(validate("min_ram", &json!(true)).is_err());
         assert!(is_base("name") && !is_base("kernel_id") && !is_base("anything"));
+    }
+
+    /// Glance's `no_4byte_params` messages, and NUL refused in names, values and tags.
+    #[test]
+    fn text_the_catalogue_cannot_store() {
+        assert_eq!(
+            message(validate("os_distro", &json!("a\u{1F600}")).unwrap_err()),
+            "Os_Distro can't contain 4 byte unicode characters."
+        );
+        assert_eq!(
+            message(validate("a\u{0}b", &json!("x")).unwrap_err()),
+            "Property names can't contain NUL characters."
+        );
+        assert_eq!(message(validate("hw_x", &json!("a\u{0}")).unwrap_err()), "Hw_X can't contain NUL characters.");
+        assert_eq!(
+            message(validate("tags", &json!(["ok", "\u{0}"])).unwrap_err()),
+            "Param values can't contain NUL characters."
+        );
+        assert!(validate("os_distro", &json!("é")).is_ok());
+        assert_eq!(py_title("hw_disk_bus2x"), "Hw_Disk_Bus2X");
     }
 }

@@ -1,0 +1,342 @@
+//! The connection loop of both listeners: how connections are admitted, how long each phase
+//! of a connection may take, and how they end when the server stops.
+//!
+//! Every connection is bounded: a listener holds at most [`Limits::max_connections`] (one
+//! over the cap gets a canned 503 and is closed at once, so descriptors never run out); a
+//! connection must send its request head within [`Limits::header_timeout`] of its first byte
+//! (or of being accepted), may sit idle between requests for [`Limits::keepalive_timeout`],
+//! must keep a request body moving ([`Limits::body_timeout`] between bytes) and must keep
+//! reading a response ([`Limits::send_timeout`] without progress). At shutdown the listeners
+//! stop accepting, idle connections close, requests in flight get [`Limits::shutdown_timeout`]
+//! to finish, and whatever is left is cut.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
+
+/// The bounds on every connection (see the module documentation). Each is a `serve` setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub body_timeout: Duration,
+    pub send_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Descriptors kept back from connections: the database's connections, image data files being
+/// read and written, connections to Keystone, the log.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit, as servers do, and returns the
+/// connections each of two listeners may hold within it: a connection can hold a second
+/// descriptor (an image file it uploads or downloads), so each counts twice.
+pub fn raise_fd_limit_and_cap(wanted: usize) -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            1024
+        } else {
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+            limit.rlim_cur
+        }
+    };
+    let fits = (soft.saturating_sub(RESERVED_FDS) / 4).max(1) as usize;
+    if wanted > fits {
+        tracing::warn!(
+            wanted,
+            allowed = fits,
+            open_files = soft,
+            "--max-connections lowered to what the open-files limit allows for two listeners"
+        );
+    }
+    wanted.min(fits)
+}
+
+/// Serves `listener` with `app` until `stop` is cancelled; then asks every connection to
+/// finish, and cuts those still open when `cut` is cancelled. Connections are tracked by
+/// `connections`.
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: S,
+    limits: Limits,
+    overload: Arc<[u8]>,
+    stop: CancellationToken,
+    cut: CancellationToken,
+    connections: TaskTracker,
+) where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (or a connection reset before it was accepted): the
+                // caps are meant to prevent the first; if it happens, wait a moment instead
+                // of spinning.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: a 503 in the API's own format, written without reading the
+            // request (the socket's buffer takes it at once), then closed.
+            let _ = stream.try_write(&overload);
+            tracing::warn!(max = limits.max_connections, "connection refused: too many connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let (stop, cut) = (stop.clone(), cut.clone());
+        connections.spawn(async move {
+            connection(stream, app, limits, stop, cut).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn connection<S>(stream: TcpStream, app: S, limits: Limits, stop: CancellationToken, cut: CancellationToken)
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let phase = Arc::new(Phase::new());
+    let io = TokioIo::new(TimedIo::new(stream, phase.clone(), limits));
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        phase.set(Phase::BUSY);
+        let request = request.map(|body| Body::new(TimeoutBody::new(limits.body_timeout, body)));
+        let response = app.clone().oneshot(request);
+        let phase = phase.clone();
+        async move {
+            let response = response.await?;
+            // The connection is busy until the response has been written to the end.
+            Ok::<_, Infallible>(response.map(|body| Body::new(Written { body, phase })))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The header and idle timeouts are the connection's own (TimedIo): hyper's would start
+    // at the end of the previous response, and would take one value for both.
+    builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => return log_end(result),
+        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        result = conn.as_mut() => log_end(result),
+        () = cut.cancelled() => tracing::info!("a connection was cut at the end of the shutdown timeout"),
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended");
+    }
+}
+
+/// Where a connection is in its request cycle, shared by its socket and its requests.
+struct Phase {
+    state: AtomicU8,
+    /// When the state last changed, in milliseconds since `origin`.
+    since: AtomicU64,
+    origin: Instant,
+}
+
+impl Phase {
+    /// Between requests: waiting for the first byte of the next one.
+    const IDLE: u8 = 0;
+    /// Reading a request head.
+    const HEAD: u8 = 1;
+    /// A request is being handled and its response written.
+    const BUSY: u8 = 2;
+
+    fn new() -> Phase {
+        // A new connection is reading its first head: the header timeout runs from now.
+        Phase { state: AtomicU8::new(Phase::HEAD), since: AtomicU64::new(0), origin: Instant::now() }
+    }
+
+    fn get(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn set(&self, state: u8) {
+        self.since.store(self.origin.elapsed().as_millis() as u64, Ordering::Release);
+        self.state.store(state, Ordering::Release);
+    }
+
+    fn since(&self) -> Instant {
+        self.origin + Duration::from_millis(self.since.load(Ordering::Acquire))
+    }
+}
+
+/// A response body that marks its connection idle once it has been written (or dropped).
+struct Written {
+    body: Body,
+    phase: Arc<Phase>,
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        self.phase.set(Phase::IDLE);
+    }
+}
+
+impl http_body::Body for Written {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A socket with the connection's read deadlines (idle, head) and its send-stall deadline.
+struct TimedIo {
+    stream: TcpStream,
+    phase: Arc<Phase>,
+    limits: Limits,
+    read_deadline: Pin<Box<Sleep>>,
+    /// Set while a write waits for the client to read.
+    write_stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedIo {
+    fn new(stream: TcpStream, phase: Arc<Phase>, limits: Limits) -> TimedIo {
+        let read_deadline = Box::pin(tokio::time::sleep(limits.header_timeout));
+        TimedIo { stream, phase, limits, read_deadline, write_stalled: None }
+    }
+
+    fn timed_out(what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.phase.get() == Phase::IDLE {
+                    // The first byte of the next request: its head must follow in time.
+                    this.phase.set(Phase::HEAD);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let (limit, what) = match this.phase.get() {
+                    Phase::IDLE => (this.limits.keepalive_timeout, "keep-alive idle connection"),
+                    Phase::HEAD => (this.limits.header_timeout, "reading a request head"),
+                    // A body's reads are bounded by its own timeout (TimeoutBody).
+                    _ => return Poll::Pending,
+                };
+                let deadline = this.phase.since() + limit;
+                if this.read_deadline.deadline() != deadline {
+                    this.read_deadline.as_mut().reset(deadline);
+                }
+                ready!(this.read_deadline.as_mut().poll(cx));
+                Poll::Ready(Err(TimedIo::timed_out(what)))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Pending => {
+                let send_timeout = this.limits.send_timeout;
+                let stalled = this.write_stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(send_timeout)));
+                ready!(stalled.as_mut().poll(cx));
+                Poll::Ready(Err(TimedIo::timed_out("sending a response")))
+            }
+            done => {
+                this.write_stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The bytes of a whole HTTP/1.1 response: what an over-the-cap connection is sent.
+pub async fn response_bytes(response: Response<Body>) -> Vec<u8> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let mut out = format!("HTTP/1.1 {} {}\r\n", parts.status.as_u16(), parts.status.canonical_reason().unwrap_or(""))
+        .into_bytes();
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}

@@ -1,0 +1,155 @@
+//! Operations that span the catalogue and the image data, below both APIs: deleting an image
+//! with its data, and keeping uploads and data files consistent when processes die.
+//!
+//! Every node (imagemeta process) registers in the catalogue and renews a lease
+//! ([`Node::HEARTBEAT`], [`Node::LEASE`]). An upload records the node that receives it and
+//! where its partial data is staged, in the transaction that makes the image `saving`. A node
+//! whose lease ran out, or whose process is gone from this host, holds nothing: any node puts
+//! its uploads back to `queued` (Glance's state after a failed upload) and removes their
+//! partial data. Data files no image owns are swept away. Both stay correct with several
+//! processes on one catalogue.
+
+use std::time::{Duration, SystemTime};
+
+use crate::domain::{Image, ImageStatus, Node, Principal, Rejection};
+use crate::store::data::{DataStore, Entry};
+use crate::store::{DynStore, StoreError};
+
+/// A data file younger than this is never swept: it may belong to an upload that is just
+/// moving its data into place (the file is renamed before the image turns `active`).
+pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// How often a node sweeps the data directory (and once at start).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Deletes image `id` for `who`, then its data: the one delete of both APIs. The record goes
+/// first (its id is never used again); data left behind by a failure here is swept later.
+pub async fn delete_image(store: &DynStore, data: &DataStore, who: &Principal, id: &str) -> Result<Image, StoreError> {
+    let image = store.delete_image(who, id).await?;
+    if let Err(e) = data.remove(&image.id).await {
+        tracing::warn!(error = %e, image = %image.id, "cannot remove the data of a deleted image; the sweep will");
+    }
+    Ok(image)
+}
+
+/// Puts every upload held by a node that is gone back to `queued` and removes its partial
+/// data. Returns how many it recovered.
+pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) -> Result<usize, StoreError> {
+    let held = store.held_uploads().await?;
+    if held.is_empty() {
+        return Ok(0);
+    }
+    let nodes = store.nodes().await?;
+    let at = crate::domain::now();
+    let mut recovered = 0;
+    for (id, lease) in held {
+        let holder = nodes.iter().find(|n| n.id == lease.node);
+        if Node::is_live(&lease.node, holder, this, at) {
+            continue;
+        }
+        let expected = lease.clone();
+        let requeued = store
+            .modify_image(
+                &Principal::system(),
+                &id,
+                Box::new(move |image| {
+                    // Only if nothing moved on since the hold was read.
+                    if image.upload.as_ref() != Some(&expected) {
+                        return Err(Rejection::conflict("the upload moved on"));
+                    }
+                    if image.status == ImageStatus::Saving {
+                        image.status = ImageStatus::Queued;
+                        image.size = None;
+                        image.virtual_size = None;
+                    }
+                    image.upload = None;
+                    Ok(())
+                }),
+            )
+            .await;
+        match requeued {
+            Ok(_) => {
+                tracing::warn!(image = %id, node = %lease.node, "the node receiving an upload is gone: the image is back to queued");
+                recovered += 1;
+            }
+            Err(StoreError::Rejected(_) | StoreError::NotFound) => continue,
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = data.remove_staging(&lease.staging).await {
+            tracing::warn!(error = %e, image = %id, "cannot remove a dead upload's partial data; the sweep will");
+        }
+    }
+    Ok(recovered)
+}
+
+/// Removes data files that no image owns: the data of images that are gone (or never became
+/// active), and partial uploads no live upload holds. Returns how many it removed.
+pub async fn sweep_data(store: &DynStore, data: &DataStore) -> Result<usize, StoreError> {
+    // The directory first, then the catalogue: a file listed here belongs to an upload whose
+    // hold was committed before the file was created.
+    let entries = data.entries().await.map_err(|e| StoreError::Unavailable(crate::store::error_text(e)))?;
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries {
+        let (Entry::Image { id, modified } | Entry::Partial { id, modified, .. }) = &entry;
+        if now.duration_since(*modified).unwrap_or_default() < SWEEP_GRACE {
+            continue;
+        }
+        let image = store.find_image(id).await?;
+        let owned = match (&entry, image.as_deref()) {
+            (_, None) => false,
+            (Entry::Image { .. }, Some(image)) => {
+                matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete)
+                    || image.upload.is_some()
+            }
+            (Entry::Partial { staging, .. }, Some(image)) => {
+                image.upload.as_ref().is_some_and(|u| &u.staging == staging)
+            }
+        };
+        if owned {
+            continue;
+        }
+        let result = match &entry {
+            Entry::Image { id, .. } => data.remove(id).await,
+            Entry::Partial { staging, .. } => data.remove_staging(staging).await,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(?entry, "removed image data that no image owns");
+                removed += 1;
+            }
+            Err(e) => tracing::warn!(error = %e, ?entry, "cannot remove image data that no image owns"),
+        }
+    }
+    Ok(removed)
+}
+
+/// A node's background duties, until the store closes: renew the lease, recover dead nodes'
+/// uploads, sweep (unless `sweep` is off). Failures are logged and retried at the next tick.
+pub async fn maintain(store: DynStore, data: std::sync::Arc<DataStore>, this: Node, sweep: bool) {
+    let mut tick = tokio::time::interval(Node::HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = store.heartbeat(&this).await {
+            tracing::warn!(error = %e, "cannot renew this node's lease");
+        }
+        // Every other heartbeat: half a lease.
+        if n.is_multiple_of(2)
+            && let Err(e) = recover_uploads(&store, &data, &this).await
+        {
+            tracing::warn!(error = %e, "cannot recover dead nodes' uploads");
+        }
+        n += 1;
+        if sweep && last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            last_sweep = Some(tokio::time::Instant::now());
+            match sweep_data(&store, &data).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "swept image data no image owns"),
+                Err(e) => tracing::warn!(error = %e, "cannot sweep the image data"),
+            }
+        }
+    }
+}
