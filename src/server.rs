@@ -185,6 +185,9 @@ struct Phase {
     /// When the state last changed, in milliseconds since `origin`.
     since: AtomicU64,
     origin: Instant,
+    /// The connection's task, parked on a read while busy: woken when the state changes, so
+    /// that the idle deadline starts to run (no byte may ever come to wake it).
+    reader: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
 impl Phase {
@@ -197,7 +200,12 @@ impl Phase {
 
     fn new() -> Phase {
         // A new connection is reading its first head: the header timeout runs from now.
-        Phase { state: AtomicU8::new(Phase::HEAD), since: AtomicU64::new(0), origin: Instant::now() }
+        Phase {
+            state: AtomicU8::new(Phase::HEAD),
+            since: AtomicU64::new(0),
+            origin: Instant::now(),
+            reader: std::sync::Mutex::new(None),
+        }
     }
 
     fn get(&self) -> u8 {
@@ -207,6 +215,17 @@ impl Phase {
     fn set(&self, state: u8) {
         self.since.store(self.origin.elapsed().as_millis() as u64, Ordering::Release);
         self.state.store(state, Ordering::Release);
+        if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            reader.wake();
+        }
+    }
+
+    /// Remembers the task parked on a read while busy.
+    fn park_reader(&self, waker: &std::task::Waker) {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !reader.as_ref().is_some_and(|r| r.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
     }
 
     fn since(&self) -> Instant {
@@ -285,7 +304,10 @@ impl AsyncRead for TimedIo {
                     Phase::IDLE => (this.limits.keepalive_timeout, "keep-alive idle connection"),
                     Phase::HEAD => (this.limits.header_timeout, "reading a request head"),
                     // A body's reads are bounded by its own timeout (TimeoutBody).
-                    _ => return Poll::Pending,
+                    _ => {
+                        this.phase.park_reader(cx.waker());
+                        return Poll::Pending;
+                    }
                 };
                 let deadline = this.phase.since() + limit;
                 if this.read_deadline.deadline() != deadline {

@@ -62,6 +62,7 @@ pub fn webob_status(code: u16) -> (&'static str, &'static str) {
         409 => ("409 Conflict", "Conflict"),
         410 => ("410 Gone", "Gone"),
         413 => ("413 Request Entity Too Large", "Request Entity Too Large"),
+        414 => ("414 Request-URI Too Long", "Request-URI Too Long"),
         415 => ("415 Unsupported Media Type", "Unsupported Media Type"),
         416 => ("416 Request Range Not Satisfiable", "Request Range Not Satisfiable"),
         501 => ("501 Not Implemented", "Not Implemented"),

@@ -142,7 +142,38 @@ impl Env {
     }
 
     pub fn start_with(&self, opts: &ServerOpts) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::spawn(self.serve_command(opts), self.clone())
+    }
+
+    /// Runs `serve` with `opts` expecting it to refuse to start: its exit status and stderr.
+    pub fn start_fails(&self, opts: &ServerOpts) -> (std::process::ExitStatus, String) {
+        let mut cmd = self.serve_command(opts);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn imagemeta serve");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                return (status, err);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve did not stop: it was expected to refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn serve_command(&self, opts: &ServerOpts) -> Command {
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         clear_env(&mut cmd);
         // Relative defaults of the server land in the temp dir, never in the repo.
         cmd.current_dir(self.dir());
@@ -185,7 +216,7 @@ impl Env {
             }
         }
         cmd.args(&opts.extra_args);
-        Server::spawn(cmd, self.clone())
+        cmd
     }
 }
 
@@ -214,6 +245,8 @@ pub struct ServerOpts {
     pub extra_args: Vec<String>,
     /// Configure through IMAGEMETA_* environment variables instead of flags.
     pub via_env: bool,
+    /// A program (and its arguments) that runs the binary, e.g. `prlimit --nofile=1024 --`.
+    pub wrapper: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -462,6 +495,30 @@ impl Server {
     /// The server process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
+    }
+
+    /// SIGTERM; then the exit status, if the process ends within `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid();
+        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        self.wait_exit(within)
+    }
+
+    /// The exit status, if the process ends within `within` (it is reaped then).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL the server and reap it.

@@ -18,6 +18,7 @@ mod glance_members;
 mod glance_patch;
 mod glance_tags_actions;
 mod glance_versions;
+mod hardening;
 mod images;
 mod limits;
 mod metadata;
