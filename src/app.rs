@@ -93,7 +93,9 @@ impl Application {
                 Arc::new(Keystone::new(config)?)
             }
         };
-        let store = store::open(&config.database, config.store).await.context("cannot open the database")?;
+        let store = store::open(&config.database, config.store)
+            .await
+            .with_context(|| format!("cannot open the database {}", config.database))?;
         let data = DataStore::open(&config.image_data_dir)
             .with_context(|| format!("cannot open the image data directory {}", config.image_data_dir.display()))?;
         // A new, empty catalogue over a directory of image data is a lost or misplaced

@@ -225,8 +225,12 @@ impl DiskReserve {
             opened: std::time::Instant::now(),
         };
         if let Err(e) = reserve.allocate() {
-            tracing::warn!(error = %e, path = %reserve.path.display(), "cannot allocate the disk reserve; the disk counts as full");
-            reserve.full.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, path = %reserve.path.display(), "cannot allocate the disk reserve");
+            // No room for it: the disk is full already. (Any other failure, a read-only
+            // filesystem, surfaces with the first write.)
+            if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded {
+                reserve.full.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         reserve
     }
@@ -416,6 +420,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
     /// `disk_reserve` bytes are kept back on its disk for deletes (see [`DiskReserve`]).
     pub fn open(path: &Path, synchronous: Synchronous, disk_reserve: u64) -> Result<SqliteStore, StoreError> {
+        SqliteStore::try_open(path, synchronous, disk_reserve).map_err(|e| match e {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                "{why} (the database and its directory must be writable: is either read-only?)"
+            )),
+            other => other,
+        })
+    }
+
+    fn try_open(path: &Path, synchronous: Synchronous, disk_reserve: u64) -> Result<SqliteStore, StoreError> {
         let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -1666,6 +1679,35 @@ mod tests {
         assert!(stored.is_empty(), "{stored:?}");
 
         assert_writer_goes_on(&store).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The writer's queue is bounded: with the writer busy and the queue full, one more write
+    /// is refused at once as unavailable (503) instead of waiting; the queued ones commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_write_queue_refuses_at_once() {
+        let (store, dir) = store_with_image().await;
+        let (release, blocker) = hold_writer(&store).await;
+        let mut queued = Vec::new();
+        for n in 0..MAX_QUEUED_WRITES {
+            let store = store.clone();
+            queued.push(tokio::spawn(async move {
+                store.change_metadata(&owner(), "img", merge(&format!("k{n}")), MetadataQuota(None)).await
+            }));
+        }
+        // Let every queued write reach the queue.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let refused = store.change_metadata(&owner(), "img", merge("one-too-many"), MetadataQuota(None)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(why)) if why.contains("too many writes are queued")),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        for w in queued {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(store.get_image(&owner(), "img").await.unwrap().properties.len(), MAX_QUEUED_WRITES);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -607,3 +607,137 @@ async fn every_write_route_against_every_role() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+// --- 9: faults of the store ------------------------------------------------------------------------
+
+/// Writes zeros to `path` until its filesystem is full.
+fn fill_disk(path: &std::path::Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    let _ = f.sync_all();
+}
+
+const CATALOGUE_FULL: &str = "The image catalogue's storage is full. Please retry later.";
+
+/// Defect 9: on a full disk, writes, creates and deletes answered 500 and a delete could not
+/// free space. Now: image data that does not fit is Glance's 413 "Image storage media is
+/// full"; catalogue writes are 503 with Retry-After; deletes still run (the disk reserve) and
+/// free the space of their data; once there is room, writes are taken again.
+#[tokio::test]
+async fn a_full_disk_is_503_and_deletes_still_free_space() {
+    let env = Env::on_small_disks(16, 4);
+    let server = env.start_with(&opts(&["--disk-reserve", "1048576"]));
+    let doomed = active_raw(&server, &[5u8; 1 << 20]).await;
+    let glance_doomed = active_raw(&server, b"small").await;
+    let kept = env.seed(&Seed::new());
+    let kept = kept["id"].as_str().unwrap().to_owned();
+    let queued = create(&server, json!({"name": "q", "disk_format": "raw", "container_format": "bare"})).await;
+    let queued = queued["id"].as_str().unwrap().to_owned();
+
+    // The image store fills: an upload is 413, the image stays queued, nothing is left.
+    let data_filler = env.dir().join("images").join("filler");
+    fill_disk(&data_filler);
+    let r = upload(&server, &queued, &[1u8; 300_000]).await;
+    assert_gerr(&r, 413, "Image storage media is full: There is not enough disk space on the image storage media.");
+    assert_eq!(show(&server, &queued).await["status"], "queued");
+    std::fs::remove_file(&data_filler).unwrap();
+
+    // The catalogue's disk fills.
+    let db_filler = env.dir().join("filler");
+    fill_disk(&db_filler);
+    let mut writes = 0;
+    let refused = loop {
+        // The write-ahead log may hold a few commits before it needs a new page.
+        let r = server.post(&meta_path(&kept), json!({"metadata": {format!("k{writes}"): "v"}})).send().await;
+        if r.status != 200 {
+            break r;
+        }
+        writes += 1;
+        assert!(writes < 200, "writes still taken on a full disk");
+    };
+    assert_fault(&refused, 503, "serviceUnavailable", CATALOGUE_FULL);
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    let r = g(&server, "POST", "/v2/images").json(&json!({"name": "no room"})).send().await;
+    assert_gerr(&r, 503, CATALOGUE_FULL);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    let r = server.put(&key_path(&kept, "x"), json!({"meta": {"x": "y"}})).send().await;
+    assert_fault(&r, 503, "serviceUnavailable", CATALOGUE_FULL);
+
+    // Deletes run, through both APIs, and take their data with them.
+    assert_no_content(&server.delete(&image_path(&doomed)).send().await);
+    assert_no_content(&g(&server, "DELETE", &img_path(&glance_doomed)).send().await);
+    assert!(data_files(&env).is_empty(), "{:?}", data_files(&env));
+    assert_eq!(server.get(&image_path(&doomed)).send().await.status, 404);
+
+    // Room again: writes are taken again, without a restart.
+    std::fs::remove_file(&db_filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = server.post(&meta_path(&kept), json!({"metadata": {"after": "room"}})).send().await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.metadata_of(&kept).await["after"], "room");
+    assert!(!server.stderr().contains("panicked"));
+}
+
+/// Defect 9: a database made read-only. The server refuses to start on it, saying why.
+#[tokio::test]
+async fn a_read_only_database_refuses_to_start() {
+    let env = Env::on_small_disks(16, 4);
+    env.seed(&Seed::new());
+    let out = Command::new("mount").args(["-o", "remount,ro"]).arg(env.dir()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, stderr) = env.start_fails(&ServerOpts::default());
+    let _ = Command::new("mount").args(["-o", "remount,rw"]).arg(env.dir()).status();
+    assert!(!status.success());
+    assert!(stderr.contains(&env.db_url()), "{stderr}");
+    assert!(stderr.contains("readonly") || stderr.contains("read-only") || stderr.contains("not writable"), "{stderr}");
+}
+
+use std::process::Command;
+
+/// Defect 9: a database deleted under the running server took writes into the unlinked file,
+/// and the next start silently served a new, empty catalogue over the existing image data.
+/// Now the writes are refused (503), and the next start refuses the new database until told.
+#[tokio::test]
+async fn a_database_deleted_under_the_server() {
+    let env = Env::new();
+    let mut server = env.start();
+    let id = active_raw(&server, b"precious").await;
+    let seeded = env.seed(&Seed::new());
+    let sid = seeded["id"].as_str().unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.db_path().display()));
+    }
+    let r = server.post(&meta_path(sid), json!({"metadata": {"lost": "write"}})).send().await;
+    assert_fault(&r, 503, "serviceUnavailable", "The image catalogue is unavailable. Please retry later.");
+    assert_eq!(r.header("retry-after"), Some("5"));
+    // Once lost, the catalogue is not served from the unlinked file either.
+    let r = g(&server, "GET", &img_path(&id)).send().await;
+    assert_gerr(&r, 503, "The image catalogue is unavailable. Please retry later.");
+    assert!(server.stderr().contains("was removed or replaced while open"), "{}", server.stderr());
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+
+    let (status, stderr) = env.start_fails(&ServerOpts::default());
+    assert!(!status.success());
+    assert!(stderr.contains("is new, but the image data directory"), "{stderr}");
+    assert!(stderr.contains("--allow-new-database"), "{stderr}");
+    assert!(data_files(&env).contains(&hex(&id)), "the data is kept");
+
+    // Told to, it starts, and keeps the data it cannot place.
+    let server = env.start_with(&opts(&["--allow-new-database"]));
+    assert_eq!(g(&server, "GET", "/v2/images").send().await.json()["images"], json!([]));
+    assert!(data_files(&env).contains(&hex(&id)));
+}

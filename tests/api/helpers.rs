@@ -43,12 +43,31 @@ pub fn new_id() -> String {
 // Temporary directory
 // ---------------------------------------------------------------------------
 
-struct TempDir(PathBuf);
+struct TempDir(PathBuf, Vec<PathBuf>);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Filesystems mounted inside, innermost first.
+        for mount in self.1.iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Mounts a tmpfs of `mib` MiB at `at` (root only: the tests that fill disks need it).
+fn mount_tmpfs(at: &Path, mib: u64) {
+    std::fs::create_dir_all(at).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(at)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "mounting a tmpfs needs root (the disk-full tests fill a small filesystem): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A test environment: a fresh temporary directory with a SQLite database
@@ -60,9 +79,25 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::with_mounts(&[])
+    }
+
+    /// An environment whose directory (the database's) is a tmpfs of `db_mib` MiB, and whose
+    /// `images` directory is another of `data_mib` MiB: disks that tests can fill.
+    pub fn on_small_disks(db_mib: u64, data_mib: u64) -> Env {
+        Env::with_mounts(&[("", db_mib), ("images", data_mib)])
+    }
+
+    fn with_mounts(mounts: &[(&str, u64)]) -> Env {
         let dir = std::env::temp_dir().join(format!("imagemeta-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
-        let env = Env { dir: Arc::new(TempDir(dir)) };
+        let mut mounted = Vec::new();
+        for (sub, mib) in mounts {
+            let at = dir.join(sub);
+            mount_tmpfs(&at, *mib);
+            mounted.push(at);
+        }
+        let env = Env { dir: Arc::new(TempDir(dir, mounted)) };
         let tokens = json!({
             TOK_A: {"user_id": "user-a", "project_id": PROJ_A, "roles": ["member", "reader"]},
             TOK_A_READER: {"user_id": "user-a-reader", "project_id": PROJ_A, "roles": ["reader"]},
