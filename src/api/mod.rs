@@ -8,6 +8,9 @@ pub mod json;
 pub mod microversion;
 pub mod pyrepr;
 
+#[cfg(test)]
+mod properties;
+
 use std::sync::Arc;
 
 use crate::auth::Authenticator;

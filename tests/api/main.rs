@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod cli;
 mod data_safety;
+mod fuzz;
 mod glance_compute_bridge;
 mod glance_create;
 mod glance_data;

@@ -42,7 +42,7 @@ pub async fn detail(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
 }
 
 async fn list(ctx: &Ctx<'_>, detail: bool) -> Result<Reply, Fault> {
-    let query = list_query(ctx, detail)?;
+    let query = list_query(&ctx.query, detail)?;
     let images = ctx.state.store.list_images(Caller::User(&ctx.principal), &query).await.map_err(|e| match e {
         StoreError::MarkerNotFound(m) => {
             Fault::bad_request(format!("HTTP 400 Bad Request: Marker {m} could not be found."))
@@ -103,24 +103,26 @@ impl serde::Serialize for ImagePage<'_> {
 }
 
 /// Translates the Compute filters into the store's listing query (§4.2, Glance semantics).
-fn list_query(ctx: &Ctx<'_>, detail: bool) -> Result<ListQuery, Fault> {
-    let limit = positive_integer("limit", &ctx.query_all("limit"))?;
-    positive_integer("page_size", &ctx.query_all("page_size"))?;
-    positive_integer("offset", &ctx.query_all("offset"))?;
+pub(crate) fn list_query(query: &[(String, String)], detail: bool) -> Result<ListQuery, Fault> {
+    let all = |name: &str| -> Vec<&str> { query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect() };
+    let last = |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let limit = positive_integer("limit", &all("limit"))?;
+    positive_integer("page_size", &all("page_size"))?;
+    positive_integer("offset", &all("offset"))?;
 
     let mut q = ListQuery {
         limit: limit.unwrap_or(MAX_LIMIT).min(MAX_LIMIT) as usize,
-        marker: ctx.query_last("marker").map(str::to_owned),
+        marker: last("marker").map(str::to_owned),
         detail,
         // Nova asks Glance for its default list: shared images the caller accepted.
         member_status: Some(MemberStatus::Accepted),
         ..ListQuery::default()
     };
-    if let Some(name) = ctx.query_last("name") {
+    if let Some(name) = last("name") {
         let names = in_operator(name).into_iter().map(Scalar::Text).collect();
         q.filters.push(Filter::In(Column::Name, names));
     }
-    if let Some(status) = ctx.query_last("status") {
+    if let Some(status) = last("status") {
         let statuses = in_operator(&status.to_lowercase())
             .iter()
             .map(|s| match ImageStatus::parse(s) {
@@ -130,30 +132,30 @@ fn list_query(ctx: &Ctx<'_>, detail: bool) -> Result<ListQuery, Fault> {
             .collect::<Result<_, _>>()?;
         q.filters.push(Filter::In(Column::Status, statuses));
     }
-    if let Some(since) = ctx.query_last("changes-since") {
+    if let Some(since) = last("changes-since") {
         let t = parse_time(since)
             .ok_or_else(|| Fault::bad_request(format!("HTTP 400 Bad Request: Invalid changes-since value: {since}")))?;
         q.filters.push(seconds_filter(Column::UpdatedAt, Cmp::Gte, t));
     }
-    if let Some(server) = ctx.query_last("server") {
+    if let Some(server) = last("server") {
         let uuid = server.rsplit('/').next().unwrap_or(server);
         q.filters.push(Filter::Property("instance_uuid".into(), uuid.into()));
     }
-    if let Some(kind) = ctx.query_last("type") {
+    if let Some(kind) = last("type") {
         q.filters.push(Filter::Property("image_type".into(), kind.into()));
     }
     for (param, column) in [("minRam", Column::MinRam), ("minDisk", Column::MinDisk)] {
-        if let Some(n) = int_filter(ctx, param)? {
+        if let Some(n) = int_filter(last(param), param)? {
             q.filters.push(Filter::Compare(column, Cmp::Eq, Scalar::Int(n)));
         }
     }
     let mut seen = Vec::new();
-    for (k, _) in &ctx.query {
+    for (k, _) in query {
         if let Some(prop) = k.strip_prefix("property-")
             && !seen.contains(&prop)
         {
             seen.push(prop);
-            let v = ctx.query_last(k).unwrap_or_default();
+            let v = last(k).unwrap_or_default();
             q.filters.push(Filter::Property(prop.to_owned(), v.to_owned()));
         }
     }
@@ -171,8 +173,8 @@ fn in_operator(value: &str) -> Vec<String> {
     }
 }
 
-fn int_filter(ctx: &Ctx<'_>, name: &str) -> Result<Option<i64>, Fault> {
-    ctx.query_last(name)
+fn int_filter(value: Option<&str>, name: &str) -> Result<Option<i64>, Fault> {
+    value
         .map(|v| {
             v.trim()
                 .parse::<i64>()

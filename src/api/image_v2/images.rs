@@ -140,7 +140,7 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
 }
 
 /// One JSON-patch operation in either media type.
-fn parse_op(op: &Value, v21: bool) -> Result<PatchOp, Fault> {
+pub(crate) fn parse_op(op: &Value, v21: bool) -> Result<PatchOp, Fault> {
     let Value::Object(obj) = op else {
         return Err(bad_request("Operations must be JSON objects."));
     };
@@ -280,7 +280,7 @@ pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Respons
 
 /// `GET /v2/images` (§13).
 pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
-    let query = list_query(ctx)?;
+    let query = list_query(&ctx.query)?;
     let images = if query.limit == 0 {
         Vec::new()
     } else {
@@ -401,7 +401,7 @@ fn bool_value(name: &str, value: &str) -> Result<bool, Fault> {
 }
 
 /// Translates Glance's list parameters into the store's query (§13).
-fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
+pub(crate) fn list_query(query: &[(String, String)]) -> Result<ListQuery, Fault> {
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT as usize,
         detail: true,
@@ -413,7 +413,7 @@ fn list_query(ctx: &Ctx) -> Result<ListQuery, Fault> {
     let mut new_sort = None;
     // Glance collapses repeated parameters to the last value, except `tag` and the sort lists.
     let mut last: Vec<(&str, &str)> = Vec::new();
-    for (k, v) in &ctx.query {
+    for (k, v) in query {
         match k.as_str() {
             "tag" => q.filters.push(Filter::Tag(v.clone())),
             "sort_key" => sort_keys.push(v.as_str()),

@@ -5,7 +5,7 @@
 //! error is a WebOb page whose format follows `Accept` (§12).
 
 mod image_data;
-mod images;
+pub(crate) mod images;
 mod members;
 pub mod schemas;
 pub mod views;
