@@ -415,7 +415,7 @@ async fn random_requests_never_break_the_server() {
     for w in workers {
         w.join().unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     assert!(
         failures.is_empty(),
         "{} of {} requests failed:\n{}",

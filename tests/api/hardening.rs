@@ -537,7 +537,8 @@ async fn every_write_route_against_every_role() {
     let server = env.start();
     let (owner, reader, other, admin) = (TOK_A, TOK_A_READER, TOK_B, TOK_ADMIN);
     // (method, path template, body, setup, [owner, reader, other project, admin])
-    let table: Vec<(&str, &str, Option<Value>, Setup, [u16; 4])> = vec![
+    type Row = (&'static str, &'static str, Option<Value>, Setup, [u16; 4]);
+    let table: Vec<Row> = vec![
         ("DELETE", "/v2.1/images/{id}", None, Setup::Active, [204, 403, 403, 204]),
         (
             "POST",
