@@ -405,8 +405,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
     );
     s.write_all(head.as_bytes()).unwrap();
     wait_status(&server, &id, "saving").await;
-    let pid = server.pid();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(b"5678").unwrap();
     let answer = closed_within(&mut s, Duration::from_secs(8)).unwrap_or_default();

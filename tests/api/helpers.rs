@@ -534,10 +534,16 @@ impl Server {
 
     /// SIGTERM; then the exit status, if the process ends within `within`.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let pid = self.pid();
-        let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
+        self.signal(libc::SIGTERM);
         self.wait_exit(within)
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child's pid.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
     }
 
     /// The exit status, if the process ends within `within` (it is reaped then).
