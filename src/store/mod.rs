@@ -5,6 +5,7 @@
 //! or exceed a quota together.
 
 pub mod data;
+pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
-use crate::domain::{Image, MemberStatus, Node, Principal, Properties, Rejection, UploadLease, Visibility};
+use crate::domain::{Image, MemberStatus, Node, Principal, Properties, Rejection, UploadLease};
 
 /// What a store operation can fail with. The API layers map each to their own fault; the
 /// last three are the store's own failures, which no request causes: both APIs answer
@@ -150,17 +151,8 @@ impl ListQuery {
     }
 }
 
-/// Which visibilities a user listing keeps (glance-v2 §10). Other projects' community images
-/// appear only when asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum VisibilityFilter {
-    /// Public, the caller's own, and community images the caller owns.
-    #[default]
-    Default,
-    Only(Visibility),
-    /// Everything the caller may list.
-    All,
-}
+/// Which visibilities a user listing keeps (glance-v2 §10); defined with the visibility rules.
+pub use crate::domain::policy::ListVisibility as VisibilityFilter;
 
 /// `os_hidden` images: left out by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

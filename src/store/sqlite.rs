@@ -30,10 +30,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
-use super::{
-    Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Modification, Scalar, SortDir, Store, StoreError,
-    Synchronous, VisibilityFilter, error_text,
-};
+use super::sql::{self, Arg, Dialect, micros};
+use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::{
     Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
@@ -793,9 +791,10 @@ const IMAGE_COLUMNS: &str = "id, name, status, visibility, owner, protected, os_
      virtual_size, min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, \
      os_hash_value, created_at, updated_at, upload_node, upload_staging";
 
-fn micros(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1000) as i64
-}
+/// [`IMAGE_COLUMNS`] of `images i`.
+const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
+     i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
+     i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging";
 
 fn from_micros(us: i64) -> rusqlite::Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
@@ -1131,227 +1130,36 @@ fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modific
     Ok(after)
 }
 
-fn column_sql(c: Column) -> &'static str {
-    match c {
-        Column::Id => "i.id",
-        Column::Name => "i.name",
-        Column::Status => "i.status",
-        Column::Visibility => "i.visibility",
-        Column::Owner => "i.owner",
-        Column::ContainerFormat => "i.container_format",
-        Column::DiskFormat => "i.disk_format",
-        Column::Size => "i.size",
-        Column::VirtualSize => "i.virtual_size",
-        Column::MinRam => "i.min_ram",
-        Column::MinDisk => "i.min_disk",
-        Column::Checksum => "i.checksum",
-        Column::OsHashValue => "i.os_hash_value",
-        Column::Protected => "i.protected",
-        Column::CreatedAt => "i.created_at",
-        Column::UpdatedAt => "i.updated_at",
+/// An argument as SQLite binds it (booleans are integers).
+fn bind(arg: Arg) -> Value {
+    match arg {
+        Arg::Null => Value::Null,
+        Arg::Int(n) => Value::Integer(n),
+        Arg::Text(s) => Value::Text(s),
+        Arg::Bool(b) => Value::Integer(b as i64),
     }
 }
 
-fn scalar(v: &Scalar) -> Value {
-    match v {
-        Scalar::Text(s) => Value::Text(s.clone()),
-        Scalar::Int(n) => Value::Integer(*n),
-        Scalar::Bool(b) => Value::Integer(*b as i64),
-        Scalar::Time(t) => Value::Integer(micros(*t)),
-    }
-}
-
-/// The value of a sort column on an image, for the keyset after a marker.
-fn column_value(image: &Image, c: Column) -> Value {
-    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
-    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
-    match c {
-        Column::Id => Value::Text(image.id.clone()),
-        Column::Name => text(&image.name),
-        Column::Status => Value::Text(image.status.as_str().into()),
-        Column::Visibility => Value::Text(image.visibility.as_str().into()),
-        Column::Owner => text(&image.owner),
-        Column::ContainerFormat => text(&image.container_format),
-        Column::DiskFormat => text(&image.disk_format),
-        Column::Size => int(image.size),
-        Column::VirtualSize => int(image.virtual_size),
-        Column::MinRam => Value::Integer(image.min_ram),
-        Column::MinDisk => Value::Integer(image.min_disk),
-        Column::Checksum => text(&image.checksum),
-        Column::OsHashValue => text(&image.os_hash_value),
-        Column::Protected => Value::Integer(image.protected as i64),
-        Column::CreatedAt => Value::Integer(micros(image.created_at)),
-        Column::UpdatedAt => Value::Integer(micros(image.updated_at)),
-    }
-}
-
-/// A query under construction: SQL text and its positional arguments.
-struct Sql {
-    text: String,
-    args: Vec<Value>,
-}
-
-impl Sql {
-    fn push(&mut self, s: &str) {
-        self.text.push_str(s);
-    }
-
-    /// Appends `?N` bound to `v`.
-    fn arg(&mut self, v: Value) {
-        self.args.push(v);
-        self.text.push_str(&format!("?{}", self.args.len()));
-    }
-}
-
-/// Builds and runs the listing query: scope, filters, then the keyset after the marker, in
-/// sort order. NULLs sort first in ascending order (SQLite's rule).
+/// Runs the listing query (built by [`sql::list`]) after loading and checking the marker.
 fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Result<Vec<Image>, StoreError> {
-    let mut sql = Sql { text: format!("SELECT {IMAGE_COLUMNS} FROM images i WHERE 1 = 1"), args: Vec::new() };
-
-    if let Caller::User(who) = caller {
-        // Glance's candidate set: public and community images and the caller's own (an admin:
-        // all); never deleted or killed ones.
-        sql.push(" AND i.status NOT IN ('deleted', 'killed')");
-        if !who.is_admin {
-            sql.push(" AND (i.visibility IN ('public', 'community') OR i.owner = ");
-            sql.arg(Value::Text(who.project_id.clone()));
-            sql.push(" OR (i.visibility = 'shared' AND EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member = ");
-            sql.arg(Value::Text(who.project_id.clone()));
-            if let Some(status) = q.member_status {
-                sql.push(" AND m.status = ");
-                sql.arg(Value::Text(status.as_str().into()));
+    let marker = match &q.marker {
+        None => None,
+        Some(marker) => {
+            let Some(m) = load_image(conn, marker)? else {
+                return Err(StoreError::MarkerNotFound(marker.clone()));
+            };
+            if let Caller::User(who) = caller
+                && !policy::can_see(who, &m)
+            {
+                return Err(StoreError::MarkerForbidden(marker.clone()));
             }
-            sql.push(")))");
+            Some(m)
         }
-        match q.visibility {
-            VisibilityFilter::Default => {
-                sql.push(" AND (i.visibility <> 'community' OR i.owner = ");
-                sql.arg(Value::Text(who.project_id.clone()));
-                sql.push(")");
-            }
-            VisibilityFilter::Only(v) => {
-                sql.push(" AND i.visibility = ");
-                sql.arg(Value::Text(v.as_str().into()));
-            }
-            VisibilityFilter::All => {}
-        }
-        sql.push(match q.hidden {
-            HiddenFilter::Exclude => " AND i.os_hidden = 0",
-            HiddenFilter::Only => " AND i.os_hidden = 1",
-        });
-    }
-    for f in &q.filters {
-        match f {
-            Filter::Compare(c, cmp, v) => {
-                let op = match cmp {
-                    Cmp::Eq => " = ",
-                    Cmp::Neq => " IS NOT ",
-                    Cmp::Gt => " > ",
-                    Cmp::Gte => " >= ",
-                    Cmp::Lt => " < ",
-                    Cmp::Lte => " <= ",
-                };
-                sql.push(&format!(" AND {}{op}", column_sql(*c)));
-                sql.arg(scalar(v));
-            }
-            Filter::In(c, values) => {
-                sql.push(&format!(" AND {} IN (", column_sql(*c)));
-                for (n, v) in values.iter().enumerate() {
-                    if n > 0 {
-                        sql.push(", ");
-                    }
-                    sql.arg(scalar(v));
-                }
-                sql.push(")");
-            }
-            Filter::Range { column, from, to, negated } => {
-                let col = column_sql(*column);
-                sql.push(if *negated { " AND NOT (1 = 1" } else { " AND (1 = 1" });
-                if let Some(v) = from {
-                    sql.push(&format!(" AND {col} >= "));
-                    sql.arg(scalar(v));
-                }
-                if let Some(v) = to {
-                    sql.push(&format!(" AND {col} < "));
-                    sql.arg(scalar(v));
-                }
-                sql.push(")");
-            }
-            Filter::Property(k, v) => {
-                sql.push(" AND EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
-                sql.arg(Value::Text(k.clone()));
-                sql.push(" AND p.value = ");
-                sql.arg(Value::Text(v.clone()));
-                sql.push(")");
-            }
-            Filter::Tag(t) => {
-                sql.push(" AND EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.tag = ");
-                sql.arg(Value::Text(t.clone()));
-                sql.push(")");
-            }
-        }
-    }
-
-    let mut keys = q.sort.clone();
-    let tie_dir = keys.last().map_or(SortDir::Desc, |(_, d)| *d);
-    for tie in [Column::CreatedAt, Column::Id] {
-        if !keys.iter().any(|(c, _)| *c == tie) {
-            keys.push((tie, tie_dir));
-        }
-    }
-
-    if let Some(marker) = &q.marker {
-        let Some(m) = load_image(conn, marker)? else {
-            return Err(StoreError::MarkerNotFound(marker.clone()));
-        };
-        if let Caller::User(who) = caller
-            && !policy::can_see(who, &m)
-        {
-            return Err(StoreError::MarkerForbidden(marker.clone()));
-        }
-        // (k1, k2, …) strictly after the marker's values, each key in its own direction.
-        sql.push(" AND (");
-        for i in 0..keys.len() {
-            if i > 0 {
-                sql.push(" OR ");
-            }
-            sql.push("(");
-            for (c, _) in &keys[..i] {
-                sql.push(&format!("{} IS ", column_sql(*c)));
-                sql.arg(column_value(&m, *c));
-                sql.push(" AND ");
-            }
-            let (c, dir) = keys[i];
-            let col = column_sql(c);
-            match (column_value(&m, c), dir) {
-                (Value::Null, SortDir::Asc) => sql.push(&format!("{col} IS NOT NULL")),
-                (Value::Null, SortDir::Desc) => sql.push("0"),
-                (v, SortDir::Asc) => {
-                    sql.push(&format!("{col} > "));
-                    sql.arg(v);
-                }
-                (v, SortDir::Desc) => {
-                    sql.push(&format!("({col} IS NULL OR {col} < "));
-                    sql.arg(v);
-                    sql.push(")");
-                }
-            }
-            sql.push(")");
-        }
-        sql.push(")");
-    }
-    sql.push(" ORDER BY ");
-    let order: Vec<String> = keys
-        .iter()
-        .map(|(c, d)| format!("{} {}", column_sql(*c), if *d == SortDir::Asc { "ASC" } else { "DESC" }))
-        .collect();
-    sql.push(&order.join(", "));
-    sql.push(" LIMIT ");
-    sql.arg(Value::Integer(q.limit as i64));
-
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let mut images =
-        stmt.query_map(params_from_iter(sql.args), image_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    };
+    let statement = sql::list(Dialect::Sqlite, IMAGE_COLUMNS_AS_I, caller, q, marker.as_ref());
+    let mut stmt = conn.prepare_cached(&statement.text)?;
+    let args = statement.args.into_iter().map(bind);
+    let mut images = stmt.query_map(params_from_iter(args), image_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     if q.detail && !images.is_empty() {
         load_page_details(conn, &mut images)?;
     }
@@ -1802,5 +1610,102 @@ mod tests {
         assert_eq!(count, 200);
         drop(conn);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// The visibility rules, evaluated in memory ([`Cond::holds`]) and as the SQL a store runs,
+/// agree on every image, caller and listing filter.
+#[cfg(test)]
+mod rules_agree {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::policy::{Cond, ListVisibility, listed_for, visible_to};
+    use crate::domain::{ImageStatus, Visibility};
+
+    fn image() -> impl Strategy<Value = Image> {
+        let owner = prop::option::of(prop::sample::select(vec!["p", "q"]));
+        let visibility = prop::sample::select(vec![
+            Visibility::Public,
+            Visibility::Private,
+            Visibility::Shared,
+            Visibility::Community,
+        ]);
+        let status = prop::sample::select(ImageStatus::ALL.to_vec());
+        let member = (
+            prop::sample::select(vec!["p", "q", "r"]),
+            prop::sample::select(vec![MemberStatus::Pending, MemberStatus::Accepted, MemberStatus::Rejected]),
+        );
+        let members = prop::collection::vec(member, 0..3);
+        (owner, visibility, status, any::<bool>(), members).prop_map(|(owner, visibility, status, hidden, members)| {
+            let mut image = Image::new(uuid::Uuid::new_v4().to_string(), now());
+            image.owner = owner.map(str::to_owned);
+            image.visibility = visibility;
+            image.status = status;
+            image.os_hidden = hidden;
+            let mut seen = Vec::new();
+            for (project, status) in members {
+                if !seen.contains(&project) {
+                    seen.push(project);
+                    image.members.push(Member {
+                        project: project.into(),
+                        status,
+                        created_at: now(),
+                        updated_at: now(),
+                    });
+                }
+            }
+            image
+        })
+    }
+
+    fn cond() -> impl Strategy<Value = Cond> {
+        let who = (prop::sample::select(vec!["p", "q", "r"]), any::<bool>()).prop_map(|(p, admin)| {
+            Principal::new("u".into(), p.into(), vec![if admin { "admin" } else { "member" }.into()])
+        });
+        let visibility = prop::sample::select(vec![
+            ListVisibility::Default,
+            ListVisibility::All,
+            ListVisibility::Only(Visibility::Public),
+            ListVisibility::Only(Visibility::Private),
+            ListVisibility::Only(Visibility::Shared),
+            ListVisibility::Only(Visibility::Community),
+        ]);
+        let status = prop::option::of(prop::sample::select(vec![
+            MemberStatus::Pending,
+            MemberStatus::Accepted,
+            MemberStatus::Rejected,
+        ]));
+        prop_oneof![
+            who.clone().prop_map(|w| visible_to(&w)),
+            (who, visibility, any::<bool>(), status).prop_map(|(w, v, h, s)| listed_for(&w, v, h, s)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn sql_and_memory_agree(images in prop::collection::vec(image(), 1..12), conds in prop::collection::vec(cond(), 1..8)) {
+            let mut conn = Connection::open_in_memory().unwrap();
+            migrate(&mut conn).unwrap();
+            for image in &images {
+                insert_image_tx(&conn, image).unwrap();
+            }
+            for cond in conds {
+                let mut statement = sql::Sql::new(Dialect::Sqlite, "SELECT i.id FROM images i WHERE ");
+                statement.cond(&cond);
+                statement.push(" ORDER BY i.id");
+                let mut stmt = conn.prepare(&statement.text).unwrap();
+                let found: Vec<String> = stmt
+                    .query_map(params_from_iter(statement.args.into_iter().map(bind)), |r| r.get(0))
+                    .unwrap()
+                    .collect::<rusqlite::Result<_>>()
+                    .unwrap();
+                let mut expected: Vec<String> = images.iter().filter(|i| cond.holds(i)).map(|i| i.id.clone()).collect();
+                expected.sort();
+                prop_assert_eq!(found, expected, "{:?}", cond);
+            }
+        }
     }
 }

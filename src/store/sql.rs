@@ -1,0 +1,382 @@
+//! The SQL both backends run for a listing, built once: the visibility rules rendered from
+//! their one definition ([`Cond`]), the filters, the keyset after a marker, and the order.
+//! Each backend names its [`Dialect`]; nothing else differs between them.
+//!
+//! The order is SQLite's (and Glance-on-MySQL's): NULLs first in ascending order, text in
+//! byte order. PostgreSQL is told so explicitly (`NULLS FIRST`/`LAST`, `COLLATE "C"`), so a
+//! page and the keyset after it mean the same on both.
+
+use time::OffsetDateTime;
+
+use super::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir};
+use crate::domain::Image;
+use crate::domain::policy::{self, Cond};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound argument, in terms both backends convert to their own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Null,
+    Int(i64),
+    Text(String),
+    Bool(bool),
+}
+
+/// Microseconds since the Unix epoch: how both backends store time.
+pub fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
+}
+
+/// A statement under construction: its text and positional arguments.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub text: String,
+    pub args: Vec<Arg>,
+    dialect: Dialect,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect, text: impl Into<String>) -> Sql {
+        Sql { text: text.into(), args: Vec::new(), dialect }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Appends a placeholder bound to `arg`.
+    pub fn arg(&mut self, arg: Arg) {
+        self.args.push(arg);
+        let n = self.args.len();
+        match self.dialect {
+            Dialect::Sqlite => self.text.push_str(&format!("?{n}")),
+            Dialect::Postgres => self.text.push_str(&format!("${n}")),
+        }
+    }
+
+    /// Appends a column of `images i`, as it compares and sorts (text in byte order).
+    fn column(&mut self, c: Column) {
+        self.push(column_name(c));
+        if self.dialect == Dialect::Postgres && is_text(c) {
+            self.push(r#" COLLATE "C""#);
+        }
+    }
+
+    /// `=` that treats NULL as a value.
+    fn null_safe_eq(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => " IS ",
+            Dialect::Postgres => " IS NOT DISTINCT FROM ",
+        }
+    }
+
+    fn null_safe_ne(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => " IS NOT ",
+            Dialect::Postgres => " IS DISTINCT FROM ",
+        }
+    }
+
+    fn boolean(&self, b: bool) -> &'static str {
+        match (self.dialect, b) {
+            (Dialect::Sqlite, true) => "1",
+            (Dialect::Sqlite, false) => "0",
+            (Dialect::Postgres, true) => "TRUE",
+            (Dialect::Postgres, false) => "FALSE",
+        }
+    }
+
+    /// Appends the SQL of `cond` on `images i`: true exactly where [`Cond::holds`] is (never
+    /// NULL, so that `NOT` means the same in both).
+    pub fn cond(&mut self, cond: &Cond) {
+        let list = |sql: &mut Sql, items: &[Cond], op: &str| {
+            if items.is_empty() {
+                let empty_is_true = op == " AND ";
+                sql.push(&format!("({} = 1)", if empty_is_true { 1 } else { 0 }));
+                return;
+            }
+            sql.push("(");
+            for (n, c) in items.iter().enumerate() {
+                if n > 0 {
+                    sql.push(op);
+                }
+                sql.cond(c);
+            }
+            sql.push(")");
+        };
+        match cond {
+            Cond::All => self.push("(1 = 1)"),
+            Cond::Not(c) => {
+                self.push("NOT ");
+                self.cond(c);
+            }
+            Cond::And(cs) => list(self, cs, " AND "),
+            Cond::Or(cs) => list(self, cs, " OR "),
+            Cond::OwnerIs(p) => {
+                self.push("(i.owner IS NOT NULL AND i.owner = ");
+                self.arg(Arg::Text(p.clone()));
+                self.push(")");
+            }
+            Cond::OwnerIsNull => self.push("(i.owner IS NULL)"),
+            Cond::VisibilityIn(vs) => {
+                let names: Vec<&str> = vs.iter().map(|v| v.as_str()).collect();
+                self.in_list("i.visibility", &names, false);
+            }
+            Cond::StatusNotIn(ss) => {
+                let names: Vec<&str> = ss.iter().map(|s| s.as_str()).collect();
+                self.in_list("i.status", &names, true);
+            }
+            Cond::Hidden(h) => self.push(&format!("(i.os_hidden = {})", self.boolean(*h))),
+            Cond::MemberOf { project, status } => {
+                self.push("EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = i.id AND m.member = ");
+                self.arg(Arg::Text(project.clone()));
+                if let Some(s) = status {
+                    self.push(" AND m.status = ");
+                    self.arg(Arg::Text(s.as_str().into()));
+                }
+                self.push(")");
+            }
+        }
+    }
+
+    /// `column [NOT] IN (literals)` over known, constant names (no argument needed).
+    fn in_list(&mut self, column: &str, names: &[&str], negated: bool) {
+        if names.is_empty() {
+            self.push(if negated { "(1 = 1)" } else { "(1 = 0)" });
+            return;
+        }
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let not = if negated { "NOT " } else { "" };
+        self.push(&format!("({column} {not}IN ({}))", quoted.join(", ")));
+    }
+}
+
+fn column_name(c: Column) -> &'static str {
+    match c {
+        Column::Id => "i.id",
+        Column::Name => "i.name",
+        Column::Status => "i.status",
+        Column::Visibility => "i.visibility",
+        Column::Owner => "i.owner",
+        Column::ContainerFormat => "i.container_format",
+        Column::DiskFormat => "i.disk_format",
+        Column::Size => "i.size",
+        Column::VirtualSize => "i.virtual_size",
+        Column::MinRam => "i.min_ram",
+        Column::MinDisk => "i.min_disk",
+        Column::Checksum => "i.checksum",
+        Column::OsHashValue => "i.os_hash_value",
+        Column::Protected => "i.protected",
+        Column::CreatedAt => "i.created_at",
+        Column::UpdatedAt => "i.updated_at",
+    }
+}
+
+fn is_text(c: Column) -> bool {
+    matches!(
+        c,
+        Column::Id
+            | Column::Name
+            | Column::Status
+            | Column::Visibility
+            | Column::Owner
+            | Column::ContainerFormat
+            | Column::DiskFormat
+            | Column::Checksum
+            | Column::OsHashValue
+    )
+}
+
+fn scalar(v: &Scalar) -> Arg {
+    match v {
+        Scalar::Text(s) => Arg::Text(s.clone()),
+        Scalar::Int(n) => Arg::Int(*n),
+        Scalar::Bool(b) => Arg::Bool(*b),
+        Scalar::Time(t) => Arg::Int(micros(*t)),
+    }
+}
+
+/// The value of a sort column on an image, for the keyset after a marker.
+fn column_value(image: &Image, c: Column) -> Arg {
+    let text = |v: &Option<String>| v.clone().map_or(Arg::Null, Arg::Text);
+    let int = |v: Option<i64>| v.map_or(Arg::Null, Arg::Int);
+    match c {
+        Column::Id => Arg::Text(image.id.clone()),
+        Column::Name => text(&image.name),
+        Column::Status => Arg::Text(image.status.as_str().into()),
+        Column::Visibility => Arg::Text(image.visibility.as_str().into()),
+        Column::Owner => text(&image.owner),
+        Column::ContainerFormat => text(&image.container_format),
+        Column::DiskFormat => text(&image.disk_format),
+        Column::Size => int(image.size),
+        Column::VirtualSize => int(image.virtual_size),
+        Column::MinRam => Arg::Int(image.min_ram),
+        Column::MinDisk => Arg::Int(image.min_disk),
+        Column::Checksum => text(&image.checksum),
+        Column::OsHashValue => text(&image.os_hash_value),
+        Column::Protected => Arg::Bool(image.protected),
+        Column::CreatedAt => Arg::Int(micros(image.created_at)),
+        Column::UpdatedAt => Arg::Int(micros(image.updated_at)),
+    }
+}
+
+/// The rules of a listing for `caller` (none for the operator).
+pub fn scope(caller: Caller<'_>, q: &ListQuery) -> Cond {
+    match caller {
+        Caller::Operator => Cond::All,
+        Caller::User(who) => policy::listed_for(who, q.visibility, q.hidden == HiddenFilter::Only, q.member_status),
+    }
+}
+
+/// The sort keys of a listing with Glance's tie-breakers: `created_at` then `id`, in the
+/// direction of the last key (descending when there is none).
+pub fn sort_keys(q: &ListQuery) -> Vec<(Column, SortDir)> {
+    let mut keys = q.sort.clone();
+    let tie_dir = keys.last().map_or(SortDir::Desc, |(_, d)| *d);
+    for tie in [Column::CreatedAt, Column::Id] {
+        if !keys.iter().any(|(c, _)| *c == tie) {
+            keys.push((tie, tie_dir));
+        }
+    }
+    keys
+}
+
+/// The listing statement: `columns` of `images i` in scope, filtered, after `marker` (already
+/// loaded and checked by the caller), in order, at most `q.limit`.
+pub fn list(dialect: Dialect, columns: &str, caller: Caller<'_>, q: &ListQuery, marker: Option<&Image>) -> Sql {
+    let mut sql = Sql::new(dialect, format!("SELECT {columns} FROM images i WHERE "));
+    sql.cond(&scope(caller, q));
+    for f in &q.filters {
+        sql.push(" AND ");
+        filter(&mut sql, f);
+    }
+    let keys = sort_keys(q);
+    if let Some(m) = marker {
+        sql.push(" AND ");
+        after(&mut sql, &keys, m);
+    }
+    sql.push(" ORDER BY ");
+    for (n, (c, dir)) in keys.iter().enumerate() {
+        if n > 0 {
+            sql.push(", ");
+        }
+        sql.column(*c);
+        sql.push(match (dialect, dir) {
+            (Dialect::Sqlite, SortDir::Asc) => " ASC",
+            (Dialect::Sqlite, SortDir::Desc) => " DESC",
+            (Dialect::Postgres, SortDir::Asc) => " ASC NULLS FIRST",
+            (Dialect::Postgres, SortDir::Desc) => " DESC NULLS LAST",
+        });
+    }
+    sql.push(" LIMIT ");
+    sql.arg(Arg::Int(q.limit as i64));
+    sql
+}
+
+fn filter(sql: &mut Sql, f: &Filter) {
+    match f {
+        Filter::Compare(c, cmp, v) => {
+            sql.push("(");
+            sql.column(*c);
+            let op = match cmp {
+                Cmp::Eq => " = ",
+                Cmp::Neq => sql.null_safe_ne(),
+                Cmp::Gt => " > ",
+                Cmp::Gte => " >= ",
+                Cmp::Lt => " < ",
+                Cmp::Lte => " <= ",
+            };
+            sql.push(op);
+            sql.arg(scalar(v));
+            sql.push(")");
+        }
+        Filter::In(c, values) => {
+            sql.push("(");
+            sql.column(*c);
+            sql.push(" IN (");
+            for (n, v) in values.iter().enumerate() {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(scalar(v));
+            }
+            sql.push("))");
+        }
+        Filter::Range { column, from, to, negated } => {
+            sql.push(if *negated { "NOT (1 = 1" } else { "(1 = 1" });
+            if let Some(v) = from {
+                sql.push(" AND ");
+                sql.column(*column);
+                sql.push(" >= ");
+                sql.arg(scalar(v));
+            }
+            if let Some(v) = to {
+                sql.push(" AND ");
+                sql.column(*column);
+                sql.push(" < ");
+                sql.arg(scalar(v));
+            }
+            sql.push(")");
+        }
+        Filter::Property(k, v) => {
+            sql.push("EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
+            sql.arg(Arg::Text(k.clone()));
+            sql.push(" AND p.value = ");
+            sql.arg(Arg::Text(v.clone()));
+            sql.push(")");
+        }
+        Filter::Tag(t) => {
+            sql.push("EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = i.id AND t.tag = ");
+            sql.arg(Arg::Text(t.clone()));
+            sql.push(")");
+        }
+    }
+}
+
+/// `(k1, k2, …)` strictly after the marker's values, each key in its own direction, NULLs
+/// first in ascending order.
+fn after(sql: &mut Sql, keys: &[(Column, SortDir)], m: &Image) {
+    sql.push("(");
+    for i in 0..keys.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for (c, _) in &keys[..i] {
+            sql.column(*c);
+            let eq = sql.null_safe_eq();
+            sql.push(eq);
+            sql.arg(column_value(m, *c));
+            sql.push(" AND ");
+        }
+        let (c, dir) = keys[i];
+        match (column_value(m, c), dir) {
+            (Arg::Null, SortDir::Asc) => {
+                sql.column(c);
+                sql.push(" IS NOT NULL");
+            }
+            (Arg::Null, SortDir::Desc) => sql.push("1 = 0"),
+            (v, SortDir::Asc) => {
+                sql.column(c);
+                sql.push(" > ");
+                sql.arg(v);
+            }
+            (v, SortDir::Desc) => {
+                sql.push("(");
+                sql.column(c);
+                sql.push(" IS NULL OR ");
+                sql.column(c);
+                sql.push(" < ");
+                sql.arg(v);
+                sql.push(")");
+            }
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
