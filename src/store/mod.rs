@@ -5,6 +5,7 @@
 //! or exceed a quota together.
 
 pub mod data;
+pub mod plan;
 pub mod sql;
 pub mod sqlite;
 

@@ -30,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
 use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
@@ -955,69 +956,21 @@ fn change_metadata_tx(
         Some(image) if policy::can_see(who, &image) => image,
         _ => return Ok(Err(StoreError::NotFound)),
     };
-    let may_modify = policy::can_modify(who, &image);
-    let mut props = image.properties.clone();
-    let count = match &change {
-        MetadataChange::Merge(items) => {
-            for (k, v) in items {
-                props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
-            }
-            props.len()
-        }
-        MetadataChange::Replace(items) => items.len(),
-        MetadataChange::Set(k, v) => {
-            props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
-            props.len()
-        }
-        MetadataChange::Delete(k) => {
-            if !props.remove(k) {
-                return Ok(Err(StoreError::KeyNotFound));
-            }
-            0 // Nova never checks the quota on a delete.
-        }
+    let plan = match plan::metadata(&image, who, change, quota) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused)),
     };
-    if !quota.allows(count) {
-        return Ok(Err(StoreError::QuotaExceeded));
-    }
-    if !may_modify {
-        return Ok(Err(StoreError::Forbidden));
-    }
     let conn = batch.conn;
-    match change {
-        MetadataChange::Merge(items) => {
-            for (k, v) in &items {
-                let exists = image.properties.get(k.as_str()).is_some();
-                upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?;
-            }
-        }
-        MetadataChange::Replace(items) => {
-            let keep: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-            for (old, _) in props.iter().filter(|(k, _)| !keep.contains(k)) {
-                delete_property(conn, id, old)?;
-            }
-            props = Properties::new(
-                props
-                    .iter()
-                    .filter(|(k, _)| keep.contains(k))
-                    .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
-                    .collect(),
-            );
-            for (k, v) in &items {
-                let exists = props.get(k.as_str()).is_some();
-                upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?;
-                props.set(k.as_str().to_owned(), Some(v.as_str().to_owned()));
-            }
-        }
-        MetadataChange::Set(k, v) => {
-            let exists = image.properties.get(k.as_str()).is_some();
-            upsert_property(conn, id, k.as_str(), Some(v.as_str()), exists)?
-        }
-        MetadataChange::Delete(k) => delete_property(conn, id, &k)?,
+    for k in &plan.deletes {
+        delete_property(conn, id, k)?;
+    }
+    for (k, v, exists) in &plan.upserts {
+        upsert_property(conn, id, k, Some(v), *exists)?;
     }
     let updated_at = touch(conn, id)?;
-    // `props` already is what the table now holds, in its order.
+    // The plan's properties are what the table now holds, in its order.
     let mut changed = Image::clone(&image);
-    changed.properties = props;
+    changed.properties = plan.after;
     changed.updated_at = updated_at;
     Ok(Ok(changed))
 }
@@ -1108,21 +1061,17 @@ fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modific
     after.id = before.id.clone();
     after.updated_at = now();
     write_row(conn, &after, false)?;
-    for (k, _) in before.properties.iter() {
-        if after.properties.get(k).is_none() {
-            delete_property(conn, id, k)?;
-        }
+    let diff = plan::diff(&before, &after);
+    for k in &diff.removed {
+        delete_property(conn, id, k)?;
     }
-    for (k, v) in after.properties.iter() {
-        let old = before.properties.get(k);
-        if old.map(|old| old.as_deref()) != Some(v) {
-            upsert_property(conn, id, k, v, old.is_some())?;
-        }
+    for (k, v, existed) in &diff.set {
+        upsert_property(conn, id, k, *v, *existed)?;
     }
-    if before.tags != after.tags {
+    if diff.tags {
         write_tags(conn, &after)?;
     }
-    if before.members != after.members {
+    if diff.members {
         write_members(conn, &after)?;
     }
     after.properties = load_properties(conn, id)?;
