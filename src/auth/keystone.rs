@@ -116,8 +116,7 @@ fn key(token: &str) -> TokenKey {
 /// one before it is built (this build leaves out reqwest's default provider, aws-lc, for
 /// ring), the tests' clients included.
 pub fn install_tls() {
-    // An error only says a provider is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install();
 }
 
 /// A request error with its causes, which say what failed (a refused connection, a

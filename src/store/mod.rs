@@ -4,8 +4,10 @@
 //! quota, and writes only what changes, so concurrent writers can never lose each other's keys
 //! or exceed a quota together.
 
+pub mod cache;
 pub mod data;
 pub mod plan;
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
@@ -293,6 +295,7 @@ pub type Modification = Box<dyn FnOnce(&mut Image) -> Result<(), Rejection> + Se
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(std::path::PathBuf),
+    Postgres(postgres::PgUrl),
 }
 
 impl DatabaseUrl {
@@ -304,7 +307,10 @@ impl DatabaseUrl {
             }
             return Ok(DatabaseUrl::Sqlite(path.into()));
         }
-        Err(format!("{s}: unsupported database URL (supported: sqlite:PATH)"))
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return postgres::PgUrl::parse(s).map(DatabaseUrl::Postgres);
+        }
+        Err(format!("{s}: unsupported database URL (supported: sqlite:PATH, postgres://USER@HOST:PORT/DB)"))
     }
 }
 
@@ -312,6 +318,7 @@ impl std::fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DatabaseUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            DatabaseUrl::Postgres(url) => write!(f, "{url}"),
         }
     }
 }
@@ -354,5 +361,6 @@ pub async fn open(url: &DatabaseUrl, options: StoreOptions) -> Result<DynStore, 
             .map_err(|e| StoreError::Internal(e.to_string()))??;
             Ok(Arc::new(store))
         }
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(url).await?)),
     }
 }

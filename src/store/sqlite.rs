@@ -30,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter, typ
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
+use super::cache::ImageCache;
 use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
 use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, error_text};
@@ -40,11 +41,11 @@ use crate::domain::{
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
 const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_images.sql"),
-    include_str!("migrations/0002_deleted_ids.sql"),
-    include_str!("migrations/0003_members.sql"),
-    include_str!("migrations/0004_properties_without_rowid.sql"),
-    include_str!("migrations/0005_nodes_and_upload_leases.sql"),
+    include_str!("migrations/sqlite/0001_images.sql"),
+    include_str!("migrations/sqlite/0002_deleted_ids.sql"),
+    include_str!("migrations/sqlite/0003_members.sql"),
+    include_str!("migrations/sqlite/0004_properties_without_rowid.sql"),
+    include_str!("migrations/sqlite/0005_nodes_and_upload_leases.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
@@ -79,75 +80,6 @@ static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 thread_local! {
     /// This thread's read connection to each store it has read from, by store id.
     static THREAD_READERS: std::cell::RefCell<Vec<(u64, Connection)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// How many images the read cache holds at most.
-const CACHE_ENTRIES: usize = 20_000;
-
-/// Recently read images. `generation` counts invalidations, so a read that raced a write can
-/// tell its result may be stale and not cache it.
-#[derive(Default)]
-struct ImageCache {
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner(u64, HashMap<String, Arc<Image>>);
-
-impl CacheInner {
-    /// When full, drops every eighth entry (in hash order: an arbitrary eighth), so the cache
-    /// never starts over cold and eviction costs O(1) per insert on average.
-    fn make_room(&mut self) {
-        if self.1.len() >= CACHE_ENTRIES {
-            let mut n = 0u32;
-            self.1.retain(|_, _| {
-                n = n.wrapping_add(1);
-                !n.is_multiple_of(8)
-            });
-        }
-    }
-}
-
-impl ImageCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Image>> {
-        self.lock().1.get(id).cloned()
-    }
-
-    fn generation(&self) -> u64 {
-        self.lock().0
-    }
-
-    /// Caches `image`, read when the generation was `seen`, unless a write came since.
-    fn fill(&self, seen: u64, image: Arc<Image>) {
-        let mut inner = self.lock();
-        if inner.0 != seen {
-            return;
-        }
-        inner.make_room();
-        inner.1.insert(image.id.clone(), image);
-    }
-
-    /// After a commit: the committed state of each image a batch changed (`None`: only the
-    /// database knows it). Raises the generation, so reads that raced the batch do not cache.
-    fn publish(&self, changed: HashMap<String, Option<Arc<Image>>>) {
-        let mut inner = self.lock();
-        inner.0 += 1;
-        for (id, image) in changed {
-            match image {
-                Some(image) => {
-                    inner.make_room();
-                    inner.1.insert(id, image);
-                }
-                None => {
-                    inner.1.remove(&id);
-                }
-            }
-        }
-    }
 }
 
 pub struct SqliteStore {
@@ -455,7 +387,7 @@ impl SqliteStore {
         let file = FileId::of(path).map_err(|e| StoreError::Unavailable(error_text(e)))?;
 
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_WRITES);
-        let cache = Arc::new(ImageCache::default());
+        let cache = Arc::new(ImageCache::new(None));
         let health = Arc::new(Health { lost: Default::default(), reserve: DiskReserve::new(path, disk_reserve) });
         let writer = Writer { conn, cache: cache.clone(), health: health.clone(), path: path.to_owned(), file };
         let writer_thread = std::thread::Builder::new()

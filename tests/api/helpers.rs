@@ -43,7 +43,7 @@ pub fn new_id() -> String {
 // Temporary directory
 // ---------------------------------------------------------------------------
 
-struct TempDir(PathBuf, Vec<PathBuf>);
+struct TempDir(PathBuf, Vec<PathBuf>, Option<PgDatabase>);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -52,6 +52,52 @@ impl Drop for TempDir {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
         let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(db) = &self.2 {
+            db.drop_database();
+        }
+    }
+}
+
+/// `IMAGEMETA_TEST_DATABASE`: the URL of a PostgreSQL database (`postgres://…/postgres`) to
+/// run the suite against instead of SQLite. Each environment gets a database of its own on
+/// that server.
+pub fn test_postgres() -> Option<String> {
+    std::env::var("IMAGEMETA_TEST_DATABASE").ok().filter(|u| u.starts_with("postgres"))
+}
+
+/// A database of its own on the test PostgreSQL server.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create(admin_url: &str) -> PgDatabase {
+        let db = PgDatabase {
+            admin_url: admin_url.to_owned(),
+            name: format!("imagemeta_test_{}", uuid::Uuid::new_v4().simple()),
+        };
+        db.psql(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    fn url(&self) -> String {
+        let (server, _) = self.admin_url.rsplit_once('/').expect("a postgres:// URL with a database");
+        format!("{server}/{}?sslmode=disable", self.name)
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = Command::new("psql")
+            .args(["-q", "-v", "ON_ERROR_STOP=1", &self.admin_url, "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn drop_database(&self) {
+        let _ = Command::new("psql")
+            .args(["-q", &self.admin_url, "-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
     }
 }
 
@@ -97,7 +143,8 @@ impl Env {
             mount_tmpfs(&at, *mib);
             mounted.push(at);
         }
-        let env = Env { dir: Arc::new(TempDir(dir, mounted)) };
+        let pg = test_postgres().map(|admin| PgDatabase::create(&admin));
+        let env = Env { dir: Arc::new(TempDir(dir, mounted, pg)) };
         let tokens = json!({
             TOK_A: {"user_id": "user-a", "project_id": PROJ_A, "roles": ["member", "reader"]},
             TOK_A_READER: {"user_id": "user-a-reader", "project_id": PROJ_A, "roles": ["reader"]},
@@ -116,8 +163,18 @@ impl Env {
         self.dir().join("imagemeta.db")
     }
 
+    /// The catalogue's URL: a SQLite file in the directory, or this environment's own
+    /// PostgreSQL database (see [`test_postgres`]).
     pub fn db_url(&self) -> String {
-        format!("sqlite:{}", self.db_path().display())
+        match &self.dir.2 {
+            Some(pg) => pg.url(),
+            None => format!("sqlite:{}", self.db_path().display()),
+        }
+    }
+
+    /// Whether the catalogue is on PostgreSQL (tests of SQLite's own files do not apply).
+    pub fn is_postgres(&self) -> bool {
+        self.dir.2.is_some()
     }
 
     pub fn tokens_path(&self) -> PathBuf {

@@ -1,0 +1,924 @@
+//! The PostgreSQL catalogue, for several imagemeta nodes on one database.
+//!
+//! # Layout
+//! * Every mutation is one transaction that locks the image's row (`SELECT … FOR UPDATE`),
+//!   applies the same plan as SQLite ([`plan`]), writes only what changes and commits: so
+//!   concurrent writers on any nodes never lose each other's keys, and never exceed a quota
+//!   together. A commit is acknowledged once PostgreSQL has it durably (`synchronous_commit`).
+//! * Listings run the statement [`sql::list`] builds for both backends.
+//! * Point reads are served from a read cache ([`ImageCache`]) that is coherent across nodes:
+//!   every write sends `NOTIFY imagemeta_images, '<id>'` in its transaction, and each node
+//!   listens on a connection of its own and drops what other nodes changed; while that
+//!   connection is down the cache is bypassed and emptied, and each entry expires [`CACHE_TTL`]
+//!   after the read that produced it, so a write acknowledged by one node is read by every
+//!   node within that bound, whatever happens to the notifications (and by the writing node
+//!   at once).
+//! * Every operation has [`OP_TIMEOUT`]: an unreachable database is a 503 within it, never a
+//!   hang; a connection that failed or timed out is discarded, and the pool connects anew when
+//!   the database is back. Connections have TCP keepalives, a user timeout and a statement
+//!   timeout.
+//! * The schema is versioned; migrations run at start under an advisory lock, so nodes that
+//!   start together migrate once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
+
+use super::cache::ImageCache;
+use super::plan;
+use super::sql::{self, Arg, Dialect, micros};
+use super::{Caller, ListQuery, Modification, Store, StoreError, error_text};
+use crate::domain::metadata::{MetadataChange, MetadataQuota};
+use crate::domain::{
+    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
+};
+use crate::tls::Verify;
+
+/// Versioned schema migrations, applied in order; `schema_migrations` records them.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_catalogue.sql")];
+
+/// Taken while migrating: any value unique to imagemeta.
+const MIGRATION_LOCK: i64 = 0x696d_6167_656d_6574; // "imagemet"
+
+/// The channel of cache invalidations.
+const CHANNEL: &str = "imagemeta_images";
+
+/// The longest any store operation may take, from asking for a connection to the answer.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a cached image may be served without news from the database.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Connections in each node's pool.
+const POOL_SIZE: usize = 16;
+
+const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
+     i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
+     i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging";
+
+/// An image's properties and tags as arrays, after [`IMAGE_COLUMNS_AS_I`] (one statement, one
+/// snapshot).
+const DETAIL_COLUMNS: &str = ", ARRAY(SELECT p.name FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
+     ARRAY(SELECT p.value FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
+     ARRAY(SELECT t.tag FROM image_tags t WHERE t.image_id = i.id ORDER BY t.tag COLLATE \"C\")";
+
+/// Its members, after [`DETAIL_COLUMNS`].
+const MEMBER_COLUMNS: &str = ", ARRAY(SELECT m.member FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
+     ARRAY(SELECT m.status FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
+     ARRAY(SELECT m.created_at FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
+     ARRAY(SELECT m.updated_at FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\")";
+
+/// A `postgres://` URL, as libpq takes it: `sslmode` (`disable`, `prefer` (the default),
+/// `require`, `verify-ca`, `verify-full`) and `sslrootcert` are read here, the rest by
+/// tokio-postgres. The password never shows when it is displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgUrl(String);
+
+#[derive(Debug, Clone)]
+struct Parsed {
+    config: tokio_postgres::Config,
+    /// `None`: no TLS (`sslmode=disable`).
+    tls: Option<(Verify, Option<std::path::PathBuf>)>,
+}
+
+impl PgUrl {
+    pub fn parse(s: &str) -> Result<PgUrl, String> {
+        let url = PgUrl(s.to_owned());
+        url.parsed()?;
+        Ok(url)
+    }
+
+    fn parsed(&self) -> Result<Parsed, String> {
+        let (base, query) = self.0.split_once('?').unwrap_or((&self.0, ""));
+        let mut mode = "prefer".to_owned();
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", v)) => mode = v.to_owned(),
+                Some(("sslrootcert", v)) => root_cert = Some(std::path::PathBuf::from(v)),
+                _ => rest.push(pair),
+            }
+        }
+        let rebuilt = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+        let mut config: tokio_postgres::Config =
+            rebuilt.parse().map_err(|e| format!("{}: not a PostgreSQL URL: {e}", self.masked()))?;
+        let (ssl, tls) = match mode.as_str() {
+            "disable" => (tokio_postgres::config::SslMode::Disable, None),
+            // libpq: with a root certificate, `require` checks the chain as `verify-ca` does.
+            "prefer" => (tokio_postgres::config::SslMode::Prefer, Some((Verify::Nothing, None))),
+            "require" if root_cert.is_some() => {
+                (tokio_postgres::config::SslMode::Require, Some((Verify::Chain, root_cert)))
+            }
+            "require" => (tokio_postgres::config::SslMode::Require, Some((Verify::Nothing, None))),
+            "verify-ca" => (tokio_postgres::config::SslMode::Require, Some((Verify::Chain, root_cert))),
+            "verify-full" => (tokio_postgres::config::SslMode::Require, Some((Verify::Full, root_cert))),
+            other => {
+                return Err(format!(
+                    "{}: sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full",
+                    self.masked()
+                ));
+            }
+        };
+        config.ssl_mode(ssl);
+        Ok(Parsed { config, tls })
+    }
+
+    /// The URL without its password.
+    pub fn masked(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return self.0.clone() };
+        match rest.split_once('@') {
+            Some((user, host)) if user.contains(':') => {
+                format!("{scheme}://{}:***@{host}", user.split(':').next().unwrap_or(""))
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    /// A database that cannot answer now (unreachable, shutting down, out of room, a timeout)
+    /// is a failure that passes (503); anything else is a defect (500).
+    fn from(e: tokio_postgres::Error) -> Self {
+        let Some(db) = e.as_db_error() else {
+            // I/O, a closed connection, a protocol error: the database is out of reach.
+            return StoreError::Unavailable(error_text(&e));
+        };
+        let code = db.code();
+        let text = error_text(format!("{}: {}", code.code(), db.message()));
+        if *code == SqlState::DISK_FULL {
+            StoreError::Full(text)
+        } else if code.code().starts_with("08") // connection exceptions
+            || code.code().starts_with("53") // insufficient resources
+            || code.code().starts_with("57") // operator intervention: cancels, shutdowns
+            || code.code().starts_with("40") // rollbacks: serialization, deadlock
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        {
+            StoreError::Unavailable(text)
+        } else {
+            StoreError::Internal(text)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(error_text(format!("no database connection: {other}"))),
+        }
+    }
+}
+
+/// A NULL of whatever type the statement expects (the keyset compares NULL columns).
+#[derive(Debug)]
+struct PgNull;
+
+impl ToSql for PgNull {
+    fn to_sql(&self, _: &Type, _: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(IsNull::Yes)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn bind(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    args.into_iter()
+        .map(|a| -> Box<dyn ToSql + Sync + Send> {
+            match a {
+                Arg::Null => Box::new(PgNull),
+                Arg::Int(n) => Box::new(n),
+                Arg::Text(s) => Box::new(s),
+                Arg::Bool(b) => Box::new(b),
+            }
+        })
+        .collect()
+}
+
+fn refs(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
+fn from_micros(us: i64) -> Result<time::OffsetDateTime, StoreError> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .map_err(|e| StoreError::Internal(format!("a time out of range in the database: {e}")))
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Internal(format!("unknown {what} in the database"))
+}
+
+/// An image from a row of [`IMAGE_COLUMNS_AS_I`], with [`DETAIL_COLUMNS`] and
+/// [`MEMBER_COLUMNS`] when present.
+fn image_from_row(row: &Row) -> Result<Image, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Internal(error_text(e));
+    let status: String = row.try_get(2).map_err(get)?;
+    let visibility: String = row.try_get(3).map_err(get)?;
+    let mut image = Image::new(row.try_get(0).map_err(get)?, now());
+    image.name = row.try_get(1).map_err(get)?;
+    image.status = ImageStatus::parse(&status).ok_or_else(|| bad("status"))?;
+    image.visibility = Visibility::parse(&visibility).ok_or_else(|| bad("visibility"))?;
+    image.owner = row.try_get(4).map_err(get)?;
+    image.protected = row.try_get(5).map_err(get)?;
+    image.os_hidden = row.try_get(6).map_err(get)?;
+    image.size = row.try_get(7).map_err(get)?;
+    image.virtual_size = row.try_get(8).map_err(get)?;
+    image.min_disk = row.try_get(9).map_err(get)?;
+    image.min_ram = row.try_get(10).map_err(get)?;
+    image.disk_format = row.try_get(11).map_err(get)?;
+    image.container_format = row.try_get(12).map_err(get)?;
+    image.checksum = row.try_get(13).map_err(get)?;
+    image.os_hash_algo = row.try_get(14).map_err(get)?;
+    image.os_hash_value = row.try_get(15).map_err(get)?;
+    image.created_at = from_micros(row.try_get(16).map_err(get)?)?;
+    image.updated_at = from_micros(row.try_get(17).map_err(get)?)?;
+    let node: Option<String> = row.try_get(18).map_err(get)?;
+    let staging: Option<String> = row.try_get(19).map_err(get)?;
+    image.upload = node.map(|node| UploadLease { node, staging: staging.unwrap_or_default() });
+    if row.len() > 20 {
+        let names: Vec<String> = row.try_get(20).map_err(get)?;
+        let values: Vec<Option<String>> = row.try_get(21).map_err(get)?;
+        image.properties = Properties::new(names.into_iter().zip(values).collect());
+        image.tags = row.try_get(22).map_err(get)?;
+    }
+    if row.len() > 23 {
+        let projects: Vec<String> = row.try_get(23).map_err(get)?;
+        let statuses: Vec<String> = row.try_get(24).map_err(get)?;
+        let created: Vec<i64> = row.try_get(25).map_err(get)?;
+        let updated: Vec<i64> = row.try_get(26).map_err(get)?;
+        image.members = projects
+            .into_iter()
+            .zip(statuses)
+            .zip(created.into_iter().zip(updated))
+            .map(|((project, status), (c, u))| {
+                Ok(Member {
+                    project,
+                    status: MemberStatus::parse(&status).ok_or_else(|| bad("member status"))?,
+                    created_at: from_micros(c)?,
+                    updated_at: from_micros(u)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+    }
+    Ok(image)
+}
+
+/// The whole image `id`; when `for_update`, its row is locked for the transaction first.
+///
+/// The lock is a statement of its own: under READ COMMITTED a statement sees the data as of
+/// its start, so a load that waited for the lock in the same statement would read the
+/// properties as they were before the writer it waited for committed (and a quota would
+/// count the wrong keys). The load after the lock sees every committed write.
+async fn load(c: &impl GenericClient, id: &str, for_update: bool) -> Result<Option<Image>, StoreError> {
+    if for_update {
+        let lock = c.prepare_cached("SELECT 1 FROM images WHERE id = $1 FOR UPDATE").await?;
+        if c.query_opt(&lock, &[&id]).await?.is_none() {
+            return Ok(None);
+        }
+    }
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {IMAGE_COLUMNS_AS_I}{DETAIL_COLUMNS}{MEMBER_COLUMNS} FROM images i WHERE i.id = $1"
+        ))
+        .await?;
+    match c.query_opt(&stmt, &[&id]).await? {
+        Some(row) => Ok(Some(image_from_row(&row)?)),
+        None => Ok(None),
+    }
+}
+
+async fn exec(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    let stmt = c.prepare_cached(sql).await?;
+    Ok(c.execute(&stmt, params).await?)
+}
+
+async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Result<(), StoreError> {
+    let sql = if insert {
+        "INSERT INTO images (id, name, status, visibility, owner, protected, os_hidden, size, virtual_size, \
+         min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, os_hash_value, created_at, \
+         updated_at, upload_node, upload_staging) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    } else {
+        "UPDATE images SET name = $2, status = $3, visibility = $4, owner = $5, protected = $6, os_hidden = $7, \
+         size = $8, virtual_size = $9, min_disk = $10, min_ram = $11, disk_format = $12, container_format = $13, \
+         checksum = $14, os_hash_algo = $15, os_hash_value = $16, created_at = $17, updated_at = $18, \
+         upload_node = $19, upload_staging = $20 WHERE id = $1"
+    };
+    let (status, visibility) = (image.status.as_str(), image.visibility.as_str());
+    let (created, updated) = (micros(image.created_at), micros(image.updated_at));
+    let node = image.upload.as_ref().map(|u| &u.node);
+    let staging = image.upload.as_ref().map(|u| &u.staging);
+    exec(
+        c,
+        sql,
+        &[
+            &image.id,
+            &image.name,
+            &status,
+            &visibility,
+            &image.owner,
+            &image.protected,
+            &image.os_hidden,
+            &image.size,
+            &image.virtual_size,
+            &image.min_disk,
+            &image.min_ram,
+            &image.disk_format,
+            &image.container_format,
+            &image.checksum,
+            &image.os_hash_algo,
+            &image.os_hash_value,
+            &created,
+            &updated,
+            &node,
+            &staging,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets property `key` of image `id`: an existing key keeps its position, a new one goes last.
+async fn upsert_property(
+    c: &impl GenericClient,
+    id: &str,
+    key: &str,
+    value: Option<&str>,
+    exists: bool,
+) -> Result<(), StoreError> {
+    if exists
+        && exec(c, "UPDATE image_properties SET value = $3 WHERE image_id = $1 AND name = $2", &[&id, &key, &value])
+            .await?
+            == 1
+    {
+        return Ok(());
+    }
+    exec(
+        c,
+        "INSERT INTO image_properties (image_id, name, value, position) VALUES ($1, $2, $3, \
+         (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = $1)) \
+         ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
+        &[&id, &key, &value],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_property(c: &impl GenericClient, id: &str, key: &str) -> Result<(), StoreError> {
+    exec(c, "DELETE FROM image_properties WHERE image_id = $1 AND name = $2", &[&id, &key]).await?;
+    Ok(())
+}
+
+async fn write_tags(c: &impl GenericClient, image: &Image) -> Result<(), StoreError> {
+    exec(c, "DELETE FROM image_tags WHERE image_id = $1", &[&image.id]).await?;
+    exec(
+        c,
+        "INSERT INTO image_tags (image_id, tag) SELECT $1, t FROM unnest($2::text[]) AS t ON CONFLICT DO NOTHING",
+        &[&image.id, &image.tags],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_members(c: &impl GenericClient, image: &Image) -> Result<(), StoreError> {
+    exec(c, "DELETE FROM image_members WHERE image_id = $1", &[&image.id]).await?;
+    let projects: Vec<&str> = image.members.iter().map(|m| m.project.as_str()).collect();
+    let statuses: Vec<&str> = image.members.iter().map(|m| m.status.as_str()).collect();
+    let created: Vec<i64> = image.members.iter().map(|m| micros(m.created_at)).collect();
+    let updated: Vec<i64> = image.members.iter().map(|m| micros(m.updated_at)).collect();
+    exec(
+        c,
+        "INSERT INTO image_members (image_id, member, status, created_at, updated_at) \
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[])",
+        &[&image.id, &projects, &statuses, &created, &updated],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_image(c: &impl GenericClient, image: &Image) -> Result<(), StoreError> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM images WHERE id = $1) OR EXISTS (SELECT 1 FROM deleted_image_ids WHERE id = $1)",
+        )
+        .await?;
+    let taken: bool = c.query_one(&stmt, &[&image.id]).await?.get(0);
+    if taken {
+        return Err(StoreError::Conflict(image.id.clone()));
+    }
+    match write_row(c, image, true).await {
+        Err(StoreError::Internal(e)) if e.starts_with(SqlState::UNIQUE_VIOLATION.code()) => {
+            return Err(StoreError::Conflict(image.id.clone()));
+        }
+        other => other?,
+    }
+    let names: Vec<&str> = image.properties.iter().map(|(k, _)| k).collect();
+    let values: Vec<Option<&str>> = image.properties.iter().map(|(_, v)| v).collect();
+    exec(
+        c,
+        "INSERT INTO image_properties (image_id, name, value, position) \
+         SELECT $1, p.name, p.value, p.position FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p (name, value, position)",
+        &[&image.id, &names, &values],
+    )
+    .await?;
+    write_tags(c, image).await?;
+    write_members(c, image).await
+}
+
+async fn notify(c: &impl GenericClient, id: &str) -> Result<(), StoreError> {
+    exec(c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &id]).await?;
+    Ok(())
+}
+
+fn visible(image: Option<Image>, who: &Principal) -> Result<Image, StoreError> {
+    match image {
+        Some(image) if policy::can_see(who, &image) => Ok(image),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
+/// Ids that cannot name a row (text in PostgreSQL cannot hold NUL): not found, without asking.
+fn impossible(id: &str) -> bool {
+    id.contains('\0')
+}
+
+pub struct PgStore {
+    pool: Pool,
+    cache: Arc<ImageCache>,
+    /// Whether the cache may be used: set while the notification connection listens.
+    coherent: Arc<AtomicBool>,
+    listener: tokio::task::JoinHandle<()>,
+    new: bool,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.pool.close();
+    }
+}
+
+impl PgStore {
+    /// Connects, migrates (under the advisory lock) and starts listening for invalidations.
+    pub async fn open(url: &PgUrl) -> Result<PgStore, StoreError> {
+        let Parsed { mut config, tls } = url.parsed().map_err(StoreError::Unavailable)?;
+        // Bounds on every connection: no connection, statement, lock wait or idle transaction
+        // lasts long, and a peer that vanished is noticed.
+        config
+            .application_name("imagemeta")
+            .connect_timeout(Duration::from_secs(3))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(10));
+        let options = format!(
+            "{} -c statement_timeout=3500 -c lock_timeout=3000 -c idle_in_transaction_session_timeout=10000",
+            config.get_options().unwrap_or("")
+        );
+        config.options(options.trim());
+        let cache = Arc::new(ImageCache::new(Some(CACHE_TTL)));
+        let coherent = Arc::new(AtomicBool::new(false));
+        let pool = match &tls {
+            None => pool(config.clone(), NoTls)?,
+            Some((verify, root_cert)) => {
+                let client =
+                    crate::tls::client_config(*verify, root_cert.as_deref()).map_err(StoreError::Unavailable)?;
+                pool(config.clone(), tokio_postgres_rustls::MakeRustlsConnect::new(client))?
+            }
+        };
+        let before = tokio::time::timeout(Duration::from_secs(60), migrate(&pool))
+            .await
+            .map_err(|_| StoreError::Unavailable("the schema migration took more than 60 s".into()))??;
+        let listener = match tls {
+            None => tokio::spawn(listen(config, NoTls, cache.clone(), coherent.clone())),
+            Some((verify, root_cert)) => {
+                let client =
+                    crate::tls::client_config(verify, root_cert.as_deref()).map_err(StoreError::Unavailable)?;
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(client);
+                tokio::spawn(listen(config, tls, cache.clone(), coherent.clone()))
+            }
+        };
+        Ok(PgStore { pool, cache, coherent, listener, new: before == 0 })
+    }
+
+    /// Runs `f` with a pooled connection within [`OP_TIMEOUT`]; a connection that failed or
+    /// ran out of time is discarded rather than returned to the pool.
+    async fn with<R>(
+        &self,
+        f: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let run = async {
+            let mut client = self.pool.get().await?;
+            let result = f(&mut client).await;
+            if matches!(&result, Err(StoreError::Unavailable(_))) {
+                drop(deadpool_postgres::Object::take(client));
+            }
+            result
+        };
+        match tokio::time::timeout(OP_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("the database did not answer within {OP_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Image `id`, from the cache while it is coherent, else read (and cached).
+    async fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
+        if impossible(id) {
+            return Ok(None);
+        }
+        let coherent = self.coherent.load(Ordering::Acquire);
+        if coherent && let Some(image) = self.cache.get(id) {
+            return Ok(Some(image));
+        }
+        let seen = self.cache.generation();
+        let Some(image) = self.with(async |c| load(&*c, id, false).await).await? else {
+            return Ok(None);
+        };
+        let image = Arc::new(image);
+        if coherent {
+            self.cache.fill(seen, image.clone());
+        }
+        Ok(Some(image))
+    }
+
+    /// Drops an image a committed transaction changed from this node's cache, before the
+    /// write is acknowledged. (Not its new state: transactions on other connections commit
+    /// in one order and return in another, so the last to return may not be the newest.)
+    fn changed(&self, id: &str) {
+        self.cache.publish(HashMap::from([(id.to_owned(), None)]));
+    }
+}
+
+fn pool<T>(config: tokio_postgres::Config, tls: T) -> Result<Pool, StoreError>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .wait_timeout(Some(Duration::from_secs(3)))
+        .create_timeout(Some(Duration::from_secs(3)))
+        .recycle_timeout(Some(Duration::from_secs(3)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// Applies the missing migrations, one transaction each, holding the advisory lock; returns
+/// the version the schema was at (0: an empty database).
+async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    let client = pool.get().await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+        let row = client.query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[]).await?;
+        let applied = usize::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Internal(format!(
+                "the database schema is version {applied}, newer than this imagemeta ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        if applied > 0 && applied < MIGRATIONS.len() {
+            tracing::info!(from = applied, to = MIGRATIONS.len(), "migrating the database schema");
+        }
+        for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let version = n as i32 + 1;
+            let script = format!(
+                "BEGIN; {migration}; INSERT INTO schema_migrations (version, applied_at) VALUES ({version}, {}); COMMIT;",
+                micros(now())
+            );
+            if let Err(e) = client.batch_execute(&script).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e.into());
+            }
+        }
+        Ok(applied)
+    }
+    .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    result
+}
+
+/// Keeps a connection listening for other nodes' writes and drops what they changed from the
+/// cache. While it is not listening (not yet, or the connection dropped, or a ping went
+/// unanswered) the cache is empty and not used.
+async fn listen<T>(config: tokio_postgres::Config, tls: T, cache: Arc<ImageCache>, coherent: Arc<AtomicBool>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    loop {
+        match config.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                let invalidations = cache.clone();
+                let driver = async move {
+                    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => invalidations.invalidate(n.payload()),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the cache invalidation connection failed");
+                                break;
+                            }
+                        }
+                    }
+                };
+                let watch = async {
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    cache.clear();
+                    coherent.store(true, Ordering::Release);
+                    // A connection that went silent must not leave the cache trusted.
+                    let mut ping = tokio::time::interval(CACHE_TTL / 2);
+                    loop {
+                        ping.tick().await;
+                        match tokio::time::timeout(CACHE_TTL / 2, client.simple_query("")).await {
+                            Ok(Ok(_)) => {}
+                            _ => return Ok::<(), tokio_postgres::Error>(()),
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = driver => {},
+                    _ = watch => {},
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot connect for cache invalidations"),
+        }
+        if coherent.swap(false, Ordering::AcqRel) {
+            tracing::warn!("not listening for other nodes' writes: the read cache is off until it is back");
+        }
+        cache.clear();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
+        match self.fetch(id).await? {
+            Some(image) if policy::can_see(who, &image) => Ok(image),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
+        if let Some(why) = query.too_large() {
+            return Err(StoreError::Rejected(crate::domain::Rejection::invalid(why)));
+        }
+        let mut query = query.clone();
+        query.dedup_sort();
+        let marker = match &query.marker {
+            None => None,
+            Some(m) => {
+                let image = if impossible(m) { None } else { self.with(async |c| load(&*c, m, false).await).await? };
+                let Some(image) = image else { return Err(StoreError::MarkerNotFound(m.clone())) };
+                if let Caller::User(who) = caller
+                    && !policy::can_see(who, &image)
+                {
+                    return Err(StoreError::MarkerForbidden(m.clone()));
+                }
+                Some(image)
+            }
+        };
+        let columns =
+            if query.detail { format!("{IMAGE_COLUMNS_AS_I}{DETAIL_COLUMNS}") } else { IMAGE_COLUMNS_AS_I.to_owned() };
+        let statement = sql::list(Dialect::Postgres, &columns, caller, &query, marker.as_ref());
+        let args = bind(statement.args);
+        self.with(async |c| {
+            let stmt = c.prepare_cached(&statement.text).await?;
+            let rows = c.query(&stmt, &refs(&args)).await?;
+            rows.iter().map(image_from_row).collect()
+        })
+        .await
+    }
+
+    async fn change_metadata(
+        &self,
+        who: &Principal,
+        id: &str,
+        change: MetadataChange,
+        quota: MetadataQuota,
+    ) -> Result<Properties, StoreError> {
+        if impossible(id) {
+            return Err(StoreError::NotFound);
+        }
+        let changed = self
+            .with(async |c| {
+                let tx = c.transaction().await?;
+                let image = visible(load(&tx, id, true).await?, who)?;
+                let plan = plan::metadata(&image, who, change, quota)?;
+                for k in &plan.deletes {
+                    delete_property(&tx, id, k).await?;
+                }
+                for (k, v, exists) in &plan.upserts {
+                    upsert_property(&tx, id, k, Some(v), *exists).await?;
+                }
+                let mut changed = image;
+                changed.properties = plan.after;
+                changed.updated_at = now();
+                exec(&tx, "UPDATE images SET updated_at = $2 WHERE id = $1", &[&id, &micros(changed.updated_at)])
+                    .await?;
+                notify(&tx, id).await?;
+                tx.commit().await?;
+                Ok(changed)
+            })
+            .await?;
+        let properties = changed.properties.clone();
+        self.changed(id);
+        Ok(properties)
+    }
+
+    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+        if impossible(id) {
+            return Err(StoreError::NotFound);
+        }
+        let after = self
+            .with(async |c| {
+                let tx = c.transaction().await?;
+                let before = visible(load(&tx, id, true).await?, who)?;
+                let mut after = before.clone();
+                change(&mut after).map_err(StoreError::Rejected)?;
+                after.id = before.id.clone();
+                after.updated_at = now();
+                write_row(&tx, &after, false).await?;
+                let diff = plan::diff(&before, &after);
+                for k in &diff.removed {
+                    delete_property(&tx, id, k).await?;
+                }
+                for (k, v, existed) in &diff.set {
+                    upsert_property(&tx, id, k, *v, *existed).await?;
+                }
+                if diff.tags {
+                    write_tags(&tx, &after).await?;
+                }
+                if diff.members {
+                    write_members(&tx, &after).await?;
+                }
+                // As stored: properties in their positions, tags in order.
+                let stored = load(&tx, id, false).await?.ok_or(StoreError::NotFound)?;
+                notify(&tx, id).await?;
+                tx.commit().await?;
+                Ok(stored)
+            })
+            .await?;
+        self.changed(id);
+        Ok(after)
+    }
+
+    async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
+        if impossible(id) {
+            return Err(StoreError::NotFound);
+        }
+        let deleted = self
+            .with(async |c| {
+                let tx = c.transaction().await?;
+                let image = visible(load(&tx, id, true).await?, who)?;
+                if !policy::can_modify(who, &image) {
+                    return Err(StoreError::Forbidden);
+                }
+                if image.protected {
+                    return Err(StoreError::Protected);
+                }
+                exec(&tx, "DELETE FROM images WHERE id = $1", &[&id]).await?;
+                exec(
+                    &tx,
+                    "INSERT INTO deleted_image_ids (id, deleted_at) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at",
+                    &[&id, &micros(now())],
+                )
+                .await?;
+                notify(&tx, id).await?;
+                tx.commit().await?;
+                Ok(image)
+            })
+            .await?;
+        self.changed(id);
+        Ok(deleted)
+    }
+
+    async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
+        let mut in_key_order: Vec<&Image> = images.iter().collect();
+        in_key_order.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        // A bulk insert (the operator's `image create --count`) takes longer than one request.
+        let timeout = OP_TIMEOUT + Duration::from_millis(images.len() as u64 * 5);
+        let run = async {
+            let mut c = self.pool.get().await?;
+            let tx = c.transaction().await?;
+            for image in &in_key_order {
+                if impossible(&image.id) {
+                    return Err(StoreError::Conflict(image.id.clone()));
+                }
+                insert_image(&tx, image).await?;
+                notify(&tx, &image.id).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("the database did not answer within {timeout:?}")))??;
+        for image in &images {
+            self.changed(&image.id);
+        }
+        Ok(images)
+    }
+
+    async fn find_image(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
+        self.fetch(id).await
+    }
+
+    async fn heartbeat(&self, node: &Node) -> Result<(), StoreError> {
+        self.with(async |c| {
+            exec(
+                &*c,
+                "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                &[&node.id, &node.host, &i64::from(node.pid), &micros(node.started_at), &micros(now())],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unregister_node(&self, id: &str) -> Result<(), StoreError> {
+        self.with(async |c| {
+            exec(&*c, "DELETE FROM nodes WHERE id = $1", &[&id]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        self.with(async |c| {
+            let rows = c.query("SELECT id, host, pid, started_at, heartbeat_at FROM nodes", &[]).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Node {
+                        id: r.get(0),
+                        host: r.get(1),
+                        pid: u32::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                        started_at: from_micros(r.get(3))?,
+                        heartbeat_at: from_micros(r.get(4))?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn held_uploads(&self) -> Result<Vec<(String, UploadLease)>, StoreError> {
+        self.with(async |c| {
+            let rows = c
+                .query("SELECT id, upload_node, upload_staging FROM images WHERE upload_node IS NOT NULL", &[])
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let staging: Option<String> = r.get(2);
+                    (r.get(0), UploadLease { node: r.get(1), staging: staging.unwrap_or_default() })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    fn is_new(&self) -> bool {
+        self.new
+    }
+
+    async fn close(&self) {
+        self.listener.abort();
+        self.pool.close();
+    }
+}
