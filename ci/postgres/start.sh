@@ -24,22 +24,44 @@ id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql p
 mkdir -p "$STATE"
 chown postgres "$STATE"
 chmod 700 "$STATE"
+if [ -f "$STATE/port" ]; then
+    # Started before and stopped: start the same cluster on the same port again.
+    PORT="$(cat "$STATE/port")"
+    runuser -u postgres -- "$BIN/pg_ctl" -D "$STATE/data" -l "$STATE/log" -w -t 60 start >/dev/null
+    echo "postgres://postgres@127.0.0.1:$PORT/postgres"
+    exit 0
+fi
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 runuser -u postgres -- "$BIN/initdb" -D "$STATE/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
 
-# A self-signed certificate for TLS (python's cryptography is not assumed: openssl is).
+# TLS: a test CA ($STATE/root.crt, for sslrootcert) and a server certificate it signed for
+# 127.0.0.1 (openssl is on the machine; python's cryptography is not assumed).
 if command -v openssl >/dev/null 2>&1; then
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
-        -keyout "$STATE/data/server.key" -out "$STATE/data/server.crt" >/dev/null 2>&1
+    (
+        cd "$STATE"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=imagemeta test CA" \
+            -keyout root.key -out root.crt
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout data/server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > server.ext
+        openssl x509 -req -in server.csr -CA root.crt -CAkey root.key -CAcreateserial -days 2 \
+            -extfile server.ext -out data/server.crt
+    ) >/dev/null 2>&1
     chown postgres "$STATE/data/server.key" "$STATE/data/server.crt"
     chmod 600 "$STATE/data/server.key"
-    SSL="-c ssl=on"
+    SSL=on
 else
     SSL=""
 fi
 
-runuser -u postgres -- "$BIN/pg_ctl" -D "$STATE/data" -l "$STATE/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE -c max_connections=300 $SSL" start >/dev/null
+# The settings live in the cluster, so that a restart (above) takes them again.
+cat >> "$STATE/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$STATE'
+max_connections = 300
+$( [ -n "$SSL" ] && echo "ssl = on" )
+CONF
+runuser -u postgres -- "$BIN/pg_ctl" -D "$STATE/data" -l "$STATE/log" -w -t 60 start >/dev/null
 echo "$PORT" > "$STATE/port"
 echo "$BIN" > "$STATE/bin"
 echo "postgres://postgres@127.0.0.1:$PORT/postgres"

@@ -5,6 +5,8 @@
 //! or exceed a quota together.
 
 pub mod cache;
+#[cfg(test)]
+mod contract;
 pub mod data;
 pub mod plan;
 pub mod postgres;

@@ -155,8 +155,15 @@ impl From<tokio_postgres::Error> for StoreError {
     /// is a failure that passes (503); anything else is a defect (500).
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(db) = e.as_db_error() else {
-            // I/O, a closed connection, a protocol error: the database is out of reach.
-            return StoreError::Unavailable(error_text(&e));
+            // I/O, a closed connection, a protocol error, TLS: the database is out of reach.
+            // The causes say why (a certificate that cannot be checked, a refused connection).
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text = format!("{text}: {c}");
+                cause = c.source();
+            }
+            return StoreError::Unavailable(error_text(text));
         };
         let code = db.code();
         let text = error_text(format!("{}: {}", code.code(), db.message()));

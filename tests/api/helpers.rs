@@ -274,7 +274,7 @@ impl Env {
             cmd.env("IMAGEMETA_COMPUTE_LISTEN", "127.0.0.1:0");
             cmd.env("IMAGEMETA_IMAGE_LISTEN", "127.0.0.1:0");
             cmd.env("IMAGEMETA_IMAGE_DATA_DIR", self.dir().join("images"));
-            cmd.env("IMAGEMETA_DATABASE", self.db_url());
+            cmd.env("IMAGEMETA_DATABASE", opts.database.clone().unwrap_or_else(|| self.db_url()));
             match opts.auth {
                 Auth::Static => {
                     cmd.env("IMAGEMETA_AUTH", "static");
@@ -290,7 +290,7 @@ impl Env {
             }
         } else {
             cmd.args(["serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0", "--database"]);
-            cmd.arg(self.db_url());
+            cmd.arg(opts.database.clone().unwrap_or_else(|| self.db_url()));
             cmd.arg("--image-data-dir");
             cmd.arg(self.dir().join("images"));
             match opts.auth {
@@ -339,6 +339,8 @@ pub struct ServerOpts {
     pub via_env: bool,
     /// A program (and its arguments) that runs the binary, e.g. `prlimit --nofile=1024 --`.
     pub wrapper: Vec<String>,
+    /// Another database than the environment's own.
+    pub database: Option<String>,
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ mod images;
 mod limits;
 mod metadata;
 mod pagination;
+mod postgres;
 mod protocol;
 mod quota;
 mod schemas;
