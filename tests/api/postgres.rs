@@ -153,7 +153,8 @@ async fn an_outage_is_503_and_recovers_without_a_restart() {
     assert_eq!(server.post(&meta_path(&id), json!({"metadata": {"before": "outage"}})).send().await.status, 200);
 
     cluster("stop.sh", &state);
-    let calls: Vec<(&str, Box<dyn Fn() -> crate::helpers::Call>)> = vec![
+    type MakeCall = Box<dyn Fn() -> crate::helpers::Call>;
+    let calls: Vec<(&str, MakeCall)> = vec![
         (
             "compute read",
             Box::new({
