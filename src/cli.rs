@@ -39,6 +39,24 @@ enum Command {
     /// Manage images directly in the database.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Operate on a whole catalogue.
+    #[command(subcommand)]
+    Catalogue(CatalogueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CatalogueCommand {
+    /// Copy a whole catalogue into an empty one, e.g. from SQLite to PostgreSQL or back:
+    /// images with their properties (in order), tags, members and timestamps, and the ids
+    /// of deleted images. Stop the servers of the source first.
+    Copy {
+        /// The source database URL.
+        #[arg(long)]
+        from: String,
+        /// The target database URL (an empty catalogue: created when it does not exist).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +288,7 @@ impl Cli {
                 Command::Serve(args) => serve(args).await,
                 Command::Image(ImageCommand::Create(args)) => create(args).await,
                 Command::Image(ImageCommand::List { store }) => list(store).await,
+                Command::Catalogue(CatalogueCommand::Copy { from, to }) => copy_catalogue(&from, &to).await,
             }
         });
         match result {
@@ -421,6 +440,26 @@ fn seed_image(args: &CreateArgs, start: OffsetDateTime, n: u64) -> Image {
         image.properties.set(k.clone(), Some(v.clone()));
     }
     image
+}
+
+async fn copy_catalogue(from: &str, to: &str) -> anyhow::Result<()> {
+    let open = |url: &str| {
+        let url = url.to_owned();
+        async move {
+            let parsed = DatabaseUrl::parse(&url).map_err(anyhow::Error::msg)?;
+            store::open(&parsed, StoreOptions::default()).await.with_context(|| format!("cannot open {parsed}"))
+        }
+    };
+    let (source, target) = (open(from).await?, open(to).await?);
+    let copied = crate::copy::catalogue(&source, &target, |c| {
+        tracing::info!(images = c.images, deleted_ids = c.deleted_ids, "copying");
+    })
+    .await;
+    source.close().await;
+    target.close().await;
+    let copied = copied?;
+    println!("{}", json!({"images": copied.images, "deleted_ids": copied.deleted_ids}));
+    Ok(())
 }
 
 async fn list(store: StoreArgs) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@
 //!   the access policy; no HTTP, no SQL.
 //! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache)
 //!   and the image data files ([`store::data`]).
+//! * [`copy`]: moving a whole catalogue between backends (`imagemeta catalogue copy`).
 //! * [`service`]: what spans the catalogue and the data, below both APIs: the one delete,
 //!   the recovery of uploads whose node died, the sweep of data no image owns.
 //! * [`server`]: the connection loop: connection cap, timeouts of every phase of a
@@ -23,6 +24,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod copy;
 pub mod domain;
 pub mod server;
 pub mod service;

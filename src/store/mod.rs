@@ -280,6 +280,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every image whose upload a node holds, with the hold.
     async fn held_uploads(&self) -> Result<Vec<(String, UploadLease)>, StoreError>;
 
+    /// Ids of deleted images after `after` in id order, at most `limit`, with when each was
+    /// deleted.
+    async fn deleted_ids(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<(String, OffsetDateTime)>, StoreError>;
+
+    /// Records ids as deleted (copying a catalogue): they can never be used again.
+    async fn insert_deleted_ids(&self, ids: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError>;
+
     /// Whether this open created the catalogue (or found it empty).
     fn is_new(&self) -> bool;
 

@@ -920,6 +920,39 @@ impl Store for PgStore {
         .await
     }
 
+    async fn deleted_ids(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, time::OffsetDateTime)>, StoreError> {
+        self.with(async |c| {
+            let rows = c
+                .query(
+                    "SELECT id, deleted_at FROM deleted_image_ids WHERE $1::text IS NULL OR id COLLATE \"C\" > $1 \
+                     ORDER BY id COLLATE \"C\" LIMIT $2",
+                    &[&after, &(limit as i64)],
+                )
+                .await?;
+            rows.iter().map(|r| Ok((r.get(0), from_micros(r.get(1))?))).collect()
+        })
+        .await
+    }
+
+    async fn insert_deleted_ids(&self, ids: Vec<(String, time::OffsetDateTime)>) -> Result<(), StoreError> {
+        let (names, at): (Vec<String>, Vec<i64>) = ids.into_iter().map(|(id, t)| (id, micros(t))).unzip();
+        self.with(async |c| {
+            exec(
+                &*c,
+                "INSERT INTO deleted_image_ids (id, deleted_at) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at",
+                &[&names, &at],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
     fn is_new(&self) -> bool {
         self.new
     }

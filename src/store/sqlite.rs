@@ -1151,6 +1151,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn deleted_ids(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, OffsetDateTime)>, StoreError> {
+        let after = after.map(str::to_owned);
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, deleted_at FROM deleted_image_ids WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, from_micros(r.get(1)?)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn insert_deleted_ids(&self, ids: Vec<(String, OffsetDateTime)>) -> Result<(), StoreError> {
+        self.write(Kind::Grows, vec![], move |c| {
+            let mut stmt =
+                c.prepare_cached("INSERT OR REPLACE INTO deleted_image_ids (id, deleted_at) VALUES (?1, ?2)")?;
+            for (id, at) in &ids {
+                stmt.execute(params![id, micros(*at)])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     fn is_new(&self) -> bool {
         self.new
     }

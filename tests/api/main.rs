@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod copy;
 mod data_safety;
 mod fuzz;
 mod glance_compute_bridge;
