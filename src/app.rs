@@ -23,7 +23,7 @@ use crate::auth::{Authenticator, NoAuth, StaticTokens};
 use crate::domain::Node;
 use crate::server::{self, Limits};
 use crate::service;
-use crate::store::data::DataStore;
+use crate::store::data::{DataStore, StoreSpec};
 use crate::store::{self, DatabaseUrl, StoreOptions};
 
 /// How tokens are validated.
@@ -43,8 +43,10 @@ pub struct ServeConfig {
     pub compute_listen: SocketAddr,
     pub image_listen: SocketAddr,
     pub database: DatabaseUrl,
-    /// Where image data files live.
+    /// Where image data files live (the one store unless `image_stores` names stores).
     pub image_data_dir: PathBuf,
+    pub image_stores: Vec<StoreSpec>,
+    pub default_image_store: Option<String>,
     pub store: StoreOptions,
     pub auth: AuthMode,
     pub tokens: Option<PathBuf>,
@@ -96,8 +98,14 @@ impl Application {
         let store = store::open(&config.database, config.store)
             .await
             .with_context(|| format!("cannot open the database {}", config.database))?;
-        let data = DataStore::open(&config.image_data_dir)
-            .with_context(|| format!("cannot open the image data directory {}", config.image_data_dir.display()))?;
+        let data = if config.image_stores.is_empty() {
+            DataStore::open(&config.image_data_dir)
+                .with_context(|| format!("cannot open the image data directory {}", config.image_data_dir.display()))?
+        } else {
+            DataStore::open_all(&config.image_stores, config.default_image_store.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the image stores: {e}"))?
+        };
         // A new, empty catalogue over a directory of image data is a lost or misplaced
         // database, not a fresh start: starting would serve an empty catalogue, and sweep the
         // data away.
@@ -108,7 +116,11 @@ impl Application {
                  database missing, or the wrong one? Refusing to start; --allow-new-database starts anyway \
                  (and keeps that data)",
                 config.database,
-                config.image_data_dir.display()
+                if config.image_stores.is_empty() {
+                    config.image_data_dir.display().to_string()
+                } else {
+                    "(an image store)".into()
+                }
             );
         }
         // The first write: a catalogue this node cannot write stops it here.

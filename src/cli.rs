@@ -21,6 +21,7 @@ use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Visibility, now};
 use crate::server::{self, Limits};
+use crate::store::data::StoreSpec;
 use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, StoreOptions, Synchronous};
 
 #[derive(Debug, Parser)]
@@ -86,9 +87,17 @@ struct ServeArgs {
     image_listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
-    /// Directory of image data files.
+    /// Directory of image data files: the one image store, named `file`, unless
+    /// `--image-store` names stores.
     #[arg(long, env = "IMAGEMETA_IMAGE_DATA_DIR", default_value = "imagemeta-images")]
     image_data_dir: PathBuf,
+    /// An image store, `NAME=URL` (repeatable): `file:///PATH`, `s3://BUCKET?endpoint=URL&region=R`
+    /// or `swift://CONTAINER?auth_url=URL`. Several make Glance's multi-store API available.
+    #[arg(long = "image-store", env = "IMAGEMETA_IMAGE_STORES", value_delimiter = ',', value_parser = StoreSpec::parse)]
+    image_stores: Vec<StoreSpec>,
+    /// The store uploads go to without `X-Image-Meta-Store` (default: the first).
+    #[arg(long, env = "IMAGEMETA_DEFAULT_IMAGE_STORE", requires = "image_stores")]
+    default_image_store: Option<String>,
     /// Largest image upload, in bytes (Glance's `image_size_cap`).
     #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     image_size_cap: u64,
@@ -366,6 +375,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compute_listen: args.compute_listen,
         image_listen: args.image_listen,
         image_data_dir: args.image_data_dir,
+        image_stores: args.image_stores,
+        default_image_store: args.default_image_store,
         database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,
         store: StoreOptions { synchronous: args.store.synchronous, disk_reserve: args.disk_reserve },
         auth: args.auth,

@@ -26,7 +26,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 /// first (its id is never used again); data left behind by a failure here is swept later.
 pub async fn delete_image(store: &DynStore, data: &DataStore, who: &Principal, id: &str) -> Result<Image, StoreError> {
     let image = store.delete_image(who, id).await?;
-    if let Err(e) = data.remove(&image.id).await {
+    if let Err(e) = data.remove(&image).await {
         tracing::warn!(error = %e, image = %image.id, "cannot remove the data of a deleted image; the sweep will");
     }
     Ok(image)
@@ -82,46 +82,59 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
     Ok(recovered)
 }
 
-/// Removes data files that no image owns: the data of images that are gone (or never became
-/// active), and partial uploads no live upload holds. Returns how many it removed.
+/// Removes data that no image owns, in every store: the data of images that are gone (or
+/// never became active), and partial uploads no live upload holds. Returns how many pieces it
+/// removed.
 pub async fn sweep_data(store: &DynStore, data: &DataStore) -> Result<usize, StoreError> {
-    // The directory first, then the catalogue: a file listed here belongs to an upload whose
-    // hold was committed before the file was created.
-    let entries = data.entries().await.map_err(|e| StoreError::Unavailable(crate::store::error_text(e)))?;
     let now = SystemTime::now();
     let mut removed = 0;
-    for entry in entries {
-        let (Entry::Image { id, modified } | Entry::Partial { id, modified, .. }) = &entry;
-        if now.duration_since(*modified).unwrap_or_default() < SWEEP_GRACE {
-            continue;
-        }
-        let image = store.find_image(id).await?;
-        let owned = match (&entry, image.as_deref()) {
-            (_, None) => false,
-            (Entry::Image { .. }, Some(image)) => {
-                matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete)
-                    || image.upload.is_some()
+    for (name, backend) in data.all() {
+        // The store first, then the catalogue: anything listed here belongs to an upload whose
+        // hold was committed before it was written.
+        let entries = backend.entries().await.map_err(|e| StoreError::Unavailable(crate::store::error_text(e)))?;
+        for entry in entries {
+            let (Entry::Data { id, modified, .. } | Entry::Partial { id, modified, .. }) = &entry;
+            if now.duration_since(*modified).unwrap_or_default() < SWEEP_GRACE {
+                continue;
             }
-            (Entry::Partial { staging, .. }, Some(image)) => {
-                image.upload.as_ref().is_some_and(|u| &u.staging == staging)
+            let image = store.find_image(id).await?;
+            if image.as_deref().is_some_and(|image| owns(image, name, &entry)) {
+                continue;
             }
-        };
-        if owned {
-            continue;
-        }
-        let result = match &entry {
-            Entry::Image { id, .. } => data.remove(id).await,
-            Entry::Partial { staging, .. } => data.remove_staging(staging).await,
-        };
-        match result {
-            Ok(()) => {
-                tracing::info!(?entry, "removed image data that no image owns");
-                removed += 1;
+            let result = match &entry {
+                Entry::Data { id, location, .. } => backend.remove(id, Some(location)).await,
+                Entry::Partial { staging, .. } => backend.remove_staging(staging).await,
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(store = name, ?entry, "removed image data that no image owns");
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, store = name, ?entry, "cannot remove image data that no image owns")
+                }
             }
-            Err(e) => tracing::warn!(error = %e, ?entry, "cannot remove image data that no image owns"),
         }
     }
     Ok(removed)
+}
+
+/// Whether `image` owns `entry` of store `store`: its data (or data an upload of it just
+/// committed and is making active), or the partial data of its upload in progress.
+fn owns(image: &Image, store: &str, entry: &Entry) -> bool {
+    let in_store = image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == store;
+    match entry {
+        Entry::Data { location, .. } => {
+            let has_data =
+                matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete);
+            // Data without a recorded location is the file store's old layout: one per image.
+            let here = in_store && image.location.as_deref().is_none_or(|l| l == location);
+            (has_data && here) || image.upload.is_some()
+        }
+        Entry::Partial { staging, .. } => {
+            image.upload.as_ref().is_some_and(|u| u.staging.split_once('/') == Some((store, staging.as_str())))
+        }
+    }
 }
 
 /// A node's background duties, until the store closes: renew the lease, recover dead nodes'

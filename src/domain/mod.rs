@@ -142,6 +142,10 @@ pub struct Image {
     pub members: Vec<Member>,
     /// While the image is `saving`: who holds its upload. Not part of either API's view.
     pub upload: Option<UploadLease>,
+    /// The image store holding the data (`None`: the `file` store, from before stores had
+    /// names), and where in it.
+    pub store: Option<String>,
+    pub location: Option<String>,
     /// Renderings of this image, made once per shared copy.
     pub rendered: Rendered,
 }
@@ -269,6 +273,8 @@ impl Image {
             properties: Properties::default(),
             members: Vec::new(),
             upload: None,
+            store: None,
+            location: None,
             rendered: Rendered::default(),
         }
     }

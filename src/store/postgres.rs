@@ -43,7 +43,10 @@ use crate::domain::{
 use crate::tls::Verify;
 
 /// Versioned schema migrations, applied in order; `schema_migrations` records them.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_catalogue.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_catalogue.sql"),
+    include_str!("migrations/postgres/0002_image_store_and_location.sql"),
+];
 
 /// Taken while migrating: any value unique to imagemeta.
 const MIGRATION_LOCK: i64 = 0x696d_6167_656d_6574; // "imagemet"
@@ -62,7 +65,8 @@ const POOL_SIZE: usize = 16;
 
 const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
-     i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging";
+     i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
+     i.location";
 
 /// An image's properties and tags as arrays, after [`IMAGE_COLUMNS_AS_I`] (one statement, one
 /// snapshot).
@@ -261,17 +265,19 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     let node: Option<String> = row.try_get(18).map_err(get)?;
     let staging: Option<String> = row.try_get(19).map_err(get)?;
     image.upload = node.map(|node| UploadLease { node, staging: staging.unwrap_or_default() });
-    if row.len() > 20 {
-        let names: Vec<String> = row.try_get(20).map_err(get)?;
-        let values: Vec<Option<String>> = row.try_get(21).map_err(get)?;
+    image.store = row.try_get(20).map_err(get)?;
+    image.location = row.try_get(21).map_err(get)?;
+    if row.len() > 22 {
+        let names: Vec<String> = row.try_get(22).map_err(get)?;
+        let values: Vec<Option<String>> = row.try_get(23).map_err(get)?;
         image.properties = Properties::new(names.into_iter().zip(values).collect());
-        image.tags = row.try_get(22).map_err(get)?;
+        image.tags = row.try_get(24).map_err(get)?;
     }
-    if row.len() > 23 {
-        let projects: Vec<String> = row.try_get(23).map_err(get)?;
-        let statuses: Vec<String> = row.try_get(24).map_err(get)?;
-        let created: Vec<i64> = row.try_get(25).map_err(get)?;
-        let updated: Vec<i64> = row.try_get(26).map_err(get)?;
+    if row.len() > 25 {
+        let projects: Vec<String> = row.try_get(25).map_err(get)?;
+        let statuses: Vec<String> = row.try_get(26).map_err(get)?;
+        let created: Vec<i64> = row.try_get(27).map_err(get)?;
+        let updated: Vec<i64> = row.try_get(28).map_err(get)?;
         image.members = projects
             .into_iter()
             .zip(statuses)
@@ -322,13 +328,13 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
     let sql = if insert {
         "INSERT INTO images (id, name, status, visibility, owner, protected, os_hidden, size, virtual_size, \
          min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, os_hash_value, created_at, \
-         updated_at, upload_node, upload_staging) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+         updated_at, upload_node, upload_staging, store, location) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
     } else {
         "UPDATE images SET name = $2, status = $3, visibility = $4, owner = $5, protected = $6, os_hidden = $7, \
          size = $8, virtual_size = $9, min_disk = $10, min_ram = $11, disk_format = $12, container_format = $13, \
          checksum = $14, os_hash_algo = $15, os_hash_value = $16, created_at = $17, updated_at = $18, \
-         upload_node = $19, upload_staging = $20 WHERE id = $1"
+         upload_node = $19, upload_staging = $20, store = $21, location = $22 WHERE id = $1"
     };
     let (status, visibility) = (image.status.as_str(), image.visibility.as_str());
     let (created, updated) = (micros(image.created_at), micros(image.updated_at));
@@ -358,6 +364,8 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
             &updated,
             &node,
             &staging,
+            &image.store,
+            &image.location,
         ],
     )
     .await?;

@@ -6,14 +6,11 @@
 //! included, discards the file and puts the image back to `queued`. The work runs in its own
 //! task, so it finishes (and cleans up) even when the connection is gone.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{Ctx, modify_owned, no_content, rejection, store_fault};
 use crate::api::AppState;
@@ -40,9 +37,23 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         ),
     };
 
+    // The store: `X-Image-Meta-Store` with several stores (Glance ignores it with one).
+    let data = &ctx.state.data;
+    let store = match ctx.header("x-image-meta-store").map(str::trim) {
+        Some(name) if data.is_multi() => {
+            if data.get(name).is_none() {
+                return Err(Fault::explained(
+                    StatusCode::BAD_REQUEST,
+                    format!("Store for identifier {name} not found"),
+                ));
+            }
+            name.to_owned()
+        }
+        _ => data.default_name().to_owned(),
+    };
     // queued → saving, or why not; this node holds the upload, staged where the hold says.
     let image_id = id.to_owned();
-    let lease = UploadLease { node: ctx.state.node.id.clone(), staging: DataStore::new_staging(id) };
+    let lease = UploadLease { node: ctx.state.node.id.clone(), staging: DataStore::new_staging(&store, id) };
     let hold = lease.clone();
     modify_owned(ctx, id, format!("Not allowed to upload image data for image {image_id}"), move |image| {
         if image.status != ImageStatus::Queued {
@@ -86,7 +97,7 @@ async fn receive(
     declared: Option<u64>,
 ) -> Result<(), Fault> {
     let cap = state.settings.image_size_cap;
-    let staged = match state.data.stage(&lease.staging, body, cap).await {
+    let staged = match state.data.stage(&id, &lease.staging, body, cap, declared).await {
         Ok(s) => s,
         Err(e) => {
             requeue(&state, &who, &id, &lease).await;
@@ -114,10 +125,9 @@ async fn receive(
             });
         }
     };
-    match activate(&state, &who, &id, &lease, &staged, declared).await {
+    match activate(&state, &who, &id, &lease, staged, declared).await {
         Ok(()) => Ok(()),
         Err(fault) => {
-            state.data.discard(staged).await;
             requeue(&state, &who, &id, &lease).await;
             Err(fault)
         }
@@ -125,29 +135,41 @@ async fn receive(
 }
 
 /// Checks the staged data and makes it the image's: file into place, then `saving → active`.
+/// The staged data is dropped on any failure before it is committed.
 async fn activate(
     state: &AppState,
     who: &Principal,
     id: &str,
     lease: &UploadLease,
-    staged: &Staged,
+    staged: Staged,
     declared: Option<u64>,
 ) -> Result<(), Fault> {
-    if let Some(expected) = declared.filter(|n| *n != staged.size) {
-        return Err(Fault::explained(
-            StatusCode::BAD_REQUEST,
-            format!("Size of uploaded data ({}) does not match the declared size ({expected}).", staged.size),
-        ));
+    let checked = async {
+        if let Some(expected) = declared.filter(|n| *n != staged.size) {
+            return Err(Fault::explained(
+                StatusCode::BAD_REQUEST,
+                format!("Size of uploaded data ({}) does not match the declared size ({expected}).", staged.size),
+            ));
+        }
+        let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
+        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &staged).map_err(rejection)
     }
-    let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
-    let virtual_size =
-        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), staged).map_err(rejection)?;
-    state.data.commit(id, staged).await.map_err(|e| {
-        tracing::error!(error = %e, image = %id, "cannot move image data into place");
+    .await;
+    let virtual_size = match checked {
+        Ok(v) => v,
+        Err(fault) => {
+            state.data.discard(staged).await;
+            return Err(fault);
+        }
+    };
+    let (size, md5, sha) = (staged.size as i64, staged.md5_hex.clone(), staged.sha512_hex.clone());
+    let store = staged.store.clone();
+    let location = state.data.commit(staged).await.map_err(|e| {
+        tracing::error!(error = %e, image = %id, "cannot commit image data");
         data_unavailable()
     })?;
-    let (size, md5, sha) = (staged.size as i64, staged.md5_hex.clone(), staged.sha512_hex.clone());
     let held = lease.clone();
+    let (kept_store, kept_location) = (store.clone(), location.clone());
     let done = state
         .store
         .modify_image(
@@ -159,6 +181,8 @@ async fn activate(
                     return Err(Rejection::new(RejectionKind::Gone, "The image changed during the upload."));
                 }
                 image.upload = None;
+                image.store = Some(kept_store);
+                image.location = Some(kept_location);
                 image.status = ImageStatus::Active;
                 image.size = Some(size);
                 image.virtual_size = virtual_size;
@@ -171,7 +195,9 @@ async fn activate(
         .await;
     if let Err(e) = done {
         // Deleted or changed meanwhile: the data belongs to nobody.
-        let _ = state.data.remove(id).await;
+        if let Some(backend) = state.data.get(&store) {
+            let _ = backend.remove(id, Some(&location)).await;
+        }
         return Err(match e {
             StoreError::NotFound => Fault::explained(StatusCode::GONE, "The image was deleted during the upload."),
             other => store_fault(other, id),
@@ -249,8 +275,7 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
         ));
     }
     let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated);
-    let file = if has_data { ctx.state.data.open_data(id).await.map_err(|e| data_fault(e, id))? } else { None };
-    let (Some(mut file), Some(size)) = (file, image.size) else {
+    let Some(size) = image.size.filter(|_| has_data) else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let size = size as u64;
@@ -262,10 +287,11 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         None => (StatusCode::OK, 0, size),
     };
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await.map_err(|e| data_fault(e, id))?;
-    }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(len), 256 * 1024));
+    let wanted = range.filter(|_| size > 0);
+    let Some(stream) = ctx.state.data.read(&image, wanted).await.map_err(|e| data_fault(e, id))? else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let body = Body::from_stream(stream);
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

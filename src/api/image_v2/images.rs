@@ -70,7 +70,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
     quotas.check_tags(&image).map_err(rejection)?;
     let id = image.id.clone();
     let image = ctx.state.store.insert_image(image).await.map_err(|e| store_fault(e, &id))?;
-    let mut response = json_response(StatusCode::CREATED, &views::image(&image));
+    let mut response = json_response(StatusCode::CREATED, &views::image(&image, ctx.state.data.is_multi()));
     let location = format!("{}/v2/images/{}", ctx.root_url(), image.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -83,7 +83,10 @@ pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     // The object depends on the image alone (its links are relative): rendered once per
     // cached copy.
-    let body = image.rendered.glance_image.get_or_init(|| crate::api::json::to_vec(&views::image(&image)).into());
+    let body = image
+        .rendered
+        .glance_image
+        .get_or_init(|| crate::api::json::to_vec(&views::image(&image, ctx.state.data.is_multi())).into());
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone())
         .into_response())
 }
@@ -136,7 +139,7 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
             update::apply_patch(image, &who, ops, quotas)
         })
         .await?;
-    Ok(json_response(StatusCode::OK, &views::image(&image)))
+    Ok(json_response(StatusCode::OK, &views::image(&image, ctx.state.data.is_multi())))
 }
 
 /// One JSON-patch operation in either media type.
@@ -299,7 +302,8 @@ pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
         if pairs.is_empty() { "/v2/images".to_owned() } else { format!("/v2/images?{}", pairs.join("&")) }
     };
     let mut body = Map::new();
-    body.insert("images".into(), Value::Array(images.iter().map(views::image).collect()));
+    let multi = ctx.state.data.is_multi();
+    body.insert("images".into(), Value::Array(images.iter().map(|i| views::image(i, multi)).collect()));
     body.insert("first".into(), Value::from(rebuilt(None)));
     body.insert("schema".into(), Value::from("/v2/schemas/images"));
     if let Some(last) = images.last().filter(|_| images.len() == query.limit) {

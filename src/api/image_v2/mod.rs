@@ -8,6 +8,7 @@ mod image_data;
 pub(crate) mod images;
 mod members;
 pub mod schemas;
+mod stores;
 pub mod views;
 
 use std::sync::Arc;
@@ -69,6 +70,9 @@ enum Action {
     DeleteMember(String, String),
     MemberSchema,
     MembersSchema,
+    InfoStores,
+    InfoStoresDetail,
+    DeleteFromStore(String, String),
 }
 
 impl Action {
@@ -117,6 +121,9 @@ fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> 
                 (Method::DELETE, DeleteMember(id(1), id(3))),
             ],
         ),
+        ["info", "stores"] => pick("GET", vec![(Method::GET, InfoStores)]),
+        ["info", "stores", "detail"] => pick("GET", vec![(Method::GET, InfoStoresDetail)]),
+        ["stores", _, _] => pick("DELETE", vec![(Method::DELETE, DeleteFromStore(id(1), id(2)))]),
         ["schemas", "member"] => pick("GET", vec![(Method::GET, MemberSchema)]),
         ["schemas", "members"] => pick("GET", vec![(Method::GET, MembersSchema)]),
         ["schemas", "image"] => pick("GET", vec![(Method::GET, ImageSchema)]),
@@ -252,6 +259,9 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Response, Fau
         DeleteMember(id, m) => members::delete(ctx, &id, &m).await,
         MemberSchema => Ok(json_response(StatusCode::OK, &members::member_schema())),
         MembersSchema => Ok(json_response(StatusCode::OK, &members::members_schema())),
+        InfoStores => stores::list(ctx, false),
+        InfoStoresDetail => stores::list(ctx, true),
+        DeleteFromStore(store, id) => stores::delete_from(ctx, &store, &id).await,
     }
 }
 

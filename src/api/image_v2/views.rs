@@ -9,8 +9,9 @@ use crate::domain::Image;
 const HIDDEN: &[&str] = &["os_glance_stage_host", "os_glance_hash_op_host"];
 
 /// The flat image object: extra properties first (a stored null shows as `""`), then every
-/// base attribute (null when unset), tags and the relative links.
-pub fn image(image: &Image) -> Value {
+/// base attribute (null when unset), tags and the relative links; with several image stores,
+/// `stores`: the store holding the data, once there is data.
+pub fn image(image: &Image, multi_store: bool) -> Value {
     let mut v = Map::new();
     for (k, val) in image.properties.iter() {
         if !HIDDEN.contains(&k) {
@@ -46,6 +47,9 @@ pub fn image(image: &Image) -> Value {
         for (k, val) in base {
             v.insert(k, val);
         }
+    }
+    if multi_store && image.location.is_some() {
+        v.insert("stores".into(), Value::from(image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE)));
     }
     Value::Object(v)
 }

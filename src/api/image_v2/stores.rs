@@ -1,0 +1,86 @@
+//! Glance's multi-store API (`enabled_backends`): the stores (`/v2/info/stores`, `/detail` for
+//! admins) and deleting an image's data from one store. With one store it is not enabled:
+//! 404, as Glance answers without `enabled_backends`.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::{Ctx, json_response, store_fault};
+use crate::api::fault::Fault;
+use crate::domain::ImageStatus;
+
+fn not_enabled() -> Fault {
+    Fault::explained(StatusCode::NOT_FOUND, "Multi backend is not supported at this site.")
+}
+
+/// `GET /v2/info/stores`, and with `detail` `GET /v2/info/stores/detail` (admins: each
+/// store's type and properties).
+pub fn list(ctx: &Ctx, detail: bool) -> Result<Response, Fault> {
+    let data = &ctx.state.data;
+    if !data.is_multi() {
+        return Err(not_enabled());
+    }
+    if detail && !ctx.principal.is_admin {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to complete stores_info_detail action.",
+        ));
+    }
+    let stores: Vec<Value> = data
+        .all()
+        .enumerate()
+        .map(|(n, (name, backend))| {
+            let mut store = json!({"id": name});
+            if n == 0 {
+                store["default"] = json!("true");
+            }
+            if detail {
+                let (kind, properties) = backend.describe();
+                store["type"] = json!(kind);
+                store["properties"] = properties;
+                store["weight"] = json!(0);
+            }
+            store
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"stores": stores})))
+}
+
+/// `DELETE /v2/stores/{store}/{image}`: in Glance's order of checks. An image's data is in
+/// one store, so it is never deleted from its only store (delete the image instead).
+pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Response, Fault> {
+    let data = &ctx.state.data;
+    if !data.is_multi() {
+        return Err(Fault::bare(StatusCode::NOT_FOUND));
+    }
+    if data.get(store).is_none() {
+        return Err(Fault::explained(
+            StatusCode::CONFLICT,
+            format!("The selected store {store} is not available on this node."),
+        ));
+    }
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => {
+            Fault::explained(StatusCode::NOT_FOUND, format!("Failed to find image {id}"))
+        }
+        other => store_fault(other, id),
+    })?;
+    if !ctx.principal.is_admin {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "You are not authorized to complete delete_image_location action.",
+        ));
+    }
+    if image.status != ImageStatus::Active {
+        return Err(Fault::explained(
+            StatusCode::CONFLICT,
+            "It's not allowed to remove image data from store if image status is not 'active'",
+        ));
+    }
+    // One location: Glance refuses before it looks at the store named.
+    Err(Fault::explained(
+        StatusCode::FORBIDDEN,
+        "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+    ))
+}
