@@ -268,7 +268,9 @@ def s3_checks(cfg):
     r = s3.request("GET", "/")
     check("s3: ListBuckets", r.status == 200 and b in xml_all(r.body, "Name"), str(xml_all(r.body, "Name")))
     r = s3.request("GET", f"/{b}", {"location": ""})
-    check("s3: GetBucketLocation", r.status == 200, r.body.decode(errors="replace")[-120:].strip())
+    loc = re.search(r"<LocationConstraint[^>]*?(/>|>(.*?)</LocationConstraint>)", r.body.decode(errors="replace"))
+    check("s3: GetBucketLocation", r.status == 200 and loc,
+          f"LocationConstraint {(loc.group(2) or '(empty: us-east-1)') if loc else None}")
 
     data = b"hello s3api\n" * 1000
     r = s3.request("PUT", f"/{b}/plain.txt", headers={"Content-Type": "text/plain"}, body=data)

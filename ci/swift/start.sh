@@ -170,7 +170,12 @@ account_autocreate = true
 conn_timeout = 2
 node_timeout = 30
 recoverable_node_timeout = 30
-# one node per ring: never mark it unusable for a minute after a few slow answers
+# One node per ring, so an error-limited node means 503 for everything. The proxy error-limits
+# a node at once when it answers 507 (e.g. ENOSPC when an object's metadata does not fit in
+# the xattrs of an ext4 inode, ~3.5 KiB), and after error_suppression_limit errors (timeouts,
+# 5xx); the default then keeps it out for 60 s. Keep it out for 1 s at most, and tolerate
+# slow answers on a busy machine.
+error_suppression_interval = 1
 error_suppression_limit = 1000
 
 [filter:catch_errors]
