@@ -224,6 +224,9 @@ use = egg:swift#copy
 
 [filter:slo]
 use = egg:swift#slo
+# Deleting a large object deletes its segments now, not through the object-expirer (which
+# this all-in-one does not run): S3's DeleteObject of a multipart upload leaves no part.
+allow_async_delete = false
 
 [filter:dlo]
 use = egg:swift#dlo

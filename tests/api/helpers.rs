@@ -267,6 +267,7 @@ impl Env {
             None => Command::new(BIN),
         };
         clear_env(&mut cmd);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         // Relative defaults of the server land in the temp dir, never in the repo.
         cmd.current_dir(self.dir());
         if opts.via_env {
@@ -341,6 +342,9 @@ pub struct ServerOpts {
     pub wrapper: Vec<String>,
     /// Another database than the environment's own.
     pub database: Option<String>,
+    /// Environment variables for the server (after the IMAGEMETA_* of the test's own are
+    /// removed).
+    pub env: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ mod hardening;
 mod images;
 mod limits;
 mod metadata;
+mod object_stores;
 mod pagination;
 mod postgres;
 mod protocol;

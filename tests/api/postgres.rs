@@ -90,6 +90,29 @@ async fn two_nodes_serve_one_catalogue() {
         }
     }
 
+    // Two nodes on shared object stores: data uploaded through one (Swift, S3) downloads
+    // through the other, and a delete through the other removes it.
+    if let Some(swift) = crate::object_stores::swift() {
+        let (container, bucket) = (crate::object_stores::unique("images"), crate::object_stores::unique("bucket"));
+        let opts = crate::object_stores::stores_opts(&env, &swift, &container, &bucket, &[]);
+        let (x, y) = (env.start_with(&opts), env.start_with(&opts));
+        for store in ["swift", "s3"] {
+            let id = create(&x, json!({"name": "shared", "disk_format": "raw", "container_format": "bare"})).await;
+            let id = id["id"].as_str().unwrap().to_owned();
+            let data = pattern(9 << 20, 4);
+            let r = g(&x, "PUT", &file_path(&id))
+                .content_type(OCTET)
+                .header("X-Image-Meta-Store", store)
+                .body(data.clone())
+                .send()
+                .await;
+            assert_no_content(&r);
+            assert!(g(&y, "GET", &file_path(&id)).send().await.body == data, "{store}: through the other node");
+            assert_no_content(&y.delete(&image_path(&id)).send().await);
+            assert_eq!(g(&x, "GET", &file_path(&id)).send().await.status, 404);
+        }
+    }
+
     // Another project's private image: invisible on both; its owner sees it on both.
     let private = env.seed(&Seed::new());
     let pid = private["id"].as_str().unwrap();

@@ -383,8 +383,26 @@ impl Backend for SwiftBackend {
 
     async fn remove(&self, _: &str, location: Option<&str>) -> io::Result<()> {
         let Some(name) = location else { return Ok(()) };
-        // A manifest goes with its segments; a plain object just goes.
-        self.inner.delete(&format!("{}/{name}", self.inner.container), "multipart-manifest=delete").await
+        let path = format!("{}/{name}", self.inner.container);
+        let head = self.inner.send("HEAD", &path, "", &[], Bytes::new()).await?;
+        let slo =
+            head.headers().get("x-static-large-object").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        if head.status().as_u16() == 404 {
+            return Ok(());
+        }
+        http::expect(head, &[200, 204]).await?;
+        if !slo {
+            return self.inner.delete(&path, "").await;
+        }
+        // A manifest goes with its segments, in one bulk delete whose answer lists failures.
+        let accept = [("accept", "application/json".to_owned())];
+        let response = self.inner.send("DELETE", &path, "multipart-manifest=delete", &accept, Bytes::new()).await?;
+        let text = http::expect(response, &[200, 204, 404]).await?;
+        let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match report["Errors"].as_array() {
+            Some(errors) if !errors.is_empty() => Err(io::Error::other(format!("deleting {name}: {errors:?}"))),
+            _ => Ok(()),
+        }
     }
 
     async fn remove_staging(&self, staging: &str) -> io::Result<()> {
