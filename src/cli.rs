@@ -21,7 +21,7 @@ use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Visibility, now};
 use crate::server::{self, Limits};
-use crate::store::data::StoreSpec;
+use crate::store::data::{DataStore, StoreSpec};
 use crate::store::{self, Caller, DatabaseUrl, DynStore, ListQuery, StoreOptions, Synchronous};
 
 #[derive(Debug, Parser)]
@@ -43,6 +43,29 @@ enum Command {
     /// Operate on a whole catalogue.
     #[command(subcommand)]
     Catalogue(CatalogueCommand),
+    /// Operate on image data.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Move the data of every image in one image store to another (e.g. from the `file`
+    /// store to S3 or Swift), checking each image's md5 on the way; the image's record then
+    /// names the new store, and the old copy is removed. Servers may run meanwhile (a
+    /// download under way from the old copy is cut).
+    Move {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        data: DataArgs,
+        /// The store the data leaves.
+        #[arg(long)]
+        from: String,
+        /// The store it goes to.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,16 +100,9 @@ impl StoreArgs {
     }
 }
 
+/// Where image data lives.
 #[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address of the Compute API listener.
-    #[arg(long, env = "IMAGEMETA_COMPUTE_LISTEN", default_value = "127.0.0.1:8774")]
-    compute_listen: SocketAddr,
-    /// Address of the image API (Glance v2) listener.
-    #[arg(long, env = "IMAGEMETA_IMAGE_LISTEN", default_value = "127.0.0.1:9292")]
-    image_listen: SocketAddr,
-    #[command(flatten)]
-    store: StoreArgs,
+struct DataArgs {
     /// Directory of image data files: the one image store, named `file`, unless
     /// `--image-store` names stores.
     #[arg(long, env = "IMAGEMETA_IMAGE_DATA_DIR", default_value = "imagemeta-images")]
@@ -98,6 +114,32 @@ struct ServeArgs {
     /// The store uploads go to without `X-Image-Meta-Store` (default: the first).
     #[arg(long, env = "IMAGEMETA_DEFAULT_IMAGE_STORE", requires = "image_stores")]
     default_image_store: Option<String>,
+}
+
+impl DataArgs {
+    async fn open(&self) -> anyhow::Result<DataStore> {
+        if self.image_stores.is_empty() {
+            return DataStore::open(&self.image_data_dir)
+                .with_context(|| format!("cannot open the image data directory {}", self.image_data_dir.display()));
+        }
+        DataStore::open_all(&self.image_stores, self.default_image_store.as_deref())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the image stores: {e}"))
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the Compute API listener.
+    #[arg(long, env = "IMAGEMETA_COMPUTE_LISTEN", default_value = "127.0.0.1:8774")]
+    compute_listen: SocketAddr,
+    /// Address of the image API (Glance v2) listener.
+    #[arg(long, env = "IMAGEMETA_IMAGE_LISTEN", default_value = "127.0.0.1:9292")]
+    image_listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    data: DataArgs,
     /// Largest image upload, in bytes (Glance's `image_size_cap`).
     #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     image_size_cap: u64,
@@ -298,6 +340,7 @@ impl Cli {
                 Command::Image(ImageCommand::Create(args)) => create(args).await,
                 Command::Image(ImageCommand::List { store }) => list(store).await,
                 Command::Catalogue(CatalogueCommand::Copy { from, to }) => copy_catalogue(&from, &to).await,
+                Command::Data(DataCommand::Move { store, data, from, to }) => move_data(store, data, &from, &to).await,
             }
         });
         match result {
@@ -374,9 +417,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         compute_listen: args.compute_listen,
         image_listen: args.image_listen,
-        image_data_dir: args.image_data_dir,
-        image_stores: args.image_stores,
-        default_image_store: args.default_image_store,
+        image_data_dir: args.data.image_data_dir,
+        image_stores: args.data.image_stores,
+        default_image_store: args.data.default_image_store,
         database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,
         store: StoreOptions { synchronous: args.store.synchronous, disk_reserve: args.disk_reserve },
         auth: args.auth,
@@ -470,6 +513,18 @@ async fn copy_catalogue(from: &str, to: &str) -> anyhow::Result<()> {
     target.close().await;
     let copied = copied?;
     println!("{}", json!({"images": copied.images, "deleted_ids": copied.deleted_ids}));
+    Ok(())
+}
+
+async fn move_data(store: StoreArgs, data: DataArgs, from: &str, to: &str) -> anyhow::Result<()> {
+    let (catalogue, data) = (store.open().await?, data.open().await?);
+    let moved = crate::copy::data(&catalogue, &data, from, to, |m| {
+        tracing::info!(moved = m.moved, bytes = m.bytes, "moving");
+    })
+    .await;
+    catalogue.close().await;
+    let moved = moved?;
+    println!("{}", json!({"moved": moved.moved, "bytes": moved.bytes, "skipped": moved.skipped}));
     Ok(())
 }
 

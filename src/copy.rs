@@ -1,9 +1,10 @@
-//! Moving a catalogue between backends (SQLite ↔ PostgreSQL): everything a client can see or
-//! rely on comes along: ids and the ids of deleted images (never usable again), names,
+//! Moving a catalogue between backends (SQLite ↔ PostgreSQL), and image data between stores.
+//! In a catalogue copy, everything a client can see or rely on comes along: ids and the ids of deleted images (never usable again), names,
 //! statuses, timestamps, properties in their order, tags, members, and the holds of uploads
 //! in progress (which the target's nodes recover like any other).
 
 use crate::domain::Image;
+use crate::store::data::DataStore;
 use crate::store::{Caller, Column, DynStore, ListQuery, SortDir, StoreError};
 
 /// What a copy moved.
@@ -65,6 +66,136 @@ pub async fn catalogue(from: &DynStore, to: &DynStore, mut progress: impl FnMut(
 pub enum CopyError {
     #[error("the target catalogue is not empty: a copy goes into an empty catalogue only")]
     TargetNotEmpty,
+    #[error("no image store is named {0}")]
+    NoStore(String),
+    #[error("image data: {0}")]
+    Data(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a data move did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub moved: usize,
+    pub bytes: u64,
+    /// Images whose data was missing, did not match its checksum, or changed meanwhile.
+    pub skipped: usize,
+}
+
+/// Moves the data of every image in store `from` to store `to`: each copied with its md5
+/// checked, committed in `to`, recorded in the image (only if the image still has the data
+/// that was copied), then removed from `from`.
+pub async fn data(
+    catalogue: &DynStore,
+    stores: &DataStore,
+    from: &str,
+    to: &str,
+    mut progress: impl FnMut(Moved),
+) -> Result<Moved, CopyError> {
+    let target = stores.get(to).ok_or_else(|| CopyError::NoStore(to.to_owned()))?.clone();
+    stores.get(from).ok_or_else(|| CopyError::NoStore(from.to_owned()))?;
+    let mut moved = Moved::default();
+    let mut query = ListQuery { sort: vec![(Column::Id, SortDir::Asc)], limit: BATCH, ..ListQuery::default() };
+    loop {
+        let page = catalogue.list_images(Caller::Operator, &query).await?;
+        for listed in &page {
+            let in_from = listed.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == from;
+            let has_data =
+                matches!(listed.status, crate::domain::ImageStatus::Active | crate::domain::ImageStatus::Deactivated);
+            if !in_from || !has_data {
+                continue;
+            }
+            match move_one(catalogue, stores, &target, to, listed).await {
+                Ok(Some(bytes)) => {
+                    moved.moved += 1;
+                    moved.bytes += bytes;
+                }
+                Ok(None) => moved.skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        progress(moved);
+        match page.last() {
+            Some(last) if page.len() == BATCH => query.marker = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    Ok(moved)
+}
+
+/// Moves one image's data; `None` when it was skipped (and why is logged).
+async fn move_one(
+    catalogue: &DynStore,
+    stores: &DataStore,
+    target: &std::sync::Arc<dyn crate::store::data::Backend>,
+    to: &str,
+    image: &Image,
+) -> Result<Option<u64>, CopyError> {
+    use futures_util::StreamExt;
+    use md5::Digest;
+    let io = |e: std::io::Error| CopyError::Data(e.to_string());
+    let Some(mut stream) = stores.read(image, None).await.map_err(io)? else {
+        tracing::warn!(image = %image.id, "no data to move");
+        return Ok(None);
+    };
+    let staging = crate::store::data::DataStore::new_staging(to, &image.id);
+    let name = staging.split_once('/').map_or("", |(_, n)| n);
+    let mut sink = target.begin(&image.id, name, image.size.map(|s| s as u64)).await.map_err(io)?;
+    let mut md5 = md5::Md5::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                sink.abort().await;
+                return Err(io(e));
+            }
+        };
+        md5.update(&chunk);
+        bytes += chunk.len() as u64;
+        if let Err(e) = sink.write(chunk).await {
+            sink.abort().await;
+            return Err(io(e));
+        }
+    }
+    let sum = crate::store::data::hex(&md5.finalize());
+    if image.checksum.as_deref().is_some_and(|c| c != sum) {
+        tracing::error!(image = %image.id, "the data does not match its checksum: not moved");
+        sink.abort().await;
+        return Ok(None);
+    }
+    let location = sink.commit().await.map_err(io)?;
+    let (old_store, old_location) = (image.store.clone(), image.location.clone());
+    let (store, new_location) = (to.to_owned(), location.clone());
+    let recorded = catalogue
+        .modify_image(
+            &crate::domain::Principal::system(),
+            &image.id,
+            Box::new(move |i| {
+                if i.store != old_store || i.location != old_location {
+                    return Err(crate::domain::Rejection::conflict("the image's data changed meanwhile"));
+                }
+                i.store = Some(store);
+                i.location = Some(new_location);
+                Ok(())
+            }),
+        )
+        .await;
+    match recorded {
+        Ok(_) => {
+            if let Err(e) = stores.remove(image).await {
+                tracing::warn!(error = %e, image = %image.id, "moved, but the old copy could not be removed; the sweep will");
+            }
+            Ok(Some(bytes))
+        }
+        Err(StoreError::Rejected(_) | StoreError::NotFound) => {
+            let _ = target.remove(&image.id, Some(&location)).await;
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = target.remove(&image.id, Some(&location)).await;
+            Err(e.into())
+        }
+    }
 }

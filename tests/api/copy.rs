@@ -96,3 +96,58 @@ async fn a_catalogue_moves_between_backends_with_nothing_lost() {
             .output();
     }
 }
+
+/// `imagemeta data move`: every image's data goes from one store to another (file to file,
+/// and on to S3 and Swift when a Swift is at hand), checked and recorded; downloads serve it
+/// from there, and nothing is left in the old store.
+#[tokio::test]
+async fn image_data_moves_between_stores() {
+    let env = Env::new();
+    let (a, b) = (env.dir().join("store-a"), env.dir().join("store-b"));
+    let mut stores = vec![format!("a=file://{}", a.display()), format!("b=file://{}", b.display())];
+    let mut hops = vec![("a", "b")];
+    let mut opts = ServerOpts::default();
+    if let Some(swift) = crate::object_stores::swift() {
+        let (container, bucket) = (crate::object_stores::unique("images"), crate::object_stores::unique("bucket"));
+        let with_swift = crate::object_stores::stores_opts(&env, &swift, &container, &bucket, &[]);
+        stores.extend(
+            with_swift.extra_args.iter().filter(|a| *a != "--image-store").filter(|&a| !a.starts_with("file=")).cloned(),
+        );
+        opts.env = with_swift.env;
+        hops.extend([("b", "s3"), ("s3", "swift"), ("swift", "a")]);
+    }
+    opts.extra_args = stores.iter().flat_map(|s| ["--image-store".to_owned(), s.clone()]).collect();
+    let server = env.start_with(&opts);
+    let big = pattern(9 << 20, 2);
+    let ids = [active_raw(&server, b"small").await, active_raw(&server, &big).await];
+    let queued = create_raw(&server).await;
+    drop(server);
+
+    for (from, to) in hops {
+        let db = env.db_url();
+        let mut args = vec!["data", "move", "--database", &db, "--from", from, "--to", to];
+        for s in &stores {
+            args.extend(["--image-store", s.as_str()]);
+        }
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(&args).envs(opts.env.iter().map(|(k, v)| (k, v))).current_dir(env.dir());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{from} → {to}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["moved"], 2, "{from} → {to}: {report}");
+
+        let server = env.start_with(&opts);
+        for (id, data) in ids.iter().zip([b"small".to_vec(), big.clone()]) {
+            assert_eq!(show(&server, id).await["stores"], to);
+            assert!(g(&server, "GET", &file_path(id)).send().await.body == data, "{from} → {to}");
+        }
+        assert_eq!(show(&server, &queued).await["status"], "queued");
+        // Nothing left where it came from (the file stores, seen directly).
+        let left = |dir: &std::path::Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        match from {
+            "a" => assert_eq!(left(&a), 0, "{from} → {to}"),
+            "b" => assert_eq!(left(&b), 0, "{from} → {to}"),
+            _ => {}
+        }
+    }
+}

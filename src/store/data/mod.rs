@@ -121,7 +121,7 @@ fn is_full(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::FileTooLarge
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
