@@ -7,8 +7,13 @@ synchronous=FULL) and the fixed-body yardstick on loopback, drives each scenario
 in the same run with a body of the scenario's own response size. Everything it starts it stops;
 everything it writes is under a temporary directory that it removes.
 
+With --postgres it also starts a throwaway PostgreSQL cluster (ci/postgres/start.sh, as root)
+and runs the point-read and write scenarios against imagemeta on it, side by side with
+pgbench's single-row update on the same server in the same run (the PostgreSQL yardstick for
+writes; reads keep the fixed body's).
+
 Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--main-images N]
-                    [--skip-detail] [--no-build]
+                    [--skip-detail] [--no-build] [--postgres] [--pg-images N]
 """
 
 import argparse
@@ -92,9 +97,9 @@ def http(method, url, body=None):
         return r.status, r.read()
 
 
-def seed(work, name, count, props):
+def seed(work, name, count, props, database=None):
     """A database with `count` public images of `props` properties each; returns (db url, ids)."""
-    db = f"sqlite:{os.path.join(work, name + '.db')}"
+    db = database or f"sqlite:{os.path.join(work, name + '.db')}"
     args = [BIN, "image", "create", "--database", db, "--name", "img", "--owner", PROJECT,
             "--visibility", "private", "--count", str(count), "--created-at", "2026-01-01T00:00:00Z"]
     for i in range(props):
@@ -113,7 +118,9 @@ def start_imagemeta(work, db, tag):
     tokens = os.path.join(work, "tokens.json")
     args = [BIN, "serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0",
             "--database", db, "--image-data-dir", os.path.join(work, f"data-{tag}"),
-            "--auth", "static", "--tokens", tokens, "--synchronous", "full"]
+            "--auth", "static", "--tokens", tokens, "--allow-new-database"]
+    if db.startswith("sqlite:"):
+        args += ["--synchronous", "full"]
     env_cwd = work
     return Proc(args, ("compute", "image"), env_cwd)
 
@@ -143,6 +150,87 @@ def lua(work, name, text):
     return path
 
 
+COMMON_LUA = """
+local ids = {}
+for line in io.lines("IDS_FILE") do ids[#ids + 1] = line end
+local n = 0
+local thread_no = 0
+setup = function(thread) thread:set("tid", thread_no); thread_no = thread_no + 1 end
+-- Writes land on images in random order, as a cloud's users' do (each wrk thread its own
+-- fixed seed, so runs repeat): an order that follows the seeding's would find the rows a
+-- batch changes side by side on disk, which no real workload does.
+init = function(args) math.randomseed(1000 + tid) end
+"""
+
+POST_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local id = ids[math.random(#ids)]
+  return wrk.format("POST", "/v2.1/images/" .. id .. "/metadata", nil, '{"metadata": {"bench": "' .. n .. '"}}')
+end
+"""
+
+PUT_LUA = """
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  local id = ids[math.random(#ids)]
+  return wrk.format("PUT", "/v2.1/images/" .. id .. "/metadata/k1", nil, '{"meta": {"k1": "v' .. n .. '"}}')
+end
+"""
+
+DELETE_LUA = """
+request = function()
+  n = n + 1
+  -- Every request deletes a key that exists: image i, key k(2..9), each pair once across
+  -- runs (BENCH_OFFSET moves each run past the pairs the previous ones deleted). Multiplying
+  -- by a prime that shares no factor with the image count scatters consecutive requests
+  -- over the catalogue and still visits every image once per round.
+  local m = n * 2 + tid + tonumber(os.getenv("BENCH_OFFSET") or "0")
+  local i = (m * 7919) % #ids
+  local k = 2 + math.floor(m / #ids) % 8
+  return wrk.format("DELETE", "/v2.1/images/" .. ids[i + 1] .. "/metadata/k" .. k)
+end
+"""
+
+
+def postgres_run(args, work, procs, rows, scenarios):
+    """A throwaway PostgreSQL cluster: pgbench's single-row update as the yardstick of
+    durable writes, then the scenarios against imagemeta on the same server."""
+    state = os.path.join(work, "pg")
+    os.chmod(work, 0o755)  # the cluster runs as the postgres user, inside it
+    url = subprocess.run([os.path.join(ROOT, "ci", "postgres", "start.sh"), state], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    pg_bin = open(os.path.join(state, "bin")).read().strip()
+    try:
+        server = url.rsplit("/", 1)[0]
+        for name in ("pgbench", "imagemeta"):
+            subprocess.run(["psql", "-q", url, "-c", f"CREATE DATABASE {name}"], check=True)
+        subprocess.run([os.path.join(pg_bin, "pgbench"), "-q", "-i", "-s", "10", f"{server}/pgbench"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        script = os.path.join(work, "update.sql")
+        with open(script, "w") as f:
+            f.write("\\set aid random(1, 100000 * :scale)\n"
+                    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
+        yard = {}
+        for c in CONNECTIONS:
+            out = subprocess.run([os.path.join(pg_bin, "pgbench"), "-n", "-f", script, "-c", str(c), "-j", "2",
+                                  "-T", str(args.duration), "-r", f"{server}/pgbench"],
+                                 check=True, stdout=subprocess.PIPE, text=True).stdout
+            tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+            lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+            yard[c] = {"rps": tps, "p50": lat, "p99": float("nan"), "non2xx": 0}
+            rows.append(("[postgres] pgbench single-row UPDATE (synchronous_commit on)", c, yard[c], None))
+            log(f"pgbench single-row update c={c}: {tps:.0f} tps")
+        db = f"{server}/imagemeta?sslmode=disable"
+        db_seeded, ids = seed(work, "pg", args.pg_images, 10, database=db)
+        scenarios("postgres", db_seeded, ids, write_yard=yard)
+    finally:
+        subprocess.run([os.path.join(ROOT, "ci", "postgres", "stop.sh"), state], check=False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -150,6 +238,9 @@ def main():
     ap.add_argument("--main-images", type=int, default=50000, help="images of the point-read and write scenarios")
     ap.add_argument("--skip-detail", action="store_true", help="only the point-read and write scenarios")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--postgres", action="store_true", help="also the PostgreSQL run, with pgbench's yardstick")
+    ap.add_argument("--pg-images", type=int, default=20000, help="images of the PostgreSQL run")
+    ap.add_argument("--skip-sqlite", action="store_true", help="only the PostgreSQL run")
     args = ap.parse_args()
     if args.main_images % 7919 == 0:
         sys.exit("--main-images must not be a multiple of 7919 (the DELETE scenario's stride)")
@@ -166,59 +257,6 @@ def main():
             json.dump({TOKEN: {"user_id": "bench", "project_id": PROJECT, "roles": ["member", "reader"]}}, f)
 
         sizes = [int(s) for s in args.sizes.split(",")]
-        # The main database: 50,000 images of 10 properties each (enough distinct keys for
-        # every DELETE to remove one that exists).
-        db, ids = seed(work, "main", args.main_images, 10)
-        im = start_imagemeta(work, db, "main")
-        procs.append(im)
-        compute, image = im.urls["compute"], im.urls["image"]
-        one = ids[0]
-
-        ids_file = os.path.join(work, "ids.txt")
-        with open(ids_file, "w") as f:
-            f.write("\n".join(ids) + "\n")
-        common = f"""
-local ids = {{}}
-for line in io.lines("{ids_file}") do ids[#ids + 1] = line end
-local n = 0
-local thread_no = 0
-setup = function(thread) thread:set("tid", thread_no); thread_no = thread_no + 1 end
--- Writes land on images in random order, as a cloud's users' do (each wrk thread its own
--- fixed seed, so runs repeat): an order that follows the seeding's would find the rows a
--- batch changes side by side on disk, which no real workload does.
-init = function(args) math.randomseed(1000 + tid) end
-"""
-        post = lua(work, "post", common + """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  n = n + 1
-  local id = ids[math.random(#ids)]
-  return wrk.format("POST", "/v2.1/images/" .. id .. "/metadata", nil, '{"metadata": {"bench": "' .. n .. '"}}')
-end
-""")
-        put = lua(work, "put", common + """
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  n = n + 1
-  local id = ids[math.random(#ids)]
-  return wrk.format("PUT", "/v2.1/images/" .. id .. "/metadata/k1", nil, '{"meta": {"k1": "v' .. n .. '"}}')
-end
-""")
-        delete = lua(work, "delete", common + """
-request = function()
-  n = n + 1
-  -- Every request deletes a key that exists: image i, key k(2..9), each pair once across
-  -- runs (BENCH_OFFSET moves each run past the pairs the previous ones deleted). Multiplying
-  -- by a prime that shares no factor with the image count scatters consecutive requests
-  -- over the catalogue and still visits every image once per round.
-  local m = n * 2 + tid + tonumber(os.getenv("BENCH_OFFSET") or "0")
-  local i = (m * 7919) % #ids
-  local k = 2 + math.floor(m / #ids) % 8
-  return wrk.format("DELETE", "/v2.1/images/" .. ids[i + 1] .. "/metadata/k" .. k)
-end
-""")
-
         done = [0]
         yards = {}
 
@@ -235,45 +273,65 @@ end
                     log(f"fixed body {size} B c={c}: {yards[size][c]['rps']:.0f} req/s")
             return yards[size]
 
-        def run(name, url, size, script=None):
-            """One scenario, against the yardstick of its own response size."""
-            yard = yardstick(max(size, MIN_FIXED_BODY))
-            for c in CONNECTIONS:
-                env = dict(os.environ, BENCH_OFFSET=str(done[0]))
-                r = wrk(url, c, args.duration, script, env)
-                done[0] += int(r["rps"] * args.duration * 1.2) + 1000
-                b = yard[c]
-                rows.append((f"{name} ({size} B)", c, r, b))
-                ratio = f"{r['rps'] / b['rps']:.2f}x"
-                log(f"{name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms ({ratio}), non-2xx {r['non2xx']}")
+        def scenarios(label, db, ids, write_yard=None):
+            """The point-read and write scenarios on `db`: reads against the fixed body of
+            their size, writes against `write_yard` (pgbench) when given."""
+            im = start_imagemeta(work, db, label)
+            procs.append(im)
+            compute, image = im.urls["compute"], im.urls["image"]
+            one = ids[0]
+            ids_file = os.path.join(work, f"ids-{label}.txt")
+            with open(ids_file, "w") as f:
+                f.write("\n".join(ids) + "\n")
+            common = COMMON_LUA.replace("IDS_FILE", ids_file)
+            post = lua(work, f"post-{label}", common + POST_LUA)
+            put = lua(work, f"put-{label}", common + PUT_LUA)
+            delete = lua(work, f"delete-{label}", common + DELETE_LUA)
 
-        def size_of(method, url, body=None):
-            return len(http(method, url, body)[1])
+            def run(name, url, size, script=None, writes=False):
+                yard = write_yard if (writes and write_yard) else yardstick(max(size, MIN_FIXED_BODY))
+                for c in CONNECTIONS:
+                    env = dict(os.environ, BENCH_OFFSET=str(done[0]))
+                    r = wrk(url, c, args.duration, script, env)
+                    done[0] += int(r["rps"] * args.duration * 1.2) + 1000
+                    b = yard[c]
+                    rows.append((f"[{label}] {name} ({size} B)", c, r, b))
+                    log(f"[{label}] {name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms ({r['rps'] / b['rps']:.2f}x), non-2xx {r['non2xx']}")
 
-        # Each scenario's response size, from one request of its kind (on images the runs
-        # below do not write: the last ids).
-        spare = ids[-1]
-        sizes_of = {
-            "metadata": size_of("GET", f"{compute}/v2.1/images/{one}/metadata"),
-            "item": size_of("GET", f"{compute}/v2.1/images/{one}/metadata/k3"),
-            "image": size_of("GET", f"{compute}/v2.1/images/{one}"),
-            "glance": size_of("GET", f"{image}/v2/images/{one}"),
-            "post": size_of("POST", f"{compute}/v2.1/images/{spare}/metadata", {"metadata": {"bench": "1000000"}}),
-            "put": size_of("PUT", f"{compute}/v2.1/images/{spare}/metadata/k1", {"meta": {"k1": "v1000000"}}),
-            "delete": 0,
-        }
-        run("GET metadata (10 keys)", f"{compute}/v2.1/images/{one}/metadata", sizes_of["metadata"])
-        run("GET metadata item", f"{compute}/v2.1/images/{one}/metadata/k3", sizes_of["item"])
-        run("GET image", f"{compute}/v2.1/images/{one}", sizes_of["image"])
-        run("Glance GET image", f"{image}/v2/images/{one}", sizes_of["glance"])
-        run("POST merge one key (durable)", compute + "/", sizes_of["post"], post)
-        run("PUT one item (durable)", compute + "/", sizes_of["put"], put)
-        run("DELETE one item (durable)", compute + "/", sizes_of["delete"], delete)
-        im.stop()
+            def size_of(method, url, body=None):
+                return len(http(method, url, body)[1])
+
+            # Each scenario's response size, from one request of its kind (on images the runs
+            # below do not write: the last ids).
+            spare = ids[-1]
+            sizes_of = {
+                "metadata": size_of("GET", f"{compute}/v2.1/images/{one}/metadata"),
+                "item": size_of("GET", f"{compute}/v2.1/images/{one}/metadata/k3"),
+                "image": size_of("GET", f"{compute}/v2.1/images/{one}"),
+                "glance": size_of("GET", f"{image}/v2/images/{one}"),
+                "post": size_of("POST", f"{compute}/v2.1/images/{spare}/metadata", {"metadata": {"bench": "1000000"}}),
+                "put": size_of("PUT", f"{compute}/v2.1/images/{spare}/metadata/k1", {"meta": {"k1": "v1000000"}}),
+            }
+            run("GET metadata (10 keys)", f"{compute}/v2.1/images/{one}/metadata", sizes_of["metadata"])
+            run("GET metadata item", f"{compute}/v2.1/images/{one}/metadata/k3", sizes_of["item"])
+            run("GET image", f"{compute}/v2.1/images/{one}", sizes_of["image"])
+            run("Glance GET image", f"{image}/v2/images/{one}", sizes_of["glance"])
+            run("POST merge one key (durable)", compute + "/", sizes_of["post"], post, writes=True)
+            run("PUT one item (durable)", compute + "/", sizes_of["put"], put, writes=True)
+            run("DELETE one item (durable)", compute + "/", 0, delete, writes=True)
+            im.stop()
+
+        if not args.skip_sqlite:
+            # The main database: 50,000 images of 10 properties each (enough distinct keys for
+            # every DELETE to remove one that exists).
+            db, ids = seed(work, "main", args.main_images, 10)
+            scenarios("sqlite", db, ids)
+        if args.postgres:
+            postgres_run(args, work, procs, rows, scenarios)
 
         # images/detail?limit=100 over growing catalogues.
         detail = {}
-        for n in [] if args.skip_detail else sizes:
+        for n in [] if (args.skip_detail or args.skip_sqlite) else sizes:
             db_n, _ = seed(work, f"n{n}", n, 10)
             t = time.monotonic()
             srv = start_imagemeta(work, db_n, f"n{n}")

@@ -74,11 +74,24 @@ const DETAIL_COLUMNS: &str = ", ARRAY(SELECT p.name FROM image_properties p WHER
      ARRAY(SELECT p.value FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
      ARRAY(SELECT t.tag FROM image_tags t WHERE t.image_id = i.id ORDER BY t.tag COLLATE \"C\")";
 
-/// Its members, after [`DETAIL_COLUMNS`].
-const MEMBER_COLUMNS: &str = ", ARRAY(SELECT m.member FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
-     ARRAY(SELECT m.status FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
-     ARRAY(SELECT m.created_at FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\"), \
-     ARRAY(SELECT m.updated_at FROM image_members m WHERE m.image_id = i.id ORDER BY m.created_at, m.member COLLATE \"C\")";
+/// One whole image by id, in one statement and one scan of each table: the columns of
+/// [`IMAGE_COLUMNS_AS_I`], the arrays of [`DETAIL_COLUMNS`], then the members' (by lateral
+/// joins).
+const LOAD: &str = "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
+     i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
+     i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
+     i.location, coalesce(p.names, '{}'), coalesce(p.vals, '{}'), coalesce(t.tags, '{}'), \
+     coalesce(m.projects, '{}'), coalesce(m.statuses, '{}'), coalesce(m.created, '{}'), coalesce(m.updated, '{}') \
+     FROM images i \
+     LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, array_agg(value ORDER BY position) AS vals \
+       FROM image_properties WHERE image_id = i.id) p ON TRUE \
+     LEFT JOIN LATERAL (SELECT array_agg(tag ORDER BY tag COLLATE \"C\") AS tags FROM image_tags WHERE image_id = i.id) t ON TRUE \
+     LEFT JOIN LATERAL (SELECT array_agg(member ORDER BY created_at, member COLLATE \"C\") AS projects, \
+       array_agg(status ORDER BY created_at, member COLLATE \"C\") AS statuses, \
+       array_agg(created_at ORDER BY created_at, member COLLATE \"C\") AS created, \
+       array_agg(updated_at ORDER BY created_at, member COLLATE \"C\") AS updated \
+       FROM image_members WHERE image_id = i.id) m ON TRUE \
+     WHERE i.id = $1";
 
 /// A `postgres://` URL, as libpq takes it: `sslmode` (`disable`, `prefer` (the default),
 /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` are read here, the rest by
@@ -239,7 +252,7 @@ fn bad(what: &str) -> StoreError {
 }
 
 /// An image from a row of [`IMAGE_COLUMNS_AS_I`], with [`DETAIL_COLUMNS`] and
-/// [`MEMBER_COLUMNS`] when present.
+/// the members' arrays of [`LOAD`] when present.
 fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     let get = |e: tokio_postgres::Error| StoreError::Internal(error_text(e));
     let status: String = row.try_get(2).map_err(get)?;
@@ -295,6 +308,53 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     Ok(image)
 }
 
+const DELETE_PROPERTY: &str = "DELETE FROM image_properties WHERE image_id = $1 AND name = $2";
+const UPDATE_PROPERTY: &str = "UPDATE image_properties SET value = $3 WHERE image_id = $1 AND name = $2";
+/// A new key goes last (under the image's row lock no other writer adds one meanwhile).
+const INSERT_PROPERTY: &str = "INSERT INTO image_properties (image_id, name, value, position) VALUES ($1, $2, $3, \
+     (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = $1)) \
+     ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const LOCK: &str = "SELECT 1 FROM images WHERE id = $1 FOR UPDATE";
+/// Locks the row by changing its `updated_at`, which the write does anyway.
+const LOCK_AND_TOUCH: &str = "UPDATE images SET updated_at = $2 WHERE id = $1 RETURNING 1";
+
+/// Begins a transaction on `c`, locks image `id` (setting its `updated_at` to `touch`, when
+/// given: the write's own change) and loads it, in one round trip: the load is a statement of
+/// its own after the lock, so it sees every write committed before the lock was granted.
+async fn begin_locked(c: &deadpool_postgres::Client, id: &str, touch: Option<i64>) -> Result<Option<Image>, StoreError> {
+    let lock = c.prepare_cached(if touch.is_some() { LOCK_AND_TOUCH } else { LOCK }).await?;
+    let load = c.prepare_cached(LOAD).await?;
+    let client: &tokio_postgres::Client = c;
+    let params: [&(dyn ToSql + Sync); 1] = [&id];
+    let touched = touch.unwrap_or(0);
+    let lock_params: Vec<&(dyn ToSql + Sync)> = if touch.is_some() { vec![&id, &touched] } else { vec![&id] };
+    let (begun, locked, row) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query_opt(&lock, &lock_params),
+        client.query_opt(&load, &params)
+    );
+    begun?;
+    locked?;
+    match row? {
+        Some(row) => Ok(Some(image_from_row(&row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Ends the transaction `begin_locked` opened without a change, and answers `e`. A connection
+/// that cannot roll back is not returned to the pool.
+async fn rollback<R>(c: &deadpool_postgres::Client, e: StoreError) -> Result<R, StoreError> {
+    match c.batch_execute("ROLLBACK").await {
+        Ok(()) => Err(e),
+        Err(failed) if e.is_failure() => {
+            tracing::debug!(error = %failed, "rollback after a failure");
+            Err(e)
+        }
+        Err(failed) => Err(failed.into()),
+    }
+}
+
 /// The whole image `id`; when `for_update`, its row is locked for the transaction first.
 ///
 /// The lock is a statement of its own: under READ COMMITTED a statement sees the data as of
@@ -303,16 +363,12 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
 /// count the wrong keys). The load after the lock sees every committed write.
 async fn load(c: &impl GenericClient, id: &str, for_update: bool) -> Result<Option<Image>, StoreError> {
     if for_update {
-        let lock = c.prepare_cached("SELECT 1 FROM images WHERE id = $1 FOR UPDATE").await?;
+        let lock = c.prepare_cached(LOCK).await?;
         if c.query_opt(&lock, &[&id]).await?.is_none() {
             return Ok(None);
         }
     }
-    let stmt = c
-        .prepare_cached(&format!(
-            "SELECT {IMAGE_COLUMNS_AS_I}{DETAIL_COLUMNS}{MEMBER_COLUMNS} FROM images i WHERE i.id = $1"
-        ))
-        .await?;
+    let stmt = c.prepare_cached(LOAD).await?;
     match c.query_opt(&stmt, &[&id]).await? {
         Some(row) => Ok(Some(image_from_row(&row)?)),
         None => Ok(None),
@@ -459,9 +515,45 @@ async fn insert_image(c: &impl GenericClient, image: &Image) -> Result<(), Store
     write_members(c, image).await
 }
 
-async fn notify(c: &impl GenericClient, id: &str) -> Result<(), StoreError> {
-    exec(c, "SELECT pg_notify($1, $2)", &[&CHANNEL, &id]).await?;
-    Ok(())
+/// Sends the other nodes the ids of the images this node changed, a batch at a time (one
+/// `NOTIFY` for all the writes of a few milliseconds), after their transactions committed.
+/// Not inside them: PostgreSQL serializes the commits of transactions that notify (a
+/// cluster-wide lock held through the commit's flush), which made every write wait for every
+/// other's fsync; nor one per write: a statement and a transaction each. A notification that
+/// is lost (the database unreachable, the process gone) costs at most the caches' TTL.
+async fn notifier(pool: Pool, mut changed: tokio::sync::mpsc::Receiver<String>) {
+    // A payload stays well under PostgreSQL's 8,000 bytes.
+    const MAX_PAYLOAD: usize = 7_000;
+    while let Some(first) = changed.recv().await {
+        let mut ids = vec![first];
+        let mut size = ids[0].len();
+        while size < MAX_PAYLOAD {
+            match changed.try_recv() {
+                Ok(id) => {
+                    size += id.len() + 4;
+                    ids.push(id);
+                }
+                Err(_) => break,
+            }
+        }
+        let payload = serde_json::to_string(&ids).unwrap_or_default();
+        let sent = async {
+            let c = pool.get().await?;
+            exec(&c, NOTIFY, &[&CHANNEL, &payload]).await
+        };
+        if let Err(e) = tokio::time::timeout(OP_TIMEOUT, sent).await.unwrap_or_else(|_| Err(StoreError::Unavailable("timeout".into()))) {
+            tracing::debug!(error = %e, "cannot notify the other nodes of changes (their caches expire them)");
+        }
+    }
+}
+
+/// What a notification says changed: a JSON array of ids (or one id).
+fn notified_ids(payload: &str) -> Vec<String> {
+    if payload.starts_with('[') {
+        serde_json::from_str(payload).unwrap_or_default()
+    } else {
+        vec![payload.to_owned()]
+    }
 }
 
 fn visible(image: Option<Image>, who: &Principal) -> Result<Image, StoreError> {
@@ -478,6 +570,9 @@ fn impossible(id: &str) -> bool {
 
 pub struct PgStore {
     pool: Pool,
+    /// The ids of images this node changed, for [`notifier`].
+    notify: tokio::sync::mpsc::Sender<String>,
+    notifier: tokio::task::JoinHandle<()>,
     cache: Arc<ImageCache>,
     /// Whether the cache may be used: set while the notification connection listens.
     coherent: Arc<AtomicBool>,
@@ -488,6 +583,7 @@ pub struct PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier.abort();
         self.pool.close();
     }
 }
@@ -533,7 +629,9 @@ impl PgStore {
                 tokio::spawn(listen(config, tls, cache.clone(), coherent.clone()))
             }
         };
-        Ok(PgStore { pool, cache, coherent, listener, new: before == 0 })
+        let (notify, changed) = tokio::sync::mpsc::channel(10_000);
+        let notifier = tokio::spawn(notifier(pool.clone(), changed));
+        Ok(PgStore { pool, notify, notifier, cache, coherent, listener, new: before == 0 })
     }
 
     /// Runs `f` with a pooled connection within [`OP_TIMEOUT`]; a connection that failed or
@@ -581,6 +679,8 @@ impl PgStore {
     /// in one order and return in another, so the last to return may not be the newest.)
     fn changed(&self, id: &str) {
         self.cache.publish(HashMap::from([(id.to_owned(), None)]));
+        // Full: the other nodes' caches expire it within their TTL.
+        let _ = self.notify.try_send(id.to_owned());
     }
 }
 
@@ -659,7 +759,11 @@ where
                 let driver = async move {
                     while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                         match message {
-                            Ok(AsyncMessage::Notification(n)) => invalidations.invalidate(n.payload()),
+                            Ok(AsyncMessage::Notification(n)) => {
+                                for id in notified_ids(n.payload()) {
+                                    invalidations.invalidate(&id);
+                                }
+                            }
                             Ok(_) => {}
                             Err(e) => {
                                 tracing::warn!(error = %e, "the cache invalidation connection failed");
@@ -749,22 +853,42 @@ impl Store for PgStore {
         }
         let changed = self
             .with(async |c| {
-                let tx = c.transaction().await?;
-                let image = visible(load(&tx, id, true).await?, who)?;
-                let plan = plan::metadata(&image, who, change, quota)?;
-                for k in &plan.deletes {
-                    delete_property(&tx, id, k).await?;
-                }
-                for (k, v, exists) in &plan.upserts {
-                    upsert_property(&tx, id, k, Some(v), *exists).await?;
-                }
+                // Two round trips: the lock (with the new `updated_at`) and the load; then
+                // every write and the commit.
+                let updated_at = now();
+                let image = match begin_locked(c, id, Some(micros(updated_at))).await.and_then(|image| visible(image, who)) {
+                    Ok(image) => image,
+                    Err(e) => return rollback(c, e).await,
+                };
+                let plan = match plan::metadata(&image, who, change, quota) {
+                    Ok(plan) => plan,
+                    Err(refused) => return rollback(c, refused).await,
+                };
                 let mut changed = image;
                 changed.properties = plan.after;
-                changed.updated_at = now();
-                exec(&tx, "UPDATE images SET updated_at = $2 WHERE id = $1", &[&id, &micros(changed.updated_at)])
-                    .await?;
-                notify(&tx, id).await?;
-                tx.commit().await?;
+                changed.updated_at = updated_at;
+                let delete = c.prepare_cached(DELETE_PROPERTY).await?;
+                let update = c.prepare_cached(UPDATE_PROPERTY).await?;
+                let insert = c.prepare_cached(INSERT_PROPERTY).await?;
+                let client: &tokio_postgres::Client = c;
+                // Every statement with its arguments, first; then all of them sent at once.
+                let mut calls: Vec<(&tokio_postgres::Statement, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+                for k in &plan.deletes {
+                    calls.push((&delete, vec![&id, k]));
+                }
+                for (k, v, exists) in &plan.upserts {
+                    calls.push((if *exists { &update } else { &insert }, vec![&id, k, v]));
+                }
+                let mut writes: Vec<std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + '_>>> =
+                    calls.iter().map(|(statement, args)| -> std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> {
+                        Box::pin(client.execute(*statement, args))
+                    }).collect();
+                writes.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) }));
+                // In order on the connection: a failed statement aborts the transaction, and
+                // the COMMIT after it rolls back.
+                for result in futures_util::future::join_all(writes).await {
+                    result?;
+                }
                 Ok(changed)
             })
             .await?;
@@ -801,7 +925,6 @@ impl Store for PgStore {
                 }
                 // As stored: properties in their positions, tags in order.
                 let stored = load(&tx, id, false).await?.ok_or(StoreError::NotFound)?;
-                notify(&tx, id).await?;
                 tx.commit().await?;
                 Ok(stored)
             })
@@ -832,7 +955,6 @@ impl Store for PgStore {
                     &[&id, &micros(now())],
                 )
                 .await?;
-                notify(&tx, id).await?;
                 tx.commit().await?;
                 Ok(image)
             })
@@ -853,8 +975,8 @@ impl Store for PgStore {
                 if impossible(&image.id) {
                     return Err(StoreError::Conflict(image.id.clone()));
                 }
+                // No notification: no node caches an image that did not exist.
                 insert_image(&tx, image).await?;
-                notify(&tx, &image.id).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -967,6 +1089,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.listener.abort();
+        self.notifier.abort();
         self.pool.close();
     }
 }
