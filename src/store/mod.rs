@@ -144,6 +144,29 @@ impl ListQuery {
         None
     }
 
+    /// The query as a store runs it: refused when too large, repeated sort keys dropped.
+    pub fn prepared(&self) -> Result<ListQuery, StoreError> {
+        if let Some(why) = self.too_large() {
+            return Err(StoreError::Rejected(Rejection::invalid(why)));
+        }
+        let mut query = self.clone();
+        query.dedup_sort();
+        Ok(query)
+    }
+
+    /// The marker image a store loaded for this query (`found`), as a listing may use it: it
+    /// must exist, and the caller must be able to see it.
+    pub fn marker_for(&self, caller: Caller<'_>, found: Option<Image>) -> Result<Option<Image>, StoreError> {
+        let Some(marker) = &self.marker else { return Ok(None) };
+        let Some(image) = found else { return Err(StoreError::MarkerNotFound(marker.clone())) };
+        if let Caller::User(who) = caller
+            && !crate::domain::policy::can_see(who, &image)
+        {
+            return Err(StoreError::MarkerForbidden(marker.clone()));
+        }
+        Ok(Some(image))
+    }
+
     /// Drops repeated sort keys: only a key's first occurrence orders anything, and each
     /// repetition would add to the keyset condition after a marker (quadratic in the keys).
     pub fn dedup_sort(&mut self) {

@@ -322,7 +322,11 @@ const LOCK_AND_TOUCH: &str = "UPDATE images SET updated_at = $2 WHERE id = $1 RE
 /// Begins a transaction on `c`, locks image `id` (setting its `updated_at` to `touch`, when
 /// given: the write's own change) and loads it, in one round trip: the load is a statement of
 /// its own after the lock, so it sees every write committed before the lock was granted.
-async fn begin_locked(c: &deadpool_postgres::Client, id: &str, touch: Option<i64>) -> Result<Option<Image>, StoreError> {
+async fn begin_locked(
+    c: &deadpool_postgres::Client,
+    id: &str,
+    touch: Option<i64>,
+) -> Result<Option<Image>, StoreError> {
     let lock = c.prepare_cached(if touch.is_some() { LOCK_AND_TOUCH } else { LOCK }).await?;
     let load = c.prepare_cached(LOAD).await?;
     let client: &tokio_postgres::Client = c;
@@ -541,7 +545,10 @@ async fn notifier(pool: Pool, mut changed: tokio::sync::mpsc::Receiver<String>) 
             let c = pool.get().await?;
             exec(&c, NOTIFY, &[&CHANNEL, &payload]).await
         };
-        if let Err(e) = tokio::time::timeout(OP_TIMEOUT, sent).await.unwrap_or_else(|_| Err(StoreError::Unavailable("timeout".into()))) {
+        if let Err(e) = tokio::time::timeout(OP_TIMEOUT, sent)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("timeout".into())))
+        {
             tracing::debug!(error = %e, "cannot notify the other nodes of changes (their caches expire them)");
         }
     }
@@ -549,11 +556,7 @@ async fn notifier(pool: Pool, mut changed: tokio::sync::mpsc::Receiver<String>) 
 
 /// What a notification says changed: a JSON array of ids (or one id).
 fn notified_ids(payload: &str) -> Vec<String> {
-    if payload.starts_with('[') {
-        serde_json::from_str(payload).unwrap_or_default()
-    } else {
-        vec![payload.to_owned()]
-    }
+    if payload.starts_with('[') { serde_json::from_str(payload).unwrap_or_default() } else { vec![payload.to_owned()] }
 }
 
 fn visible(image: Option<Image>, who: &Principal) -> Result<Image, StoreError> {
@@ -811,24 +814,12 @@ impl Store for PgStore {
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
-        if let Some(why) = query.too_large() {
-            return Err(StoreError::Rejected(crate::domain::Rejection::invalid(why)));
-        }
-        let mut query = query.clone();
-        query.dedup_sort();
-        let marker = match &query.marker {
-            None => None,
-            Some(m) => {
-                let image = if impossible(m) { None } else { self.with(async |c| load(&*c, m, false).await).await? };
-                let Some(image) = image else { return Err(StoreError::MarkerNotFound(m.clone())) };
-                if let Caller::User(who) = caller
-                    && !policy::can_see(who, &image)
-                {
-                    return Err(StoreError::MarkerForbidden(m.clone()));
-                }
-                Some(image)
-            }
+        let query = query.prepared()?;
+        let found = match &query.marker {
+            Some(m) if !impossible(m) => self.with(async |c| load(&*c, m, false).await).await?,
+            _ => None,
         };
+        let marker = query.marker_for(caller, found)?;
         let columns =
             if query.detail { format!("{IMAGE_COLUMNS_AS_I}{DETAIL_COLUMNS}") } else { IMAGE_COLUMNS_AS_I.to_owned() };
         let statement = sql::list(Dialect::Postgres, &columns, caller, &query, marker.as_ref());
@@ -856,10 +847,11 @@ impl Store for PgStore {
                 // Two round trips: the lock (with the new `updated_at`) and the load; then
                 // every write and the commit.
                 let updated_at = now();
-                let image = match begin_locked(c, id, Some(micros(updated_at))).await.and_then(|image| visible(image, who)) {
-                    Ok(image) => image,
-                    Err(e) => return rollback(c, e).await,
-                };
+                let image =
+                    match begin_locked(c, id, Some(micros(updated_at))).await.and_then(|image| visible(image, who)) {
+                        Ok(image) => image,
+                        Err(e) => return rollback(c, e).await,
+                    };
                 let plan = match plan::metadata(&image, who, change, quota) {
                     Ok(plan) => plan,
                     Err(refused) => return rollback(c, refused).await,
@@ -879,10 +871,14 @@ impl Store for PgStore {
                 for (k, v, exists) in &plan.upserts {
                     calls.push((if *exists { &update } else { &insert }, vec![&id, k, v]));
                 }
-                let mut writes: Vec<std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + '_>>> =
-                    calls.iter().map(|(statement, args)| -> std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> {
+                let mut writes: Vec<
+                    std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + '_>>,
+                > = calls
+                    .iter()
+                    .map(|(statement, args)| -> std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> {
                         Box::pin(client.execute(*statement, args))
-                    }).collect();
+                    })
+                    .collect();
                 writes.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) }));
                 // In order on the connection: a failed statement aborts the transaction, and
                 // the COMMIT after it rolls back.

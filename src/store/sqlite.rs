@@ -1029,20 +1029,11 @@ fn bind(arg: Arg) -> Value {
 
 /// Runs the listing query (built by [`sql::list`]) after loading and checking the marker.
 fn list_images_tx(conn: &Connection, caller: Caller<'_>, q: &ListQuery) -> Result<Vec<Image>, StoreError> {
-    let marker = match &q.marker {
+    let found = match &q.marker {
+        Some(marker) => load_image(conn, marker)?,
         None => None,
-        Some(marker) => {
-            let Some(m) = load_image(conn, marker)? else {
-                return Err(StoreError::MarkerNotFound(marker.clone()));
-            };
-            if let Caller::User(who) = caller
-                && !policy::can_see(who, &m)
-            {
-                return Err(StoreError::MarkerForbidden(marker.clone()));
-            }
-            Some(m)
-        }
     };
+    let marker = q.marker_for(caller, found)?;
     let statement = sql::list(Dialect::Sqlite, IMAGE_COLUMNS_AS_I, caller, q, marker.as_ref());
     let mut stmt = conn.prepare_cached(&statement.text)?;
     let args = statement.args.into_iter().map(bind);
@@ -1196,11 +1187,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
-        if let Some(why) = query.too_large() {
-            return Err(StoreError::Rejected(crate::domain::Rejection::invalid(why)));
-        }
-        let mut query = query.clone();
-        query.dedup_sort();
+        let query = query.prepared()?;
         let who = match caller {
             Caller::User(p) => Some(p.clone()),
             Caller::Operator => None,

@@ -111,7 +111,12 @@ async fn image_data_moves_between_stores() {
         let (container, bucket) = (crate::object_stores::unique("images"), crate::object_stores::unique("bucket"));
         let with_swift = crate::object_stores::stores_opts(&env, &swift, &container, &bucket, &[]);
         stores.extend(
-            with_swift.extra_args.iter().filter(|a| *a != "--image-store").filter(|&a| !a.starts_with("file=")).cloned(),
+            with_swift
+                .extra_args
+                .iter()
+                .filter(|a| *a != "--image-store")
+                .filter(|&a| !a.starts_with("file="))
+                .cloned(),
         );
         opts.env = with_swift.env;
         hops.extend([("b", "s3"), ("s3", "swift"), ("swift", "a")]);
