@@ -8,31 +8,10 @@ KEYSTONE_PYTHON="${KEYSTONE_PYTHON:-python3}"
 # Only loopback, ever. Not configurable on purpose.
 KEYSTONE_HOST=127.0.0.1
 
-log() { printf '[keystone-harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# Is $1 a live process? (a zombie, e.g. under a PID 1 that does not reap, is not)
-pid_alive() {
-  [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
-  local line
-  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
-  line="${line##*) }"
-  [ "${line:0:1}" != Z ]
-}
-
-# Is any non-zombie process left in process group $1? (kill -0 -PGID counts zombies)
-group_alive() {
-  local f line st pgid _
-  for f in /proc/[0-9]*/stat; do
-    { read -r line <"$f"; } 2>/dev/null || continue
-    read -r st _ pgid _ <<<"${line##*) }"
-    [ "$pgid" = "$1" ] && [ "$st" != Z ] && return 0
-  done
-  return 1
-}
-
-# Does anything accept TCP connections on 127.0.0.1:$1? (no curl/ss/nc needed)
-port_open() { (exec 3<>"/dev/tcp/${KEYSTONE_HOST}/$1") 2>/dev/null; }
+HARNESS_NAME=keystone-harness
+# log, die, pid_alive, group_alive, port_open
+# shellcheck source=ci/lib.sh
+. "$KEYSTONE_HARNESS_DIR/../lib.sh"
 
 # Is $1 a live gunicorn started by start.sh for state dir $2 (guards against a
 # recycled pid)? start.sh runs gunicorn with its cwd in the state dir.
