@@ -402,3 +402,16 @@ async fn delete_permissions() {
     let r = g(&server, "DELETE", &img_path(&community)).send().await;
     assert_no_content(&r);
 }
+
+// A null `kernel_id` or `ramdisk_id` (schema properties that allow null) shows as null; only
+// properties outside the schema show a stored null as "".
+#[tokio::test]
+async fn null_schema_properties_show_as_null() {
+    let env = Env::new();
+    let server = env.start();
+    let v = create(&server, json!({"name": "ami", "kernel_id": null, "ramdisk_id": null})).await;
+    assert_eq!((v["kernel_id"].clone(), v["ramdisk_id"].clone()), (Value::Null, Value::Null), "{v}");
+    let id = v["id"].as_str().unwrap();
+    let shown = show(&server, id).await;
+    assert_eq!((shown["kernel_id"].clone(), shown["ramdisk_id"].clone()), (Value::Null, Value::Null), "{shown}");
+}

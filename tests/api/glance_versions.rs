@@ -343,3 +343,26 @@ async fn schemas() {
         ])
     );
 }
+
+// Glance's image schema: the `locations` items carry `validation_data` (write-only), as
+// glance/api/v2/images.py defines it.
+#[tokio::test]
+async fn image_schema_locations_carry_validation_data() {
+    let env = Env::new();
+    let server = env.start();
+    let r = g(&server, "GET", "/v2/schemas/image").send().await;
+    let v = r.json();
+    let items = &v["properties"]["locations"]["items"];
+    assert_eq!(items["required"], json!(["url", "metadata"]));
+    let data = &items["properties"]["validation_data"];
+    assert_eq!(data["type"], "object");
+    assert_eq!(data["writeOnly"], true);
+    assert_eq!(data["additionalProperties"], false);
+    assert_eq!(data["required"], json!(["os_hash_algo", "os_hash_value"]));
+    assert_eq!(
+        data["properties"],
+        json!({"checksum": {"type": "string", "minLength": 32, "maxLength": 32},
+               "os_hash_algo": {"type": "string", "maxLength": 64},
+               "os_hash_value": {"type": "string", "maxLength": 128}})
+    );
+}

@@ -55,3 +55,56 @@ async fn max_image_meta_default_128_and_unlimited_minus_one() {
     assert_eq!(d.json()["limits"]["absolute"]["maxImageMeta"], json!(128), "{}", d.text());
     assert_eq!(u.json()["limits"]["absolute"]["maxImageMeta"], json!(-1), "{}", u.text());
 }
+
+// Nova's limits: from 2.57 the personality (injected files) limits are gone
+// (`FILTERED_LIMITS_v257`); the keys of every other microversion stay exactly as they were.
+#[tokio::test]
+async fn personality_limits_are_gone_from_2_57() {
+    let env = Env::new();
+    let srv = env.start();
+    let keys = |v: &str| {
+        let srv = &srv;
+        let v = v.to_owned();
+        async move {
+            let r = srv.get("/v2.1/limits").mv(&v).send().await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let body = r.json();
+            let mut keys: Vec<String> = body["limits"]["absolute"].as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            keys
+        }
+    };
+    let at_2_56 = keys("2.56").await;
+    let at_2_57 = keys("2.57").await;
+    assert!(at_2_56.contains(&"maxPersonality".to_owned()) && at_2_56.contains(&"maxPersonalitySize".to_owned()));
+    let expected: Vec<String> = at_2_56.into_iter().filter(|k| !k.starts_with("maxPersonality")).collect();
+    assert_eq!(at_2_57, expected);
+    assert_eq!(keys("latest").await, expected);
+}
+
+// Nova's limits query schema: from 2.75 only `tenant_id` (`additionalProperties: false`);
+// before, anything else is ignored.
+#[tokio::test]
+async fn unknown_query_parameters_are_400_from_2_75() {
+    let env = Env::new();
+    let srv = env.start();
+    assert_eq!(srv.get("/v2.1/limits?foo=1&bar=2").mv("2.74").send().await.status, 200);
+    let r = srv.get("/v2.1/limits?foo=1&bar=2").mv("2.75").send().await;
+    assert_fault(&r, 400, "badRequest", "Additional properties are not allowed ('bar', 'foo' were unexpected)");
+    let r = srv.get("/v2.1/limits?foo=1").mv("latest").send().await;
+    assert_fault(&r, 400, "badRequest", "Additional properties are not allowed ('foo' was unexpected)");
+}
+
+// `tenant_id` asks for a project's limits: `os_compute_api:limits:other_project`, admin only,
+// checked whenever it is given.
+#[tokio::test]
+async fn tenant_id_needs_admin() {
+    let env = Env::new();
+    let srv = env.start();
+    for tenant in [PROJ_B, PROJ_A] {
+        let r = srv.get(&format!("/v2.1/limits?tenant_id={tenant}")).send().await;
+        assert_fault(&r, 403, "forbidden", "Policy doesn't allow os_compute_api:limits:other_project to be performed.");
+    }
+    let r = srv.get(&format!("/v2.1/limits?tenant_id={PROJ_B}")).token(TOK_ADMIN).mv("2.75").send().await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

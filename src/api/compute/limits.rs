@@ -9,10 +9,25 @@ use crate::api::microversion::Version;
 
 pub fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     let v = ctx.version.unwrap_or(Version::new(2, 1));
+    // From 2.75 the query schema allows `tenant_id` only (`additionalProperties: false`).
+    if v >= Version::new(2, 75) {
+        let mut extras: Vec<&String> = ctx.query.iter().map(|(k, _)| k).filter(|k| *k != "tenant_id").collect();
+        extras.dedup();
+        if !extras.is_empty() {
+            return Err(Fault::bad_request(super::schemas::additional_not_allowed(&extras)));
+        }
+    }
+    // Another project's limits need `os_compute_api:limits:other_project` (admin): Nova checks
+    // it whenever `tenant_id` is given.
+    if ctx.query.iter().any(|(k, _)| k == "tenant_id") && !ctx.principal.is_admin {
+        return Err(Fault::forbidden("Policy doesn't allow os_compute_api:limits:other_project to be performed."));
+    }
     let meta = ctx.state.settings.metadata_quota.as_limit();
-    // Before 2.36 the network-proxy limits are shown; before 2.39 `maxImageMeta` is.
+    // Before 2.36 the network-proxy limits are shown; before 2.39 `maxImageMeta` is; before
+    // 2.57 the personality (injected files) limits are.
     let proxies = v < Version::new(2, 36);
     let image_meta = v < Version::new(2, 39);
+    let personality = v < Version::new(2, 57);
     let mut absolute = Map::new();
     let mut put = |k: &str, v: i64| {
         absolute.insert(k.into(), Value::from(v));
@@ -20,8 +35,10 @@ pub fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     if image_meta {
         put("maxImageMeta", meta);
     }
-    put("maxPersonality", 5);
-    put("maxPersonalitySize", 10240);
+    if personality {
+        put("maxPersonality", 5);
+        put("maxPersonalitySize", 10240);
+    }
     if proxies {
         put("maxSecurityGroupRules", -1);
         put("maxSecurityGroups", -1);

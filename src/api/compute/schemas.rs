@@ -105,7 +105,7 @@ fn metadata_object(field: &str, value: &Value, strictness: Strictness, single: b
     Ok(items)
 }
 
-fn additional_not_allowed(extras: &[&String]) -> String {
+pub fn additional_not_allowed(extras: &[&String]) -> String {
     let mut extras = extras.to_vec();
     extras.sort();
     let verb = if extras.len() == 1 { "was" } else { "were" };

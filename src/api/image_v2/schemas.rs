@@ -28,6 +28,14 @@ pub fn image_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         let statuses: Vec<&str> = crate::domain::ImageStatus::ALL.iter().map(|s| s.as_str()).collect();
+        // Apart: one `json!` of the whole schema is deeper than the macro's recursion limit.
+        let validation_data = json!({
+            "description": "Values to be used to populate the corresponding image properties. If the image status is not 'queued', values must exactly match those already contained in the image properties.",
+            "type": "object", "writeOnly": true, "additionalProperties": false,
+            "properties": {"checksum": {"type": "string", "minLength": 32, "maxLength": 32},
+                           "os_hash_algo": {"type": "string", "maxLength": 64},
+                           "os_hash_value": {"type": "string", "maxLength": 128}},
+            "required": ["os_hash_algo", "os_hash_value"]});
         json!({
             "name": "image",
             "properties": {
@@ -62,10 +70,13 @@ pub fn image_schema() -> &'static Value {
                 "file": {"type": "string", "readOnly": true, "description": "An image file url"},
                 "stores": {"type": "string", "readOnly": true, "description": "Store in which image data resides."},
                 "schema": {"type": "string", "readOnly": true, "description": "An image schema url"},
-                "locations": {"type": "array", "description": "A set of URLs to access the image file kept in external store",
-                              "items": {"type": "object", "properties": {"url": {"type": "string", "maxLength": 255},
-                                                                        "metadata": {"type": "object"}},
-                                        "required": ["url", "metadata"]}},
+                "locations": {"type": "array",
+                              "items": {"type": "object",
+                                        "properties": {"url": {"type": "string", "maxLength": 255},
+                                                       "metadata": {"type": "object"},
+                                                       "validation_data": validation_data},
+                                        "required": ["url", "metadata"]},
+                              "description": "A set of URLs to access the image file kept in external store"},
                 "kernel_id": {"type": ["null", "string"], "pattern": UUID_PATTERN, "is_base": false,
                               "description": "ID of image stored in Glance that should be used as the kernel when booting an AMI-style image."},
                 "ramdisk_id": {"type": ["null", "string"], "pattern": UUID_PATTERN, "is_base": false,
@@ -225,6 +236,15 @@ fn py_title(s: &str) -> String {
             out
         })
         .collect()
+}
+
+/// Whether the schema lets property `key` be null (its type includes "null").
+pub fn nullable(key: &str) -> bool {
+    match image_schema()["properties"].get(key).and_then(|d| d.get("type")) {
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        Some(t) => t == "null",
+        None => false,
+    }
 }
 
 /// Whether the schema marks `key` as a base property (as opposed to custom or extra).

@@ -8,15 +8,24 @@ use crate::domain::Image;
 /// Properties Glance keeps but never shows.
 const HIDDEN: &[&str] = &["os_glance_stage_host", "os_glance_hash_op_host"];
 
-/// The flat image object: extra properties first (a stored null shows as `""`), then every
+/// The flat image object: extra properties first (a stored null shows as `""`, or `null`
+/// where the schema allows it), then every
 /// base attribute (null when unset), tags and the relative links; with several image stores,
 /// `stores`: the store holding the data, once there is data.
 pub fn image(image: &Image, multi_store: bool) -> Value {
     let mut v = Map::new();
     for (k, val) in image.properties.iter() {
-        if !HIDDEN.contains(&k) {
-            v.insert(k.to_owned(), Value::from(val.unwrap_or("")));
+        if HIDDEN.contains(&k) {
+            continue;
         }
+        // A stored null shows as null where the schema allows it (`kernel_id`,
+        // `ramdisk_id`), and as "" for any other property.
+        let shown = match val {
+            Some(val) => Value::from(val),
+            None if super::schemas::nullable(k) => Value::Null,
+            None => Value::from(""),
+        };
+        v.insert(k.to_owned(), shown);
     }
     let id = &image.id;
     let base = json!({
