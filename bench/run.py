@@ -116,7 +116,7 @@ def seed(work, name, count, props, database=None):
 
 def start_imagemeta(work, db, tag):
     tokens = os.path.join(work, "tokens.json")
-    args = [BIN, "serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0",
+    args = [BIN, "serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
             "--database", db, "--image-data-dir", os.path.join(work, f"data-{tag}"),
             "--auth", "static", "--tokens", tokens, "--allow-new-database"]
     if db.startswith("sqlite:"):

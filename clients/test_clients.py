@@ -112,6 +112,7 @@ def _start_server() -> Server:
         str(binary), "serve",
         "--compute-listen", "127.0.0.1:0",
         "--image-listen", "127.0.0.1:0",
+        "--admin-listen", "127.0.0.1:0",
         "--database", f"sqlite:{workdir / 'db'}",
         "--image-data-dir", str(workdir / "data"),
         "--auth", "static",

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ pub enum AuthMode {
 pub struct ServeConfig {
     pub compute_listen: SocketAddr,
     pub image_listen: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
     pub database: DatabaseUrl,
     /// Where image data files live (the one store unless `image_stores` names stores).
     pub image_data_dir: PathBuf,
@@ -64,6 +67,7 @@ pub struct ServeConfig {
 pub struct Application {
     compute: TcpListener,
     image: TcpListener,
+    admin: TcpListener,
     state: AppState,
     limits: Limits,
     /// Whether this node sweeps data no image owns (not on a new catalogue started over data
@@ -75,6 +79,9 @@ impl Application {
     /// Opens the store, registers this node, recovers uploads dead nodes left, loads the
     /// authenticator and binds the listeners (port 0 picks one).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Application> {
+        // Before anything that counts: what records before the recorder is gone.
+        crate::admin::recorder();
+        crate::admin::build_info();
         let auth: Arc<dyn Authenticator> = match config.auth {
             AuthMode::Static => {
                 let path = config.tokens.as_ref().context("--auth static needs --tokens FILE")?;
@@ -139,6 +146,7 @@ impl Application {
         };
         let compute = bind(config.compute_listen).await?;
         let image = bind(config.image_listen).await?;
+        let admin = bind(config.admin_listen).await?;
         // The Compute API's `alternate` links name the image listener as bound (its real port
         // when it was 0; its address unless it listens on all of them).
         let mut settings = config.settings;
@@ -156,7 +164,7 @@ impl Application {
             tasks: TaskTracker::new(),
         };
         let sweep = !(state.store.is_new() && config.allow_new_database);
-        Ok(Application { compute, image, state, limits: config.limits, sweep })
+        Ok(Application { compute, image, admin, state, limits: config.limits, sweep })
     }
 
     pub fn compute_addr(&self) -> std::io::Result<SocketAddr> {
@@ -167,10 +175,14 @@ impl Application {
         self.image.local_addr()
     }
 
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
     /// Serves both APIs until `shutdown` resolves; then stops accepting, lets the requests in
     /// flight finish for at most the shutdown timeout, cuts the rest, and closes the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Application { compute, image, state, limits, sweep } = self;
+        let Application { compute, image, admin, state, limits, sweep } = self;
         // Each listener is one handler (it routes by itself, in Nova's and Glance's order):
         // served without a `Router`, whose path matching would only lead to the fallback.
         // Outermost: a panic anywhere becomes a 500 instead of a dropped connection.
@@ -178,6 +190,20 @@ impl Application {
         let image_api = image_v2::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(state.clone());
         let compute_busy: Arc<[u8]> = server::response_bytes(overloaded(true)).await.into();
         let image_busy: Arc<[u8]> = server::response_bytes(overloaded(false)).await.into();
+
+        let (listening, stopping) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let admin_api = crate::admin::handle.with_state(crate::admin::Admin {
+            store: state.store.clone(),
+            metrics: crate::admin::recorder(),
+            listening: listening.clone(),
+            stopping: stopping.clone(),
+        });
+        let admin_busy: Arc<[u8]> = server::response_bytes(
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, RETRY_AFTER)], "too many connections\n")
+                .into_response(),
+        )
+        .await
+        .into();
 
         let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
         let connections = TaskTracker::new();
@@ -196,12 +222,15 @@ impl Application {
                         cut.clone(),
                         connections.clone()
                     ),
-                    server::serve(image, image_api, limits, image_busy, stop, cut, connections),
+                    server::serve(image, image_api, limits, image_busy, stop.clone(), cut.clone(), connections.clone()),
+                    server::serve(admin, admin_api, limits, admin_busy, stop, cut, connections),
                 );
             }
         });
 
+        listening.store(true, Ordering::Release);
         shutdown.await;
+        stopping.store(true, Ordering::Release);
         stop.cancel();
         let _ = listeners.await;
         connections.close();

@@ -136,6 +136,9 @@ struct ServeArgs {
     /// Address of the image API (Glance v2) listener.
     #[arg(long, env = "IMAGEMETA_IMAGE_LISTEN", default_value = "127.0.0.1:9292")]
     image_listen: SocketAddr,
+    /// Address of the admin listener: /healthz, /readyz, /metrics (Prometheus).
+    #[arg(long, env = "IMAGEMETA_ADMIN_LISTEN", default_value = "127.0.0.1:9464")]
+    admin_listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -417,6 +420,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         compute_listen: args.compute_listen,
         image_listen: args.image_listen,
+        admin_listen: args.admin_listen,
         image_data_dir: args.data.image_data_dir,
         image_stores: args.data.image_stores,
         default_image_store: args.data.default_image_store,
@@ -443,8 +447,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let app = Application::build(config).await?;
-    let (compute, image) = (app.compute_addr()?, app.image_addr()?);
+    let (compute, image, admin) = (app.compute_addr()?, app.image_addr()?, app.admin_addr()?);
     // The only lines on stdout: scripts and tests wait for them.
+    println!("imagemeta: admin listening on http://{admin}");
     println!("imagemeta: compute API listening on http://{compute}");
     println!("imagemeta: image API listening on http://{image}");
     tracing::info!(%compute, %image, "listening");

@@ -5,6 +5,7 @@
 //! # Layout
 //! * [`cli`]: command-line parsing, and the operator commands (`image create`, `image list`).
 //! * [`app`]: builds the state, binds both listeners, serves until a shutdown signal.
+//! * [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and the metrics.
 //! * [`api`]: HTTP only. [`api::compute`] is the Compute API: its request pipeline, route
 //!   table, request schemas, views and actions. [`api::image_v2`] is the Glance v2 API in the
 //!   same pattern (images, image data, members, schemas). [`api::fault`] owns every error
@@ -20,6 +21,7 @@
 //! * [`server`]: the connection loop: connection cap, timeouts of every phase of a
 //!   connection, the bounded drain at shutdown.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -46,7 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "imagemeta on 127.0.0.1:$COMPUTE_PORT (compute) and :$IMAGE_PORT (image), Keystone $KEYSTONE_URL"
-"$BIN" serve --compute-listen "127.0.0.1:$COMPUTE_PORT" --image-listen "127.0.0.1:$IMAGE_PORT" \
+"$BIN" serve --compute-listen "127.0.0.1:$COMPUTE_PORT" --image-listen "127.0.0.1:$IMAGE_PORT" --admin-listen 127.0.0.1:0 \
   --database "sqlite:$WORK/imagemeta.db" --image-data-dir "$WORK/images" \
   --auth keystone --keystone-url "$KEYSTONE_URL" --www-authenticate-uri "$KEYSTONE_URL" \
   --keystone-username "$SVC_USER" --keystone-password "$SVC_PASSWORD" --keystone-project "$SVC_PROJECT" \

@@ -274,14 +274,26 @@ impl Authenticator for Keystone {
         let k = key(token);
         if let Some(v) = self.valid.get(&k).await {
             if Instant::now() < v.until {
+                metrics::counter!("imagemeta_keystone_cache_hits_total").increment(1);
                 return Ok(v.principal);
             }
             self.valid.invalidate(&k).await;
         }
         if self.refused.get(&k).await.is_some() {
+            metrics::counter!("imagemeta_keystone_cache_hits_total").increment(1);
             return Err(AuthError::Invalid);
         }
-        match self.validate(token).await {
+        metrics::counter!("imagemeta_keystone_cache_misses_total").increment(1);
+        let started = Instant::now();
+        let validated = self.validate(token).await;
+        let outcome = match &validated {
+            Ok(_) => "valid",
+            Err(AuthError::Invalid) => "invalid",
+            Err(AuthError::Unavailable(_)) => "unavailable",
+        };
+        metrics::histogram!("imagemeta_keystone_validation_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        match validated {
             Ok(v) => {
                 let principal = v.principal.clone();
                 self.valid.insert(k, v).await;

@@ -20,6 +20,8 @@ pub struct ImageCache {
     inner: Mutex<Inner>,
     /// How long an entry lives (`None`: until invalidated: one node alone writes).
     ttl: Option<Duration>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 #[derive(Default)]
@@ -50,7 +52,22 @@ impl Inner {
 
 impl ImageCache {
     pub fn new(ttl: Option<Duration>) -> ImageCache {
-        ImageCache { inner: Mutex::new(Inner::default()), ttl }
+        ImageCache {
+            inner: Mutex::new(Inner::default()),
+            ttl,
+            hits: metrics::counter!("imagemeta_store_cache_hits_total"),
+            misses: metrics::counter!("imagemeta_store_cache_misses_total"),
+        }
+    }
+
+    /// Counts a read the cache answered.
+    pub fn hit(&self) {
+        self.hits.increment(1);
+    }
+
+    /// Counts a read the store had to make.
+    pub fn miss(&self) {
+        self.misses.increment(1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -144,14 +144,41 @@ impl ListQuery {
         None
     }
 
-    /// The query as a store runs it: refused when too large, repeated sort keys dropped.
-    pub fn prepared(&self) -> Result<ListQuery, StoreError> {
+    /// The query as a store runs it: refused when too large, repeated sort keys dropped, and
+    /// text no stored value can hold (NUL: never stored, and PostgreSQL refuses it even in a
+    /// comparison) compared as what it is: equal to nothing. `None`: nothing can match.
+    pub fn prepared(&self) -> Result<Option<ListQuery>, StoreError> {
         if let Some(why) = self.too_large() {
             return Err(StoreError::Rejected(Rejection::invalid(why)));
         }
         let mut query = self.clone();
         query.dedup_sort();
-        Ok(query)
+        let storable = |v: &Scalar| !matches!(v, Scalar::Text(t) if t.contains('\0'));
+        let mut filters = Vec::with_capacity(query.filters.len());
+        for f in query.filters {
+            match f {
+                Filter::Compare(_, Cmp::Eq, ref v) if !storable(v) => return Ok(None),
+                // Different from every stored value (NULL included, as `IS NOT` compares).
+                Filter::Compare(_, Cmp::Neq, ref v) if !storable(v) => {}
+                // An order against text no value holds: kept only if its text is storable.
+                Filter::Compare(_, _, ref v) if !storable(v) => return Ok(None),
+                Filter::In(c, values) => {
+                    let values: Vec<Scalar> = values.into_iter().filter(storable).collect();
+                    if values.is_empty() {
+                        return Ok(None);
+                    }
+                    filters.push(Filter::In(c, values));
+                }
+                Filter::Property(k, v) if k.contains('\0') || v.contains('\0') => return Ok(None),
+                Filter::Tag(t) if t.contains('\0') => return Ok(None),
+                other => filters.push(other),
+            }
+        }
+        query.filters = filters;
+        if query.marker.as_deref().is_some_and(|m| m.contains('\0')) {
+            return Err(StoreError::MarkerNotFound(query.marker.unwrap_or_default()));
+        }
+        Ok(Some(query))
     }
 
     /// The marker image a store loaded for this query (`found`), as a listing may use it: it
@@ -313,6 +340,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether this open created the catalogue (or found it empty).
     fn is_new(&self) -> bool;
+
+    /// Answers when the catalogue can serve (the readiness probe).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Sets the gauges a metrics scrape reports (queue depth, pool use).
+    fn observe(&self) {}
 
     /// Stops taking writes, commits those already queued and releases the database. Every
     /// later call is refused as unavailable.

@@ -664,8 +664,10 @@ impl PgStore {
         }
         let coherent = self.coherent.load(Ordering::Acquire);
         if coherent && let Some(image) = self.cache.get(id) {
+            self.cache.hit();
             return Ok(Some(image));
         }
+        self.cache.miss();
         let seen = self.cache.generation();
         let Some(image) = self.with(async |c| load(&*c, id, false).await).await? else {
             return Ok(None);
@@ -814,7 +816,7 @@ impl Store for PgStore {
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
-        let query = query.prepared()?;
+        let Some(query) = query.prepared()? else { return Ok(Vec::new()) };
         let found = match &query.marker {
             Some(m) if !impossible(m) => self.with(async |c| load(&*c, m, false).await).await?,
             _ => None,
@@ -1081,6 +1083,24 @@ impl Store for PgStore {
 
     fn is_new(&self) -> bool {
         self.new
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(async |c| Ok(c.simple_query("SELECT 1").await.map(drop)?)).await
+    }
+
+    fn observe(&self) {
+        let status = self.pool.status();
+        let idle = status.available;
+        metrics::gauge!("imagemeta_store_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("imagemeta_store_pool_connections", "state" => "busy")
+            .set(status.size.saturating_sub(idle) as f64);
+        metrics::gauge!("imagemeta_store_pool_waiting").set(status.waiting as f64);
+        metrics::gauge!("imagemeta_store_cache_coherent").set(if self.coherent.load(Ordering::Acquire) {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     async fn close(&self) {

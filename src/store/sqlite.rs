@@ -119,6 +119,8 @@ struct Health {
     lost: std::sync::OnceLock<String>,
     /// The reserve that lets deletes run on a full disk.
     reserve: DiskReserve,
+    /// Writes in the writer's queue (for the metrics).
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Health {
@@ -389,7 +391,11 @@ impl SqliteStore {
 
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED_WRITES);
         let cache = Arc::new(ImageCache::new(None));
-        let health = Arc::new(Health { lost: Default::default(), reserve: DiskReserve::new(path, disk_reserve) });
+        let health = Arc::new(Health {
+            lost: Default::default(),
+            reserve: DiskReserve::new(path, disk_reserve),
+            queued: Default::default(),
+        });
         let writer = Writer { conn, cache: cache.clone(), health: health.clone(), path: path.to_owned(), file };
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -431,8 +437,10 @@ impl SqliteStore {
     fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
         self.health.check()?;
         if let Some(image) = self.cache.get(id) {
+            self.cache.hit();
             return Ok(Some(image));
         }
+        self.cache.miss();
         let seen = self.cache.generation();
         let Some(image) = self.read_inline(|c| Ok(load_image(c, id)?))? else {
             return Ok(None);
@@ -553,10 +561,18 @@ impl SqliteStore {
         {
             let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             let writer = writer.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
-            writer.try_send(Job { isolated, run }).map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => StoreError::Unavailable("too many writes are queued (overload)".into()),
-                mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("the writer has stopped".into()),
-            })?;
+            self.health.queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            writer
+                .try_send(Job { isolated, run })
+                .inspect_err(|_| {
+                    self.health.queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                })
+                .map_err(|e| match e {
+                    mpsc::TrySendError::Full(_) => {
+                        StoreError::Unavailable("too many writes are queued (overload)".into())
+                    }
+                    mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("the writer has stopped".into()),
+                })?;
         }
         // Dropped unanswered only when the writer could not start the batch (its own error
         // was logged): nothing of the write happened.
@@ -648,6 +664,14 @@ impl Writer {
 
     /// Runs `jobs` in one transaction and answers each once its fate is known.
     fn batch(&self, jobs: Vec<Job>) {
+        self.health.queued.fetch_sub(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+        metrics::histogram!("imagemeta_store_write_batch_size").record(jobs.len() as f64);
+        let started = std::time::Instant::now();
+        self.run_batch(jobs);
+        metrics::histogram!("imagemeta_store_commit_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    fn run_batch(&self, jobs: Vec<Job>) {
         let conn = &self.conn;
         let cache = &*self.cache;
         let begun = self.file_is_ours().and_then(|()| run(conn, "BEGIN IMMEDIATE").map_err(StoreError::from));
@@ -1182,12 +1206,25 @@ impl Store for SqliteStore {
         self.new
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.health.check()?;
+        if self.health.reserve.is_full() {
+            return Err(StoreError::Full("the database's disk is full".into()));
+        }
+        self.read_inline(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
+    fn observe(&self) {
+        metrics::gauge!("imagemeta_store_write_queue_depth")
+            .set(self.health.queued.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    }
+
     async fn close(&self) {
         tokio::task::block_in_place(|| self.shut_writer());
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
-        let query = query.prepared()?;
+        let Some(query) = query.prepared()? else { return Ok(Vec::new()) };
         let who = match caller {
             Caller::User(p) => Some(p.clone()),
             Caller::Operator => None,

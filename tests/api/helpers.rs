@@ -274,6 +274,7 @@ impl Env {
             cmd.arg("serve");
             cmd.env("IMAGEMETA_COMPUTE_LISTEN", "127.0.0.1:0");
             cmd.env("IMAGEMETA_IMAGE_LISTEN", "127.0.0.1:0");
+            cmd.env("IMAGEMETA_ADMIN_LISTEN", "127.0.0.1:0");
             cmd.env("IMAGEMETA_IMAGE_DATA_DIR", self.dir().join("images"));
             cmd.env("IMAGEMETA_DATABASE", opts.database.clone().unwrap_or_else(|| self.db_url()));
             match opts.auth {
@@ -290,7 +291,8 @@ impl Env {
                 cmd.env("IMAGEMETA_METADATA_ITEMS", n.to_string());
             }
         } else {
-            cmd.args(["serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0", "--database"]);
+            cmd.args(["serve", "--compute-listen", "127.0.0.1:0", "--image-listen", "127.0.0.1:0"]);
+            cmd.args(["--admin-listen", "127.0.0.1:0", "--database"]);
             cmd.arg(opts.database.clone().unwrap_or_else(|| self.db_url()));
             cmd.arg("--image-data-dir");
             cmd.arg(self.dir().join("images"));
@@ -518,6 +520,8 @@ pub struct Server {
     pub port: u16,
     /// The image API (Glance v2) listener, `http://127.0.0.1:PORT`.
     pub image_base: String,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_base: String,
     client: reqwest::Client,
     pub env: Env,
     stderr_path: PathBuf,
@@ -530,7 +534,7 @@ impl Server {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = cmd.spawn().expect("spawn imagemeta serve");
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<(bool, String)>();
+        let (tx, rx) = mpsc::channel::<(&'static str, String)>();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
@@ -539,26 +543,27 @@ impl Server {
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let compute = line.contains("compute API listening on");
-                        if (compute || line.contains("image API listening on"))
-                            && let Some(i) = line.find("http://")
-                        {
-                            let _ = tx.send((compute, line[i..].trim().to_string()));
+                        let which = ["compute API", "image API", "admin"]
+                            .into_iter()
+                            .find(|w| line.contains(&format!("{w} listening on")));
+                        if let (Some(which), Some(i)) = (which, line.find("http://")) {
+                            let _ = tx.send((which, line[i..].trim().to_string()));
                         }
                     }
                 }
             }
         });
-        let mut urls = (None, None);
-        while urls.0.is_none() || urls.1.is_none() {
+        let mut urls = (None, None, None);
+        while urls.0.is_none() || urls.1.is_none() || urls.2.is_none() {
             match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok((true, u)) => urls.0 = Some(u),
-                Ok((false, u)) => urls.1 = Some(u),
+                Ok(("compute API", u)) => urls.0 = Some(u),
+                Ok(("image API", u)) => urls.1 = Some(u),
+                Ok((_, u)) => urls.2 = Some(u),
                 Err(_) => break,
             }
         }
-        let (url, image_url) = match urls {
-            (Some(u), Some(i)) => (u, i),
+        let (url, image_url, admin_url) = match urls {
+            (Some(u), Some(i), Some(a)) => (u, i, a),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -574,7 +579,8 @@ impl Server {
         imagemeta::auth::keystone::install_tls();
         let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
         let image_base = image_url.trim_end_matches('/').to_string();
-        Server { child: Some(child), base, port, image_base, client, env, stderr_path }
+        let admin_base = admin_url.trim_end_matches('/').to_string();
+        Server { child: Some(child), base, port, image_base, admin_base, client, env, stderr_path }
     }
 
     /// `127.0.0.1:PORT`, the Host header the client sends.

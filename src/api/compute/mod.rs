@@ -104,8 +104,11 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     };
     let request_id = super::RequestId::new();
     let span = super::request_span(request_id.as_str(), &parts.method, path);
-    let request = api_request(state, parts, body, prefix, rest_at, &request_id);
+    let (started, method) = (std::time::Instant::now(), parts.method.clone());
+    let mut route = "unrouted";
+    let request = api_request(state, parts, body, prefix, rest_at, &request_id, &mut route);
     let mut response = if span.is_none() { request.await } else { request.instrument(span).await };
+    crate::admin::request("compute", route, &method, response.status(), started.elapsed());
     let id = request_id.header_value();
     response.headers_mut().insert(names::X_COMPUTE_REQUEST_ID, id.clone());
     response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, id);
@@ -118,6 +121,13 @@ fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// What the pipeline learns on the way that the response needs even when it fails: the
+/// microversion to echo, and the route (for the metrics).
+struct Seen<'a> {
+    version: Option<Cow<'static, str>>,
+    route: &'a mut &'static str,
+}
+
 async fn api_request(
     state: AppState,
     parts: Parts,
@@ -125,16 +135,16 @@ async fn api_request(
     prefix: &'static str,
     rest_at: usize,
     request_id: &super::RequestId,
+    route: &mut &'static str,
 ) -> Response {
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let legacy = prefix == "/v2";
-    let mut version_header = None;
+    let mut seen = Seen { version: None, route };
     let rest = &parts.uri.path()[rest_at..];
     let deadline = state.settings.request_timeout;
-    let result =
-        tokio::time::timeout(deadline, pipeline(&state, &parts, body, prefix, legacy, rest, &mut version_header))
-            .await
-            .unwrap_or_else(|_| Err(Fault::timed_out(true)));
+    let result = tokio::time::timeout(deadline, pipeline(&state, &parts, body, prefix, legacy, rest, &mut seen))
+        .await
+        .unwrap_or_else(|_| Err(Fault::timed_out(true)));
     let mut response = match result {
         Ok(reply) => render(reply, &parts.headers),
         Err(fault) => {
@@ -142,7 +152,7 @@ async fn api_request(
             fault.render(accept.as_ref())
         }
     };
-    if let Some(v) = version_header {
+    if let Some(v) = seen.version {
         microversion::add_response_headers(response.headers_mut(), &v);
     }
     response
@@ -155,7 +165,7 @@ async fn pipeline(
     prefix: &'static str,
     legacy: bool,
     rest: &str,
-    version_header: &mut Option<Cow<'static, str>>,
+    seen: &mut Seen<'_>,
 ) -> Result<Reply, Fault> {
     let settings = &state.settings;
     // 0. The web server's bound on the request line.
@@ -169,6 +179,9 @@ async fn pipeline(
 
     // 2-3. The token (except for the version document), then the route.
     let route = percent_decode(rest).ok_or(NoRoute::NotFound).and_then(|p| routes::resolve(&parts.method, &p));
+    if let Ok(r) = &route {
+        *seen.route = r.action.template();
+    }
     let principal = match &route {
         Ok(Route { action, .. }) if !action.needs_token() => None,
         _ => Some(authenticate(state, &parts.headers).await?),
@@ -184,12 +197,11 @@ async fn pipeline(
     } else {
         match microversion::negotiate(&parts.headers) {
             Ok(v) => {
-                *version_header =
-                    Some(if v == microversion::MIN { Cow::Borrowed("2.1") } else { v.to_string().into() });
+                seen.version = Some(if v == microversion::MIN { Cow::Borrowed("2.1") } else { v.to_string().into() });
                 Some(v)
             }
             Err((fault, echoed)) => {
-                *version_header = echoed.map(Cow::Owned);
+                seen.version = echoed.map(Cow::Owned);
                 return Err(fault);
             }
         }

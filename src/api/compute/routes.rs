@@ -23,6 +23,21 @@ pub enum Action {
 }
 
 impl Action {
+    /// The route's template, for metrics (never the path itself: ids are unbounded).
+    pub fn template(&self) -> &'static str {
+        use Action::*;
+        match self {
+            VersionDocument => "/",
+            VersionShow(_) => "/versions/{id}",
+            ImageIndex => "/images",
+            ImageDetail => "/images/detail",
+            ImageShow(_) | ImageDelete(_) => "/images/{id}",
+            MetadataIndex(_) | MetadataCreate(_) | MetadataUpdateAll(_) => "/images/{id}/metadata",
+            MetadataShow(..) | MetadataUpdate(..) | MetadataDelete(..) => "/images/{id}/metadata/{key}",
+            Limits => "/limits",
+        }
+    }
+
     /// Version documents are served without a token.
     pub fn needs_token(&self) -> bool {
         *self != Action::VersionDocument

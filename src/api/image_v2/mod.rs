@@ -76,6 +76,28 @@ enum Action {
 }
 
 impl Action {
+    /// The route's template, for metrics (never the path itself: ids are unbounded).
+    fn template(&self) -> &'static str {
+        use Action::*;
+        match self {
+            List | Create => "/v2/images",
+            Show(_) | Update(_) | Delete(_) => "/v2/images/{id}",
+            Upload(_) | Download(_) => "/v2/images/{id}/file",
+            AddTag(..) | DeleteTag(..) => "/v2/images/{id}/tags/{tag}",
+            Deactivate(_) => "/v2/images/{id}/actions/deactivate",
+            Reactivate(_) => "/v2/images/{id}/actions/reactivate",
+            ImageSchema => "/v2/schemas/image",
+            ImagesSchema => "/v2/schemas/images",
+            ListMembers(_) | AddMember(_) => "/v2/images/{id}/members",
+            ShowMember(..) | UpdateMember(..) | DeleteMember(..) => "/v2/images/{id}/members/{member}",
+            MemberSchema => "/v2/schemas/member",
+            MembersSchema => "/v2/schemas/members",
+            InfoStores => "/v2/info/stores",
+            InfoStoresDetail => "/v2/info/stores/detail",
+            DeleteFromStore(..) => "/v2/stores/{store}/{id}",
+        }
+    }
+
     /// Glance's `body_reject` routes.
     fn rejects_body(&self) -> bool {
         use Action::*;
@@ -149,6 +171,8 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     let request_id = request_id(&parts.headers);
     let span = super::request_span(&request_id, &parts.method, &path);
     let accept = parts.headers.get(header::ACCEPT).cloned();
+    let (started, method) = (std::time::Instant::now(), parts.method.clone());
+    let route = percent_decode(&rest).and_then(|p| resolve(&method, &p).ok()).map_or("unrouted", |a| a.template());
     let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
         Ok(r) => r,
         Err(fault) => {
@@ -156,6 +180,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
             fault.render(accept.as_ref())
         }
     };
+    crate::admin::request("image", route, &method, response.status(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, v);
     }

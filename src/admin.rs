@@ -1,0 +1,149 @@
+//! The admin listener, for the operator's tools, apart from the public APIs (whose paths stay
+//! exactly as Nova and Glance answer them): `GET /healthz` (the process is alive),
+//! `GET /readyz` (it can serve: the store answers, the listeners are up, it is not stopping),
+//! and `GET /metrics` in Prometheus' text format.
+//!
+//! # Metrics
+//! * `imagemeta_http_requests_total{api, route, method, status}`: requests answered, by the
+//!   route's template (never the raw path) — and `imagemeta_http_request_duration_seconds`,
+//!   their latency.
+//! * `imagemeta_store_*`: the SQLite writer's batch sizes, queue depth and commit latency; the
+//!   read cache's hits and misses; PostgreSQL's pool (`imagemeta_store_pool_connections`).
+//! * `imagemeta_keystone_*`: token validations (latency) and the validation cache's hits.
+//! * `imagemeta_build_info{version}`: 1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::store::DynStore;
+
+/// Latency buckets, in seconds: from a cache hit (tens of microseconds) to a slow upload.
+const BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Installs the process's metrics recorder (once; later calls get the same handle).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full("imagemeta_store_write_batch_size".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                    )
+                })
+                .map(|b| b.install_recorder())
+                .unwrap_or_else(Err);
+            match handle {
+                Ok(handle) => handle,
+                // Installed already (by another part of this process): a handle of our own
+                // renders nothing, but answers.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// What the admin listener answers from.
+#[derive(Clone)]
+pub struct Admin {
+    pub store: DynStore,
+    pub metrics: PrometheusHandle,
+    /// Set once both public listeners accept connections.
+    pub listening: Arc<AtomicBool>,
+    /// Set when the server starts to stop.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Every request of the admin listener.
+pub async fn handle(
+    axum::extract::State(admin): axum::extract::State<Admin>,
+    request: axum::extract::Request,
+) -> Response {
+    let text = |status: StatusCode, body: String| {
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response()
+    };
+    if request.method() != axum::http::Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match admin.ready().await {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => {
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::api::fault::RETRY_AFTER));
+                r
+            }
+        },
+        "/metrics" => {
+            admin.store.observe();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+                admin.metrics.render(),
+            )
+                .into_response()
+        }
+        _ => text(StatusCode::NOT_FOUND, "/healthz, /readyz, /metrics\n".into()),
+    }
+}
+
+impl Admin {
+    /// Why this node cannot serve now, if it cannot.
+    async fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("stopping".into());
+        }
+        if !self.listening.load(Ordering::Acquire) {
+            return Err("the listeners are not up yet".into());
+        }
+        match tokio::time::timeout(Duration::from_secs(3), self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the catalogue does not answer: {e}")),
+            Err(_) => Err("the catalogue does not answer within 3 s".into()),
+        }
+    }
+}
+
+/// Records one answered request of `api` (`compute`, `image`) for the route template `route`.
+pub fn request(
+    api: &'static str,
+    route: &'static str,
+    method: &axum::http::Method,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let method = method_label(method);
+    metrics::counter!("imagemeta_http_requests_total", "api" => api, "route" => route, "method" => method,
+                      "status" => status.as_str().to_owned())
+    .increment(1);
+    metrics::histogram!("imagemeta_http_request_duration_seconds", "api" => api, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A method as a label: the ones the APIs know, every other one as `other` (the label set
+/// stays bounded whatever clients send).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        _ => "other",
+    }
+}
+
+/// `imagemeta_build_info{version}`.
+pub fn build_info() {
+    metrics::gauge!("imagemeta_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
