@@ -130,6 +130,11 @@ impl DataArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// A TOML file of settings: each key is a flag's name with `_` for `-` (`compute_listen`,
+    /// `metadata_items`, `image_store = [...]`, …). Flags win over the environment, which wins
+    /// over the file, which wins over the defaults; a key that names no flag is an error.
+    #[arg(long, env = "IMAGEMETA_CONFIG")]
+    config: Option<PathBuf>,
     /// Address of the Compute API listener.
     #[arg(long, env = "IMAGEMETA_COMPUTE_LISTEN", default_value = "127.0.0.1:8774")]
     compute_listen: SocketAddr,
@@ -307,6 +312,46 @@ struct CreateArgs {
     count: Option<u64>,
 }
 
+/// The config file `args` (or `IMAGEMETA_CONFIG`) names.
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().filter_map(|a| a.to_str());
+    while let Some(arg) = it.next() {
+        if arg == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("IMAGEMETA_CONFIG").map(PathBuf::from)
+}
+
+/// The settings of a config file, each as the values a flag would take.
+fn read_config(path: &std::path::Path) -> Result<Vec<(String, Vec<String>)>, clap::Error> {
+    let fail = |why: String| clap::Error::raw(clap::error::ErrorKind::Io, format!("{}: {why}\n", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| fail(e.to_string()))?;
+    let scalar = |key: &str, v: &toml::Value| -> Result<String, clap::Error> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(fail(format!("{key}: a string, number or boolean (or an array of them)"))),
+        }
+    };
+    table
+        .iter()
+        .map(|(key, value)| {
+            let values = match value {
+                toml::Value::Array(items) => items.iter().map(|v| scalar(key, v)).collect::<Result<_, _>>()?,
+                v => vec![scalar(key, v)?],
+            };
+            Ok((key.clone(), values))
+        })
+        .collect()
+}
+
 fn parse_visibility(s: &str) -> Result<Visibility, String> {
     Visibility::parse(s).ok_or_else(|| format!("unknown visibility {s:?}"))
 }
@@ -328,6 +373,53 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
+    /// The command line of this process, with `serve`'s settings from its config file.
+    pub fn load() -> Cli {
+        Cli::load_from(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args`. For `serve`, the config file (`--config`, or `IMAGEMETA_CONFIG`) gives
+    /// the defaults, so that flags, then the environment, win over it.
+    pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let serving = args.get(1).is_some_and(|a| a == "serve");
+        if serving && let Some(path) = config_path(&args) {
+            let settings = read_config(&path)?;
+            let serve = command.find_subcommand("serve").expect("the serve subcommand");
+            let mut known = Vec::new();
+            let mut unknown = Vec::new();
+            for (key, value) in &settings {
+                let flag = key.replace('_', "-");
+                match serve.get_arguments().find(|a| a.get_long() == Some(flag.as_str())) {
+                    Some(arg) if key != "config" => known.push((arg.get_id().clone(), value.clone())),
+                    _ => unknown.push(key.as_str()),
+                }
+            }
+            if !unknown.is_empty() {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::UnknownArgument,
+                    format!(
+                        "{}: unknown settings: {} (a key is a `serve` flag's name, with _ for -)\n",
+                        path.display(),
+                        unknown.join(", ")
+                    ),
+                ));
+            }
+            command = command.mut_subcommand("serve", |mut serve| {
+                for (id, values) in known {
+                    // Leaked: clap keeps defaults as static strings, and this runs once.
+                    let values: Vec<&'static str> =
+                        values.into_iter().map(|v| &*Box::leak(v.into_boxed_str())).collect();
+                    serve = serve.mut_arg(id, |arg| arg.default_values(values));
+                }
+                serve
+            });
+        }
+        let matches = command.try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+
     pub fn run(self) -> ExitCode {
         init_logging();
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -1,7 +1,5 @@
 //! The `imagemeta` command: parse the command line and hand over to the library.
 
-use clap::Parser;
-
 /// mimalloc: a request allocates and frees dozens of small objects, often on different
 /// threads (the writer thread frees what a worker allocated); glibc's malloc spent a fifth of
 /// the workers' time on writes (arena locks, fastbin consolidation).
@@ -9,5 +7,5 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    imagemeta::cli::Cli::parse().run()
+    imagemeta::cli::Cli::load().run()
 }

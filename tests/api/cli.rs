@@ -161,3 +161,55 @@ async fn server_configured_through_environment_variables() {
     assert_fault(&over, 403, "forbidden", "Image metadata limit exceeded");
     assert_eq!(unauth.status, 401);
 }
+
+/// `--config FILE` (issue 14): a TOML file gives `serve` its settings, each key a flag's name
+/// with `_` for `-`; flags win over the environment, which wins over the file; a key that
+/// names no flag stops the server, naming it.
+#[tokio::test]
+async fn a_config_file_sets_values_and_flags_and_environment_override_it() {
+    let env = Env::new();
+    let config = env.dir().join("imagemeta.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metadata_items = 3\nimage_tag_quota = 1\nimage_store = [\"only=file://{}\"]\nforce_noauth = false\n",
+            env.dir().join("store").display()
+        ),
+    )
+    .unwrap();
+    let path = config.display().to_string();
+    let limit = |server: &Server| {
+        let h = server.handle();
+        async move { h.call("GET", "/v2.1/limits").send().await.json()["limits"]["absolute"]["maxImageMeta"].clone() }
+    };
+
+    let from_file =
+        env.start_with(&ServerOpts { extra_args: vec!["--config".into(), path.clone()], ..Default::default() });
+    assert_eq!(limit(&from_file).await, json!(3));
+    let id = crate::glance_helpers::create_raw(&from_file).await;
+    let r = crate::glance_helpers::g(&from_file, "PUT", &format!("/v2/images/{id}/tags/a")).send().await;
+    assert_eq!(r.status, 204);
+    let r = crate::glance_helpers::g(&from_file, "PUT", &format!("/v2/images/{id}/tags/b")).send().await;
+    assert_eq!(r.status, 413, "the file's tag quota: {}", r.text());
+    drop(from_file);
+
+    let flag = env.start_with(&ServerOpts {
+        extra_args: vec!["--config".into(), path.clone(), "--metadata-items".into(), "5".into()],
+        ..Default::default()
+    });
+    assert_eq!(limit(&flag).await, json!(5), "a flag wins over the file");
+    drop(flag);
+    let environment = env.start_with(&ServerOpts {
+        extra_args: vec!["--config".into(), path.clone()],
+        env: vec![("IMAGEMETA_METADATA_ITEMS".into(), "7".into())],
+        ..Default::default()
+    });
+    assert_eq!(limit(&environment).await, json!(7), "the environment wins over the file");
+    drop(environment);
+
+    std::fs::write(&config, "metadata_items = 3\ncompute_listn = \"x\"\nnope = 1\n").unwrap();
+    let (status, stderr) =
+        env.start_fails(&ServerOpts { extra_args: vec!["--config".into(), path], ..Default::default() });
+    assert!(!status.success());
+    assert!(stderr.contains("unknown settings: compute_listn, nope"), "{stderr}");
+}
