@@ -247,10 +247,24 @@ struct ServeArgs {
     /// Seconds the requests in flight get to finish when the server stops.
     #[arg(long, env = "IMAGEMETA_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = seconds)]
     shutdown_timeout: f64,
+    /// How log lines are written to standard error: `text` (for people) or `json` (one object
+    /// per line, for a log pipeline). The level comes from `IMAGEMETA_LOG` (default `info`).
+    #[arg(long, env = "IMAGEMETA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log each request once, when its answer has been sent: request id, client address,
+    /// method, path, route, status, bytes, milliseconds, user and project (never a token).
+    #[arg(long, env = "IMAGEMETA_ACCESS_LOG")]
+    access_log: bool,
     /// Start on a new (empty) database even though the image data directory holds image data
     /// (which is then kept, not swept).
     #[arg(long, env = "IMAGEMETA_ALLOW_NEW_DATABASE")]
     allow_new_database: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A duration in seconds: positive, at most a day.
@@ -421,7 +435,10 @@ impl Cli {
     }
 
     pub fn run(self) -> ExitCode {
-        init_logging();
+        match &self.command {
+            Command::Serve(args) => init_logging(args.log_format, args.access_log),
+            _ => init_logging(LogFormat::Text, false),
+        }
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -448,12 +465,32 @@ impl Cli {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat, access_log: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("IMAGEMETA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: a log file gets plain text (and no per-span escape codes).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let mut filter = EnvFilter::try_from_env("IMAGEMETA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if access_log {
+        // Asked for by its own flag: written whatever the level of the rest.
+        filter = filter.add_directive("imagemeta::access=info".parse().expect("a valid directive"));
+        crate::api::access::enable_access_log();
+    }
+    let result = match format {
+        LogFormat::Text => {
+            // Colours only for a terminal: a log file gets plain text (and no escape codes).
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init()
+        }
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
+    if result.is_ok() && (access_log || format == LogFormat::Json) {
+        crate::api::access::enable_request_spans();
+    }
 }
 
 fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {

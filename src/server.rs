@@ -145,10 +145,15 @@ where
     S::Future: Send + 'static,
 {
     let phase = Arc::new(Phase::new());
+    // The client's address, for the access log only (an allocation per request otherwise spared).
+    let peer = crate::api::access::access_log().then(|| stream.peer_addr().ok()).flatten();
     let io = TokioIo::new(TimedIo::new(stream, phase.clone(), limits));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         phase.set(Phase::BUSY);
-        let request = request.map(|body| Body::new(TimeoutBody::new(limits.body_timeout, body)));
+        let mut request = request.map(|body| Body::new(TimeoutBody::new(limits.body_timeout, body)));
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(crate::api::access::Peer(peer));
+        }
         let response = app.clone().oneshot(request);
         let phase = phase.clone();
         async move {

@@ -1,6 +1,7 @@
 //! HTTP only: routing, faults, microversions, links, pagination. Handlers orchestrate
 //! (parse → store → view); the store applies policy and quota.
 
+pub mod access;
 pub mod compute;
 pub mod fault;
 pub mod image_v2;
@@ -152,14 +153,14 @@ impl std::fmt::Display for RequestId {
 }
 
 /// The span of one request, carrying its id into every event logged while it runs, when debug
-/// logging is on. Otherwise none: a span per request (created, formatted, entered at every
+/// logging, JSON logs or the access log are on. Otherwise none: a span per request (created, formatted, entered at every
 /// poll, closed) cost a measurable share of a point read, and a failed request's own event
 /// names its id (`request failed`).
 pub fn request_span(request_id: &str, method: &axum::http::Method, path: &str) -> tracing::Span {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
+    if !access::request_spans() && !tracing::enabled!(tracing::Level::DEBUG) {
         return tracing::Span::none();
     }
-    let span = tracing::info_span!("request", id = %request_id);
+    let span = tracing::info_span!("request", request_id = %request_id);
     tracing::debug!(parent: &span, %method, path, "request");
     span
 }

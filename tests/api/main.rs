@@ -24,6 +24,7 @@ mod glance_versions;
 mod hardening;
 mod images;
 mod limits;
+mod logging;
 mod metadata;
 mod object_stores;
 mod pagination;

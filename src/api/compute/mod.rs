@@ -104,15 +104,13 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     };
     let request_id = super::RequestId::new();
     let span = super::request_span(request_id.as_str(), &parts.method, path);
-    let (started, method) = (std::time::Instant::now(), parts.method.clone());
-    let mut route = "unrouted";
-    let request = api_request(state, parts, body, prefix, rest_at, &request_id, &mut route);
+    let mut exchange = super::access::Exchange::begin("compute", &parts);
+    let request = api_request(state, parts, body, prefix, rest_at, &request_id, &mut exchange);
     let mut response = if span.is_none() { request.await } else { request.instrument(span).await };
-    crate::admin::request("compute", route, &method, response.status(), started.elapsed());
     let id = request_id.header_value();
     response.headers_mut().insert(names::X_COMPUTE_REQUEST_ID, id.clone());
     response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, id);
-    response
+    exchange.finish(request_id.as_str(), response)
 }
 
 /// `path` without `prefix`, if `prefix` is a whole leading segment.
@@ -122,10 +120,10 @@ fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// What the pipeline learns on the way that the response needs even when it fails: the
-/// microversion to echo, and the route (for the metrics).
+/// microversion to echo, and the route and the user (for the metrics and the access log).
 struct Seen<'a> {
     version: Option<Cow<'static, str>>,
-    route: &'a mut &'static str,
+    exchange: &'a mut super::access::Exchange,
 }
 
 async fn api_request(
@@ -135,11 +133,11 @@ async fn api_request(
     prefix: &'static str,
     rest_at: usize,
     request_id: &super::RequestId,
-    route: &mut &'static str,
+    exchange: &mut super::access::Exchange,
 ) -> Response {
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let legacy = prefix == "/v2";
-    let mut seen = Seen { version: None, route };
+    let mut seen = Seen { version: None, exchange };
     let rest = &parts.uri.path()[rest_at..];
     let deadline = state.settings.request_timeout;
     let result = tokio::time::timeout(deadline, pipeline(&state, &parts, body, prefix, legacy, rest, &mut seen))
@@ -180,11 +178,15 @@ async fn pipeline(
     // 2-3. The token (except for the version document), then the route.
     let route = percent_decode(rest).ok_or(NoRoute::NotFound).and_then(|p| routes::resolve(&parts.method, &p));
     if let Ok(r) = &route {
-        *seen.route = r.action.template();
+        seen.exchange.route = r.action.template();
     }
     let principal = match &route {
         Ok(Route { action, .. }) if !action.needs_token() => None,
-        _ => Some(authenticate(state, &parts.headers).await?),
+        _ => {
+            let principal = authenticate(state, &parts.headers).await?;
+            seen.exchange.authenticated(&principal);
+            Some(principal)
+        }
     };
     let route = route.map_err(|e| match e {
         NoRoute::NotFound => Fault::bare(StatusCode::NOT_FOUND),

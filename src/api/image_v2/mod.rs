@@ -171,20 +171,20 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     let request_id = request_id(&parts.headers);
     let span = super::request_span(&request_id, &parts.method, &path);
     let accept = parts.headers.get(header::ACCEPT).cloned();
-    let (started, method) = (std::time::Instant::now(), parts.method.clone());
-    let route = percent_decode(&rest).and_then(|p| resolve(&method, &p).ok()).map_or("unrouted", |a| a.template());
-    let mut response = match api_request(state, parts, body, &rest).instrument(span).await {
+    let mut exchange = super::access::Exchange::begin("image", &parts);
+    exchange.route =
+        percent_decode(&rest).and_then(|p| resolve(&parts.method, &p).ok()).map_or("unrouted", |a| a.template());
+    let mut response = match api_request(state, parts, body, &rest, &mut exchange).instrument(span).await {
         Ok(r) => r,
         Err(fault) => {
             fault.log(&request_id);
             fault.render(accept.as_ref())
         }
     };
-    crate::admin::request("image", route, &method, response.status(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, v);
     }
-    response
+    exchange.finish(&request_id, response)
 }
 
 /// A client's own request id is echoed (with `req-` added); otherwise a new one.
@@ -202,7 +202,13 @@ fn request_id(headers: &HeaderMap) -> String {
     }
 }
 
-async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> Result<Response, Fault> {
+async fn api_request(
+    state: AppState,
+    parts: Parts,
+    body: Body,
+    rest: &str,
+    exchange: &mut super::access::Exchange,
+) -> Result<Response, Fault> {
     // The web server's bound on the request line, before anything else.
     if super::uri_too_long(&parts.uri) {
         return Err(Fault::bare(StatusCode::URI_TOO_LONG));
@@ -220,6 +226,7 @@ async fn api_request(state: AppState, parts: Parts, body: Body, rest: &str) -> R
             }
         })?,
     };
+    exchange.authenticated(&principal);
     if !matches!(parts.method, Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
     {
         // WebOb's HTTPNotImplemented template.
