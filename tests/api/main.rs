@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod backup;
 mod cli;
 mod copy;
 mod data_safety;
