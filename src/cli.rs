@@ -57,6 +57,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Print the completions of this command line for SHELL.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (imagemeta.1, and imagemeta-COMMAND.1 for each command) into DIR.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a config file for `serve --config`: every setting, commented out, with its help,
+    /// its environment variable and its default.
+    SampleConfig,
 }
 
 #[derive(Debug, Subcommand)]
@@ -398,6 +411,11 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
+    /// The whole command line's definition (for its documentation).
+    pub fn definition() -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
+    }
+
     /// The command line of this process, with `serve`'s settings from its config file.
     pub fn load() -> Cli {
         Cli::load_from(std::env::args_os().collect()).unwrap_or_else(|e| e.exit())
@@ -465,6 +483,16 @@ impl Cli {
                 Command::Catalogue(CatalogueCommand::Copy { from, to }) => copy_catalogue(&from, &to).await,
                 Command::Data(DataCommand::Move { store, data, from, to }) => move_data(store, data, &from, &to).await,
                 Command::Backup { database, to } => backup(&database, to).await,
+                Command::Completions { shell } => {
+                    use clap::CommandFactory;
+                    clap_complete::generate(shell, &mut Cli::command(), "imagemeta", &mut std::io::stdout());
+                    Ok(())
+                }
+                Command::Manpages { dir } => crate::docs::manpages(&dir),
+                Command::SampleConfig => {
+                    print!("{}", crate::docs::sample_config());
+                    Ok(())
+                }
             }
         });
         match result {

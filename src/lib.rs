@@ -9,13 +9,16 @@
 //! * [`api`]: HTTP only. [`api::compute`] is the Compute API: its request pipeline, route
 //!   table, request schemas, views and actions. [`api::image_v2`] is the Glance v2 API in the
 //!   same pattern (images, image data, members, schemas). [`api::fault`] owns every error
-//!   wire format.
+//!   wire format; [`api::access`] what each answered request leaves: metrics, access log.
 //! * [`auth`]: token validators (`static`, `noauth`, [`auth::keystone`]) behind one trait.
 //! * [`domain`]: images, metadata keys and values, Glance's update rules, the quota rules and
 //!   the access policy; no HTTP, no SQL.
-//! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache)
-//!   and the image data files ([`store::data`]).
+//! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache),
+//!   its PostgreSQL implementation, and the image data stores ([`store::data`]: directories,
+//!   S3, Swift).
 //! * [`copy`]: moving a whole catalogue between backends (`imagemeta catalogue copy`).
+//! * [`backup`]: the online backup of a SQLite catalogue (`imagemeta backup`).
+//! * [`docs`]: man pages and the sample config file, generated from the command line.
 //! * [`service`]: what spans the catalogue and the data, below both APIs: the one delete,
 //!   the recovery of uploads whose node died, the sweep of data no image owns.
 //! * [`server`]: the connection loop: connection cap, timeouts of every phase of a
@@ -28,6 +31,7 @@ pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod copy;
+pub mod docs;
 pub mod domain;
 pub mod server;
 pub mod service;

@@ -202,17 +202,28 @@ impl Node {
     }
 }
 
-/// This machine's name (the kernel's), or `localhost`.
+/// This machine's name (the kernel's, from gethostname(2): a sandbox may hide /proc/sys), or
+/// `localhost`.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len() - 1);
+    Some(String::from_utf8_lossy(&buf[..end]).trim().to_owned())
+        .filter(|h| rc == 0 && !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Whether a process `pid` runs on this machine: kill(2) with no signal, which answers for
+/// processes of other users too (EPERM) and needs no /proc, which a sandbox may hide.
 fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Serialized views of an image, computed at most once per copy. The store's read cache hands
@@ -354,4 +365,21 @@ pub fn bad_text(s: &str, bmp_only: bool) -> Option<BadText> {
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::*;
+
+    #[test]
+    fn this_machine_and_its_processes() {
+        if let Ok(kernel) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(hostname(), kernel.trim());
+        }
+        assert!(process_exists(std::process::id()));
+        assert!(process_exists(1), "pid 1 runs, whoever owns it");
+        assert!(!process_exists(0));
+        assert!(!process_exists(u32::MAX));
+        assert!(!process_exists(i32::MAX as u32));
+    }
 }
