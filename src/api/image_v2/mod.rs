@@ -7,6 +7,7 @@
 mod image_data;
 pub(crate) mod images;
 mod members;
+mod routes;
 pub mod schemas;
 mod stores;
 pub mod views;
@@ -24,6 +25,7 @@ use super::fault::{Fault, Page};
 use super::{AppState, names, parse_query, percent_decode};
 use crate::domain::{Image, Principal, Rejection, RejectionKind, policy};
 use crate::store::StoreError;
+use routes::{Action, resolve};
 
 /// Version prefixes rewritten to `/v2` (no image cache, no multi-store).
 const VERSION_PREFIXES: &[&str] =
@@ -45,112 +47,6 @@ impl Ctx {
     /// `http://host[:port]`, for absolute `Location` headers.
     fn root_url(&self) -> String {
         format!("http://{}", self.header("host").unwrap_or("localhost"))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
-    List,
-    Create,
-    Show(String),
-    Update(String),
-    Delete(String),
-    Upload(String),
-    Download(String),
-    AddTag(String, String),
-    DeleteTag(String, String),
-    Deactivate(String),
-    Reactivate(String),
-    ImageSchema,
-    ImagesSchema,
-    ListMembers(String),
-    AddMember(String),
-    ShowMember(String, String),
-    UpdateMember(String, String),
-    DeleteMember(String, String),
-    MemberSchema,
-    MembersSchema,
-    InfoStores,
-    InfoStoresDetail,
-    DeleteFromStore(String, String),
-}
-
-impl Action {
-    /// The route's template, for metrics (never the path itself: ids are unbounded).
-    fn template(&self) -> &'static str {
-        use Action::*;
-        match self {
-            List | Create => "/v2/images",
-            Show(_) | Update(_) | Delete(_) => "/v2/images/{id}",
-            Upload(_) | Download(_) => "/v2/images/{id}/file",
-            AddTag(..) | DeleteTag(..) => "/v2/images/{id}/tags/{tag}",
-            Deactivate(_) => "/v2/images/{id}/actions/deactivate",
-            Reactivate(_) => "/v2/images/{id}/actions/reactivate",
-            ImageSchema => "/v2/schemas/image",
-            ImagesSchema => "/v2/schemas/images",
-            ListMembers(_) | AddMember(_) => "/v2/images/{id}/members",
-            ShowMember(..) | UpdateMember(..) | DeleteMember(..) => "/v2/images/{id}/members/{member}",
-            MemberSchema => "/v2/schemas/member",
-            MembersSchema => "/v2/schemas/members",
-            InfoStores => "/v2/info/stores",
-            InfoStoresDetail => "/v2/info/stores/detail",
-            DeleteFromStore(..) => "/v2/stores/{store}/{id}",
-        }
-    }
-
-    /// Glance's `body_reject` routes.
-    fn rejects_body(&self) -> bool {
-        use Action::*;
-        matches!(self, Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_))
-    }
-}
-
-/// Resolves the path after `/v2`: `Err(None)` is 404, `Err(Some(allow))` is 405.
-fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> {
-    use Action::*;
-    let segments: Vec<&str> = path.strip_prefix('/').ok_or(None)?.split('/').collect();
-    // Glance looks ids up as given, but nothing longer than 36 characters exists.
-    if segments.iter().any(|s| s.is_empty())
-        || (segments.len() > 1 && segments[0] == "images" && segments[1].len() > 36)
-    {
-        return Err(None);
-    }
-    let id = |i: usize| segments[i].to_owned();
-    let m = method.clone();
-    let pick = |allow: &'static str, table: Vec<(Method, Action)>| {
-        table.into_iter().find(|(tm, _)| *tm == m).map(|(_, a)| a).ok_or(Some(allow))
-    };
-    match segments.as_slice() {
-        ["images"] => pick("GET, POST", vec![(Method::GET, List), (Method::POST, Create)]),
-        ["images", _] => pick(
-            "GET, PATCH, DELETE",
-            vec![(Method::GET, Show(id(1))), (Method::PATCH, Update(id(1))), (Method::DELETE, Delete(id(1)))],
-        ),
-        ["images", _, "file"] => pick("GET, PUT", vec![(Method::GET, Download(id(1))), (Method::PUT, Upload(id(1)))]),
-        ["images", _, "tags", _] => {
-            pick("PUT, DELETE", vec![(Method::PUT, AddTag(id(1), id(3))), (Method::DELETE, DeleteTag(id(1), id(3)))])
-        }
-        ["images", _, "actions", "deactivate"] => pick("POST", vec![(Method::POST, Deactivate(id(1)))]),
-        ["images", _, "actions", "reactivate"] => pick("POST", vec![(Method::POST, Reactivate(id(1)))]),
-        ["images", _, "members"] => {
-            pick("GET, POST", vec![(Method::GET, ListMembers(id(1))), (Method::POST, AddMember(id(1)))])
-        }
-        ["images", _, "members", _] => pick(
-            "GET, PUT, DELETE",
-            vec![
-                (Method::GET, ShowMember(id(1), id(3))),
-                (Method::PUT, UpdateMember(id(1), id(3))),
-                (Method::DELETE, DeleteMember(id(1), id(3))),
-            ],
-        ),
-        ["info", "stores"] => pick("GET", vec![(Method::GET, InfoStores)]),
-        ["info", "stores", "detail"] => pick("GET", vec![(Method::GET, InfoStoresDetail)]),
-        ["stores", _, _] => pick("DELETE", vec![(Method::DELETE, DeleteFromStore(id(1), id(2)))]),
-        ["schemas", "member"] => pick("GET", vec![(Method::GET, MemberSchema)]),
-        ["schemas", "members"] => pick("GET", vec![(Method::GET, MembersSchema)]),
-        ["schemas", "image"] => pick("GET", vec![(Method::GET, ImageSchema)]),
-        ["schemas", "images"] => pick("GET", vec![(Method::GET, ImagesSchema)]),
-        _ => Err(None),
     }
 }
 
@@ -259,7 +155,7 @@ async fn api_request(
     let deadline = state.settings.request_timeout;
     let ctx = Ctx { state, principal, parts, query };
     // Image data is bounded by its inactivity timeouts; everything else by the deadline.
-    if matches!(action, Action::Upload(_)) {
+    if action.streams() {
         return dispatch(&ctx, action, body).await;
     }
     match tokio::time::timeout(deadline, dispatch(&ctx, action, body)).await {
@@ -406,18 +302,4 @@ async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
         return Err(Fault::explained(StatusCode::BAD_REQUEST, "Unexpected body type. Expected list/dict."));
     }
     Ok(v)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes() {
-        assert_eq!(resolve(&Method::GET, "/images"), Ok(Action::List));
-        assert_eq!(resolve(&Method::PUT, "/images/x/tags/t"), Ok(Action::AddTag("x".into(), "t".into())));
-        assert_eq!(resolve(&Method::PUT, "/images/x"), Err(Some("GET, PATCH, DELETE")));
-        assert_eq!(resolve(&Method::GET, "/images/"), Err(None));
-        assert_eq!(resolve(&Method::GET, &format!("/images/{}", "a".repeat(37))), Err(None));
-    }
 }

@@ -1,0 +1,155 @@
+//! The route table of the image API (glance-v2 §2): every path after `/v2`, its methods and
+//! the action each one asks for, with its path parameters (percent-decoded).
+
+use axum::http::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    List,
+    Create,
+    Show(String),
+    Update(String),
+    Delete(String),
+    Upload(String),
+    Download(String),
+    AddTag(String, String),
+    DeleteTag(String, String),
+    Deactivate(String),
+    Reactivate(String),
+    ImageSchema,
+    ImagesSchema,
+    ListMembers(String),
+    AddMember(String),
+    ShowMember(String, String),
+    UpdateMember(String, String),
+    DeleteMember(String, String),
+    MemberSchema,
+    MembersSchema,
+    InfoStores,
+    InfoStoresDetail,
+    DeleteFromStore(String, String),
+}
+
+impl Action {
+    /// The route's template, for metrics (never the path itself: ids are unbounded).
+    pub fn template(&self) -> &'static str {
+        use Action::*;
+        match self {
+            List | Create => "/v2/images",
+            Show(_) | Update(_) | Delete(_) => "/v2/images/{id}",
+            Upload(_) | Download(_) => "/v2/images/{id}/file",
+            AddTag(..) | DeleteTag(..) => "/v2/images/{id}/tags/{tag}",
+            Deactivate(_) => "/v2/images/{id}/actions/deactivate",
+            Reactivate(_) => "/v2/images/{id}/actions/reactivate",
+            ImageSchema => "/v2/schemas/image",
+            ImagesSchema => "/v2/schemas/images",
+            ListMembers(_) | AddMember(_) => "/v2/images/{id}/members",
+            ShowMember(..) | UpdateMember(..) | DeleteMember(..) => "/v2/images/{id}/members/{member}",
+            MemberSchema => "/v2/schemas/member",
+            MembersSchema => "/v2/schemas/members",
+            InfoStores => "/v2/info/stores",
+            InfoStoresDetail => "/v2/info/stores/detail",
+            DeleteFromStore(..) => "/v2/stores/{store}/{id}",
+        }
+    }
+
+    /// Glance's `body_reject` routes.
+    pub fn rejects_body(&self) -> bool {
+        use Action::*;
+        matches!(self, Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_))
+    }
+
+    /// Image data: bounded by its inactivity timeouts, not by the request deadline.
+    pub fn streams(&self) -> bool {
+        matches!(self, Action::Upload(_))
+    }
+}
+
+/// Resolves the path after `/v2`: `Err(None)` is 404, `Err(Some(allow))` is 405.
+pub fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static str>> {
+    use Action::*;
+    let rest = path.strip_prefix('/').ok_or(None)?;
+    // At most four segments (images, id, members, member): anything longer is no route.
+    let mut all = [""; 5];
+    let mut n = 0;
+    for segment in rest.split('/') {
+        if n == all.len() || segment.is_empty() {
+            return Err(None);
+        }
+        all[n] = segment;
+        n += 1;
+    }
+    let segments = &all[..n];
+    // Glance looks ids up as given, but nothing longer than 36 characters exists.
+    if segments.len() > 1 && segments[0] == "images" && segments[1].len() > 36 {
+        return Err(None);
+    }
+    let id = |i: usize| segments[i].to_owned();
+    let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+    match segments {
+        ["images"] => pick(method, "GET, POST", &[get, post], |m| [List, Create][m].clone()),
+        ["images", _] => pick(method, "GET, PATCH, DELETE", &[get, patch, delete], |m| match m {
+            0 => Show(id(1)),
+            1 => Update(id(1)),
+            _ => Delete(id(1)),
+        }),
+        ["images", _, "file"] => pick(method, "GET, PUT", &[get, put], |m| match m {
+            0 => Download(id(1)),
+            _ => Upload(id(1)),
+        }),
+        ["images", _, "tags", _] => pick(method, "PUT, DELETE", &[put, delete], |m| match m {
+            0 => AddTag(id(1), id(3)),
+            _ => DeleteTag(id(1), id(3)),
+        }),
+        ["images", _, "actions", "deactivate"] => pick(method, "POST", &[post], |_| Deactivate(id(1))),
+        ["images", _, "actions", "reactivate"] => pick(method, "POST", &[post], |_| Reactivate(id(1))),
+        ["images", _, "members"] => pick(method, "GET, POST", &[get, post], |m| match m {
+            0 => ListMembers(id(1)),
+            _ => AddMember(id(1)),
+        }),
+        ["images", _, "members", _] => pick(method, "GET, PUT, DELETE", &[get, put, delete], |m| match m {
+            0 => ShowMember(id(1), id(3)),
+            1 => UpdateMember(id(1), id(3)),
+            _ => DeleteMember(id(1), id(3)),
+        }),
+        ["info", "stores"] => pick(method, "GET", &[get], |_| InfoStores),
+        ["info", "stores", "detail"] => pick(method, "GET", &[get], |_| InfoStoresDetail),
+        ["stores", _, _] => pick(method, "DELETE", &[delete], |_| DeleteFromStore(id(1), id(2))),
+        ["schemas", "member"] => pick(method, "GET", &[get], |_| MemberSchema),
+        ["schemas", "members"] => pick(method, "GET", &[get], |_| MembersSchema),
+        ["schemas", "image"] => pick(method, "GET", &[get], |_| ImageSchema),
+        ["schemas", "images"] => pick(method, "GET", &[get], |_| ImagesSchema),
+        _ => Err(None),
+    }
+}
+
+/// The action for `method` among a path's `methods` (`action` gets its index), or 405 with
+/// the path's `Allow`.
+fn pick(
+    method: &Method,
+    allow: &'static str,
+    methods: &[Method],
+    action: impl FnOnce(usize) -> Action,
+) -> Result<Action, Option<&'static str>> {
+    let index = methods.iter().position(|m| m == method).ok_or(Some(allow))?;
+    Ok(action(index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(resolve(&Method::GET, "/images"), Ok(Action::List));
+        assert_eq!(resolve(&Method::POST, "/images"), Ok(Action::Create));
+        assert_eq!(resolve(&Method::PUT, "/images/x/tags/t"), Ok(Action::AddTag("x".into(), "t".into())));
+        assert_eq!(resolve(&Method::DELETE, "/images/x/members/m"), Ok(Action::DeleteMember("x".into(), "m".into())));
+        assert_eq!(resolve(&Method::DELETE, "/stores/s/x"), Ok(Action::DeleteFromStore("s".into(), "x".into())));
+        assert_eq!(resolve(&Method::PUT, "/images/x"), Err(Some("GET, PATCH, DELETE")));
+        assert_eq!(resolve(&Method::GET, "/images/"), Err(None));
+        assert_eq!(resolve(&Method::GET, "/images/x/members/m/more"), Err(None));
+        assert_eq!(resolve(&Method::GET, "/images/x/members/m/more/more"), Err(None));
+        assert_eq!(resolve(&Method::GET, &format!("/images/{}", "a".repeat(37))), Err(None));
+    }
+}
