@@ -172,6 +172,7 @@ async fn move_one(
         .modify_image(
             &crate::domain::Principal::system(),
             &image.id,
+            crate::domain::policy::Rule::Bookkeeping,
             Box::new(move |i| {
                 if i.store != old_store || i.location != old_location {
                     return Err(crate::domain::Rejection::conflict("the image's data changed meanwhile"));

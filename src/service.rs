@@ -52,6 +52,7 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
             .modify_image(
                 &Principal::system(),
                 &id,
+                crate::domain::policy::Rule::Bookkeeping,
                 Box::new(move |image| {
                     // Only if nothing moved on since the hold was read.
                     if image.upload.as_ref() != Some(&expected) {

@@ -144,25 +144,84 @@ pub fn can_see(who: &Principal, image: &Image) -> bool {
     who.is_admin || visible_to(who).holds(image)
 }
 
-/// Whether `who` may create images (Glance's `add_image`: the member role, or admin).
-pub fn can_create(who: &Principal) -> bool {
-    who.may_write()
+/// What a caller asks to do, by the policy names of Glance (and Nova) under secure RBAC. Every
+/// decision of who may do what is made by [`authorize`], whichever API the request comes
+/// through and whichever store holds the image; the APIs only word the refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `add_image`: the member role, or admin.
+    AddImage,
+    /// `add_image` with an `owner` other than the caller's project: admins only.
+    AddImageForOther,
+    /// `modify_image` (and Nova's image-metadata writes): the owner project's members, admins.
+    ModifyImage,
+    /// `delete_image`: as `modify_image` (a protected image is refused apart).
+    DeleteImage,
+    /// `upload_image`: as `modify_image`.
+    UploadImage,
+    /// `download_image`: members and admins (a reader may not).
+    DownloadImage,
+    /// `download_image` of a deactivated image: admins only.
+    DownloadDeactivated,
+    /// `deactivate` and `reactivate`: as `modify_image`.
+    Deactivate,
+    /// `add_member` and `delete_member`: the owner shares, as `modify_image`.
+    ShareImage,
+    /// `get_members`' full list: the owner and admins (a member sees only itself).
+    SeeAllMembers,
+    /// `modify_member`: the member project answers for itself (with the member role), or an
+    /// admin.
+    ModifyMember(String),
+    /// `stores_info_detail`: admins.
+    StoresInfoDetail,
+    /// `delete_image_location`: admins.
+    DeleteImageLocation,
+    /// Nova's `os_compute_api:limits:other_project`: admins.
+    OtherProjectLimits,
+    /// imagemeta's own bookkeeping: the end of an upload a request was authorized for, the
+    /// recovery of a dead node's uploads, a data move. Always allowed.
+    Bookkeeping,
 }
 
-/// Whether `who` may download the data of a visible image: members and admins, not readers.
-pub fn can_download(who: &Principal) -> bool {
-    who.may_write()
+impl Rule {
+    /// The rule's policy name, as refusals quote it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Rule::AddImage | Rule::AddImageForOther => "add_image",
+            Rule::ModifyImage => "modify_image",
+            Rule::DeleteImage => "delete_image",
+            Rule::UploadImage => "upload_image",
+            Rule::DownloadImage | Rule::DownloadDeactivated => "download_image",
+            Rule::Deactivate => "deactivate",
+            Rule::ShareImage => "add_member",
+            Rule::SeeAllMembers => "get_members",
+            Rule::ModifyMember(_) => "modify_member",
+            Rule::StoresInfoDetail => "stores_info_detail",
+            Rule::DeleteImageLocation => "delete_image_location",
+            Rule::OtherProjectLimits => "os_compute_api:limits:other_project",
+            Rule::Bookkeeping => "bookkeeping",
+        }
+    }
 }
 
-/// Whether `who` may change `image` (its metadata, or delete it): the owner project's members
-/// and admins.
-pub fn can_modify(who: &Principal, image: &Image) -> bool {
-    who.may_write() && (who.is_admin || who.owns(image))
-}
-
-/// Whether `who` may delete `image`: as [`can_modify`], and never while it is protected.
-pub fn can_delete(who: &Principal, image: &Image) -> bool {
-    can_modify(who, image) && !image.protected
+/// Whether `who` may do `rule`, to `image` when the rule is about one. Visibility comes first
+/// and apart ([`can_see`]): an image `who` cannot see is not found, whatever the rule.
+pub fn authorize(who: &Principal, rule: &Rule, image: Option<&Image>) -> bool {
+    let owner = || who.is_admin || image.is_some_and(|i| who.owns(i));
+    match rule {
+        Rule::AddImage | Rule::DownloadImage => who.may_write(),
+        Rule::ModifyImage | Rule::DeleteImage | Rule::UploadImage | Rule::Deactivate | Rule::ShareImage => {
+            who.may_write() && owner()
+        }
+        Rule::SeeAllMembers => owner(),
+        Rule::ModifyMember(project) => who.is_admin || (who.project_id == *project && who.may_write()),
+        Rule::AddImageForOther
+        | Rule::DownloadDeactivated
+        | Rule::StoresInfoDetail
+        | Rule::DeleteImageLocation
+        | Rule::OtherProjectLimits => who.is_admin,
+        Rule::Bookkeeping => true,
+    }
 }
 
 #[cfg(test)]
@@ -194,12 +253,21 @@ mod tests {
 
     #[test]
     fn write_matrix() {
+        let can_modify = |w: &Principal, i: &Image| authorize(w, &Rule::ModifyImage, Some(i));
         assert!(can_modify(&who("p1", &["member"]), &image("p1", Visibility::Private)));
         assert!(!can_modify(&who("p1", &["reader"]), &image("p1", Visibility::Private)));
         assert!(!can_modify(&who("p1", &["member"]), &image("p2", Visibility::Public)));
         assert!(can_modify(&who("p9", &["admin"]), &image("p2", Visibility::Public)));
-        let mut protected = image("p1", Visibility::Private);
-        protected.protected = true;
-        assert!(!can_delete(&who("p1", &["admin"]), &protected));
+        let reader = who("p1", &["reader"]);
+        assert!(!authorize(&reader, &Rule::AddImage, None));
+        assert!(!authorize(&reader, &Rule::DownloadImage, None));
+        assert!(authorize(&reader, &Rule::SeeAllMembers, Some(&image("p1", Visibility::Shared))));
+        assert!(authorize(&who("p2", &["member"]), &Rule::ModifyMember("p2".into()), None));
+        assert!(!authorize(&who("p2", &["member"]), &Rule::ModifyMember("p3".into()), None));
+        assert!(!authorize(&who("p2", &["reader"]), &Rule::ModifyMember("p2".into()), None));
+        for admin_only in [Rule::AddImageForOther, Rule::StoresInfoDetail, Rule::DeleteImageLocation] {
+            assert!(!authorize(&who("p1", &["member"]), &admin_only, None));
+            assert!(authorize(&who("p1", &["admin"]), &admin_only, None));
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! gets a database of its own there, and two stores on it stand for two nodes).
 
 use crate::domain::metadata::{MetadataChange, MetadataKey, MetadataQuota, MetadataValue};
-use crate::domain::policy::{ListVisibility, listed_for};
+use crate::domain::policy::{ListVisibility, Rule, listed_for};
 use crate::domain::{Image, ImageStatus, Member, MemberStatus, Node, Principal, UploadLease, Visibility, now};
 use crate::store::{
     Caller, Column, DatabaseUrl, DynStore, Filter, HiddenFilter, ListQuery, Scalar, SortDir, StoreError, StoreOptions,
@@ -105,6 +105,7 @@ async fn images_round_trip_with_order_tags_members_and_leases() {
             b.a.modify_image(
                 &member("p"),
                 "img",
+                Rule::ModifyImage,
                 Box::new(move |i| {
                     i.status = ImageStatus::Saving;
                     i.upload = Some(held);
@@ -126,9 +127,31 @@ async fn images_round_trip_with_order_tags_members_and_leases() {
 
         // A refused modification changes nothing.
         let refused =
-            b.a.modify_image(&member("p"), "img", Box::new(|_| Err(crate::domain::Rejection::conflict("no")))).await;
+            b.a.modify_image(
+                &member("p"),
+                "img",
+                Rule::ModifyImage,
+                Box::new(|_| Err(crate::domain::Rejection::conflict("no"))),
+            )
+            .await;
         assert!(matches!(refused, Err(StoreError::Rejected(_))), "{}", b.name);
         assert_eq!(keys(&b.a.find_image("img").await.unwrap().unwrap()), ["alpha", "new"]);
+
+        // The rule is the store's to check: another project sees a public image, may not
+        // change it, and its change never runs.
+        let mut public = image("pub", "p");
+        public.visibility = crate::domain::Visibility::Public;
+        b.a.insert_image(public).await.unwrap();
+        let denied =
+            b.b.modify_image(&member("q"), "pub", Rule::ModifyImage, Box::new(|_| panic!("a refused change ran")))
+                .await;
+        assert!(matches!(denied, Err(StoreError::Forbidden)), "{}", b.name);
+        let rename = Box::new(|i: &mut Image| {
+            i.name = Some("kept".into());
+            Ok(())
+        });
+        let kept = b.b.modify_image(&member("q"), "pub", Rule::Bookkeeping, rename).await.unwrap();
+        assert_eq!(kept.name.as_deref(), Some("kept"), "{}", b.name);
     }
 }
 

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
+use crate::domain::policy::Rule;
 use crate::domain::{Image, MemberStatus, Node, Principal, Properties, Rejection, UploadLease};
 
 /// What a store operation can fail with. The API layers map each to their own fault; the
@@ -296,9 +297,16 @@ pub trait Store: Send + Sync + 'static {
         quota: MetadataQuota,
     ) -> Result<Properties, StoreError>;
 
-    /// Loads the visible image `id`, lets `change` modify it (it applies its own permission
-    /// checks), and saves the result in the same transaction, with a new `updated_at`.
-    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError>;
+    /// Loads the visible image `id`, checks that `who` may do `rule` to it (`Forbidden`
+    /// otherwise), lets `change` modify it, and saves the result in the same transaction,
+    /// with a new `updated_at`.
+    async fn modify_image(
+        &self,
+        who: &Principal,
+        id: &str,
+        rule: Rule,
+        change: Modification,
+    ) -> Result<Image, StoreError>;
 
     /// Deletes the image and returns it: `NotFound` if invisible, `Forbidden` if not allowed,
     /// `Protected` if protected. Its id can never be used again.

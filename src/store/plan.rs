@@ -49,7 +49,7 @@ pub fn metadata(
     if !quota.allows(count) {
         return Err(StoreError::QuotaExceeded);
     }
-    if !policy::can_modify(who, image) {
+    if !policy::authorize(who, &policy::Rule::ModifyImage, Some(image)) {
         return Err(StoreError::Forbidden);
     }
     let has = |props: &Properties, k: &str| props.get(k).is_some();

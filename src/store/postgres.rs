@@ -37,6 +37,7 @@ use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
 use super::{Caller, ListQuery, Modification, Store, StoreError, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
+use crate::domain::policy::Rule;
 use crate::domain::{
     Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
 };
@@ -895,7 +896,13 @@ impl Store for PgStore {
         Ok(properties)
     }
 
-    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+    async fn modify_image(
+        &self,
+        who: &Principal,
+        id: &str,
+        rule: Rule,
+        change: Modification,
+    ) -> Result<Image, StoreError> {
         if impossible(id) {
             return Err(StoreError::NotFound);
         }
@@ -903,6 +910,9 @@ impl Store for PgStore {
             .with(async |c| {
                 let tx = c.transaction().await?;
                 let before = visible(load(&tx, id, true).await?, who)?;
+                if !policy::authorize(who, &rule, Some(&before)) {
+                    return Err(StoreError::Forbidden);
+                }
                 let mut after = before.clone();
                 change(&mut after).map_err(StoreError::Rejected)?;
                 after.id = before.id.clone();
@@ -939,7 +949,7 @@ impl Store for PgStore {
             .with(async |c| {
                 let tx = c.transaction().await?;
                 let image = visible(load(&tx, id, true).await?, who)?;
-                if !policy::can_modify(who, &image) {
+                if !policy::authorize(who, &Rule::DeleteImage, Some(&image)) {
                     return Err(StoreError::Forbidden);
                 }
                 if image.protected {

@@ -35,6 +35,7 @@ use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
 use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
+use crate::domain::policy::Rule;
 use crate::domain::{
     Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
 };
@@ -937,7 +938,7 @@ fn change_metadata_tx(
 
 fn delete_image_tx(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
     let image = visible_image(conn, who, id)?;
-    if !policy::can_modify(who, &image) {
+    if !policy::authorize(who, &Rule::DeleteImage, Some(&image)) {
         return Err(StoreError::Forbidden);
     }
     if image.protected {
@@ -1016,8 +1017,17 @@ fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
 
 /// Loads, modifies and saves one image: only the properties that changed are written, so
 /// their insertion order is kept.
-fn modify_image_tx(conn: &Connection, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+fn modify_image_tx(
+    conn: &Connection,
+    who: &Principal,
+    id: &str,
+    rule: &Rule,
+    change: Modification,
+) -> Result<Image, StoreError> {
     let before = visible_image(conn, who, id)?;
+    if !policy::authorize(who, rule, Some(&before)) {
+        return Err(StoreError::Forbidden);
+    }
     let mut after = before.clone();
     change(&mut after).map_err(StoreError::Rejected)?;
     after.id = before.id.clone();
@@ -1260,9 +1270,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn modify_image(&self, who: &Principal, id: &str, change: Modification) -> Result<Image, StoreError> {
+    async fn modify_image(
+        &self,
+        who: &Principal,
+        id: &str,
+        rule: Rule,
+        change: Modification,
+    ) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
-        self.write(Kind::Grows, vec![id.clone()], move |c| modify_image_tx(c, &who, &id, change)).await
+        self.write(Kind::Grows, vec![id.clone()], move |c| modify_image_tx(c, &who, &id, &rule, change)).await
     }
 
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {

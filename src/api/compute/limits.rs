@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use super::{Ctx, Reply};
 use crate::api::fault::Fault;
 use crate::api::microversion::Version;
+use crate::domain::policy::{self, Rule};
 
 pub fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     let v = ctx.version.unwrap_or(Version::new(2, 1));
@@ -19,8 +20,9 @@ pub fn index(ctx: &Ctx<'_>) -> Result<Reply, Fault> {
     }
     // Another project's limits need `os_compute_api:limits:other_project` (admin): Nova checks
     // it whenever `tenant_id` is given.
-    if ctx.query.iter().any(|(k, _)| k == "tenant_id") && !ctx.principal.is_admin {
-        return Err(Fault::forbidden("Policy doesn't allow os_compute_api:limits:other_project to be performed."));
+    let other = Rule::OtherProjectLimits;
+    if ctx.query.iter().any(|(k, _)| k == "tenant_id") && !policy::authorize(&ctx.principal, &other, None) {
+        return Err(Fault::forbidden(format!("Policy doesn't allow {} to be performed.", other.name())));
     }
     let meta = ctx.state.settings.metadata_quota.as_limit();
     // Before 2.36 the network-proxy limits are shown; before 2.39 `maxImageMeta` is; before

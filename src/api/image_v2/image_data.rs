@@ -12,10 +12,11 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Ctx, modify_owned, no_content, rejection, store_fault};
+use super::{Ctx, modify, no_content, not_authorized, rejection, store_fault};
 use crate::api::AppState;
 use crate::api::fault::Fault;
-use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, UploadLease, policy};
+use crate::domain::policy::Rule;
+use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, UploadLease};
 use crate::store::StoreError;
 use crate::store::data::{DataStore, Inspected, Staged, UploadError, inspect};
 
@@ -55,28 +56,35 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     let image_id = id.to_owned();
     let lease = UploadLease { node: ctx.state.node.id.clone(), staging: DataStore::new_staging(&store, id) };
     let hold = lease.clone();
-    modify_owned(ctx, id, format!("Not allowed to upload image data for image {image_id}"), move |image| {
-        if image.status != ImageStatus::Queued {
-            return Err(Rejection::conflict(format!(
-                "Image status transition from {} to saving is not allowed",
-                image.status.as_str()
-            )));
-        }
-        let missing: Vec<&str> = [("container_format", &image.container_format), ("disk_format", &image.disk_format)]
-            .into_iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| k)
-            .collect();
-        if !missing.is_empty() {
-            return Err(Rejection::invalid(format!(
-                "Property(ies) {} must be set prior to saving data.",
-                missing.join(", ")
-            )));
-        }
-        image.status = ImageStatus::Saving;
-        image.upload = Some(hold);
-        Ok(())
-    })
+    modify(
+        ctx,
+        id,
+        Rule::UploadImage,
+        format!("Not allowed to upload image data for image {image_id}"),
+        move |image| {
+            if image.status != ImageStatus::Queued {
+                return Err(Rejection::conflict(format!(
+                    "Image status transition from {} to saving is not allowed",
+                    image.status.as_str()
+                )));
+            }
+            let missing: Vec<&str> =
+                [("container_format", &image.container_format), ("disk_format", &image.disk_format)]
+                    .into_iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| k)
+                    .collect();
+            if !missing.is_empty() {
+                return Err(Rejection::invalid(format!(
+                    "Property(ies) {} must be set prior to saving data.",
+                    missing.join(", ")
+                )));
+            }
+            image.status = ImageStatus::Saving;
+            image.upload = Some(hold);
+            Ok(())
+        },
+    )
     .await?;
 
     let task =
@@ -175,6 +183,7 @@ async fn activate(
         .modify_image(
             who,
             id,
+            Rule::Bookkeeping,
             Box::new(move |image| {
                 // Still this upload's: not requeued meanwhile (this node taken for dead).
                 if image.status != ImageStatus::Saving || image.upload.as_ref() != Some(&held) {
@@ -240,6 +249,7 @@ async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLeas
         .modify_image(
             who,
             id,
+            Rule::Bookkeeping,
             Box::new(move |image| {
                 if image.upload.as_ref() != Some(&held) {
                     return Ok(());
@@ -262,18 +272,15 @@ async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLeas
 /// `GET /v2/images/{id}/file`, with single byte ranges.
 pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
-    if image.status == ImageStatus::Deactivated && !ctx.principal.is_admin {
-        return Err(Fault::explained(
-            StatusCode::FORBIDDEN,
-            "The requested image has been deactivated. Image data download is forbidden.",
-        ));
+    if image.status == ImageStatus::Deactivated {
+        ctx.authorize(&Rule::DownloadDeactivated, Some(&image), || {
+            Fault::explained(
+                StatusCode::FORBIDDEN,
+                "The requested image has been deactivated. Image data download is forbidden.",
+            )
+        })?;
     }
-    if !policy::can_download(&ctx.principal) {
-        return Err(Fault::explained(
-            StatusCode::FORBIDDEN,
-            "You are not authorized to complete download_image action.",
-        ));
-    }
+    ctx.authorize(&Rule::DownloadImage, Some(&image), || not_authorized(&Rule::DownloadImage))?;
     let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated);
     let Some(size) = image.size.filter(|_| has_data) else {
         return Ok(StatusCode::NO_CONTENT.into_response());

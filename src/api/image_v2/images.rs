@@ -6,12 +6,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, json_response, modify_owned, no_content, read_json, rejection, schemas, store_fault, views};
+use super::{
+    Ctx, json_response, modify, no_content, not_authorized, read_json, rejection, schemas, store_fault, views,
+};
 use crate::api::compute::images::parse_time;
 use crate::api::fault::{Fault, Page};
 use crate::api::{quote_plus, seconds_filter};
+use crate::domain::policy::Rule;
 use crate::domain::update::{self, PatchOp, SetMode};
-use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now, policy};
+use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now};
 use crate::store::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir, VisibilityFilter};
 
 const DEFAULT_LIMIT: u64 = 25;
@@ -39,9 +42,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
         schemas::validate(k, v)?;
     }
     let who = &ctx.principal;
-    if !policy::can_create(who) {
-        return Err(Fault::explained(StatusCode::FORBIDDEN, "You are not authorized to complete add_image action."));
-    }
+    ctx.authorize(&Rule::AddImage, None, || not_authorized(&Rule::AddImage))?;
     let id = match fields.get("id") {
         Some(Value::String(id)) => id.clone(),
         _ => uuid::Uuid::new_v4().to_string(),
@@ -50,11 +51,13 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
     image.owner = Some(who.project_id.clone());
     if let Some(owner) = fields.get("owner") {
         let owner = owner.as_str().map(str::to_owned);
-        if !who.is_admin && owner.as_deref() != Some(who.project_id.as_str()) {
-            return Err(Fault::explained(
-                StatusCode::FORBIDDEN,
-                format!("You are not permitted to create images owned by '{}'.", owner.unwrap_or_default()),
-            ));
+        if owner.as_deref() != Some(who.project_id.as_str()) {
+            ctx.authorize(&Rule::AddImageForOther, None, || {
+                Fault::explained(
+                    StatusCode::FORBIDDEN,
+                    format!("You are not permitted to create images owned by '{}'.", owner.clone().unwrap_or_default()),
+                )
+            })?;
         }
         image.owner = owner;
     }
@@ -134,11 +137,14 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     let ops = raw_ops.iter().map(|op| parse_op(op, v21)).collect::<Result<Vec<_>, _>>()?;
     let who = ctx.principal.clone();
     let quotas = ctx.state.settings.image_quotas;
-    let image =
-        modify_owned(ctx, id, "You are not authorized to complete modify_image action.".to_owned(), move |image| {
-            update::apply_patch(image, &who, ops, quotas)
-        })
-        .await?;
+    let image = modify(
+        ctx,
+        id,
+        Rule::ModifyImage,
+        "You are not authorized to complete modify_image action.".into(),
+        move |image| update::apply_patch(image, &who, ops, quotas),
+    )
+    .await?;
     Ok(json_response(StatusCode::OK, &views::image(&image, ctx.state.data.is_multi())))
 }
 
@@ -233,7 +239,7 @@ fn pointer_root(path: &str) -> Result<String, Fault> {
 pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
     schemas::validate("tags", &json!([tag]))?;
     let (tag, quotas) = (tag.to_owned(), ctx.state.settings.image_quotas);
-    modify_owned(ctx, id, format!("Not allowed to update tags for image {id}."), move |image| {
+    modify(ctx, id, Rule::ModifyImage, format!("Not allowed to update tags for image {id}."), move |image| {
         if !image.tags.contains(&tag) {
             image.tags.push(tag);
             quotas.check_tags(image)?;
@@ -247,7 +253,7 @@ pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> 
 /// `DELETE /v2/images/{id}/tags/{tag}`: 404 when the tag is absent.
 pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
     let tag = tag.to_owned();
-    modify_owned(ctx, id, format!("Not allowed to update tags for image {id}."), move |image| {
+    modify(ctx, id, Rule::ModifyImage, format!("Not allowed to update tags for image {id}."), move |image| {
         let before = image.tags.len();
         image.tags.retain(|t| *t != tag);
         if image.tags.len() == before {
@@ -266,7 +272,7 @@ pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Respons
     } else {
         ("reactivate", ImageStatus::Deactivated, ImageStatus::Active)
     };
-    modify_owned(ctx, id, format!("You are not authorized to complete {action} action."), move |image| {
+    modify(ctx, id, Rule::Deactivate, format!("You are not authorized to complete {action} action."), move |image| {
         if image.status == from {
             image.status = to;
         } else if image.status != to {

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Ctx, json_response, modify_owned, no_content, read_json, store_fault};
+use super::{Ctx, json_response, modify, no_content, read_json, store_fault};
 use crate::api::compute::views::isotime;
 use crate::api::fault::Fault;
+use crate::domain::policy::{self, Rule};
 use crate::domain::{Image, Member, MemberStatus, Rejection, RejectionKind, Visibility, bad_text, now};
 
 /// Glance's `image_member_quota`.
@@ -29,7 +30,7 @@ fn view(image_id: &str, m: &Member) -> Value {
 /// a member.
 fn listed<'a>(ctx: &Ctx, image: &'a Image) -> Vec<&'a Member> {
     let who = &ctx.principal;
-    let owner = who.is_admin || image.owner.as_deref() == Some(who.project_id.as_str());
+    let owner = policy::authorize(who, &Rule::SeeAllMembers, Some(image));
     image.members.iter().filter(|m| owner || m.project == who.project_id).collect()
 }
 
@@ -64,7 +65,7 @@ pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         None => return Err(Fault::explained(StatusCode::BAD_REQUEST, "Member to be added not specified")),
     };
     let (image_id, project) = (id.to_owned(), member.clone());
-    let image = modify_owned(ctx, id, format!("Not allowed to create members for image {image_id}."), move |image| {
+    let image = modify(ctx, id, Rule::ShareImage, format!("Not allowed to create members for image {image_id}."), move |image| {
         if image.visibility != Visibility::Shared {
             return Err(Rejection::forbidden("Only shared images have members."));
         }
@@ -94,30 +95,20 @@ pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Res
     let status = body.get("status").and_then(Value::as_str).and_then(MemberStatus::parse).ok_or_else(|| {
         Fault::explained(StatusCode::BAD_REQUEST, "Status must be one of: pending, accepted, rejected.")
     })?;
-    let (who, image_id, project) = (ctx.principal.clone(), id.to_owned(), member.to_owned());
-    let image = ctx
-        .state
-        .store
-        .modify_image(
-            &ctx.principal,
-            id,
-            Box::new(move |image| {
-                let Some(m) = image.members.iter_mut().find(|m| m.project == project) else {
-                    return Err(Rejection::new(
-                        RejectionKind::NotFound,
-                        format!("Member {project} not found for image {image_id}."),
-                    ));
-                };
-                if !(who.is_admin || (who.project_id == project && who.may_write())) {
-                    return Err(Rejection::forbidden(format!("Not allowed to update members for image {image_id}.")));
-                }
-                m.status = status;
-                m.updated_at = now();
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| store_fault(e, id))?;
+    let (image_id, project) = (id.to_owned(), member.to_owned());
+    let rule = Rule::ModifyMember(member.to_owned());
+    let image = modify(ctx, id, rule, format!("Not allowed to update members for image {id}."), move |image| {
+        let Some(m) = image.members.iter_mut().find(|m| m.project == project) else {
+            return Err(Rejection::new(
+                RejectionKind::NotFound,
+                format!("Member {project} not found for image {image_id}."),
+            ));
+        };
+        m.status = status;
+        m.updated_at = now();
+        Ok(())
+    })
+    .await?;
     let changed = image.members.iter().find(|m| m.project == member).expect("the member just changed");
     Ok(json_response(StatusCode::OK, &view(id, changed)))
 }
@@ -125,7 +116,7 @@ pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Res
 /// `DELETE /v2/images/{id}/members/{member}`: the owner stops sharing.
 pub async fn delete(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault> {
     let (image_id, project) = (id.to_owned(), member.to_owned());
-    modify_owned(ctx, id, format!("Not allowed to delete members for image {image_id}."), move |image| {
+    modify(ctx, id, Rule::ShareImage, format!("Not allowed to delete members for image {image_id}."), move |image| {
         let before = image.members.len();
         image.members.retain(|m| m.project != project);
         if image.members.len() == before {

@@ -23,7 +23,8 @@ use tracing::Instrument;
 
 use super::fault::{Fault, Page};
 use super::{AppState, names, parse_query, percent_decode};
-use crate::domain::{Image, Principal, Rejection, RejectionKind, policy};
+use crate::domain::policy::{self, Rule};
+use crate::domain::{Image, Principal, Rejection, RejectionKind};
 use crate::store::StoreError;
 use routes::{Action, resolve};
 
@@ -40,6 +41,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Whether the caller may do `rule` (on `image`, when it is about one); 403 `denied`
+    /// otherwise.
+    fn authorize(&self, rule: &Rule, image: Option<&Image>, denied: impl FnOnce() -> Fault) -> Result<(), Fault> {
+        if policy::authorize(&self.principal, rule, image) { Ok(()) } else { Err(denied()) }
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.parts.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -228,22 +235,24 @@ pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Changes image `id` in one transaction, as its owner or an admin: anyone else who can see
-/// it gets 403 `denied` (and anyone who cannot, 404).
-pub async fn modify_owned(
+/// Changes image `id` in one transaction, if the caller may do `rule` to it: anyone else who
+/// can see it gets 403 `denied` (and anyone who cannot, 404).
+pub async fn modify(
     ctx: &Ctx,
     id: &str,
+    rule: Rule,
     denied: String,
     change: impl FnOnce(&mut Image) -> Result<(), Rejection> + Send + 'static,
 ) -> Result<Image, Fault> {
-    let who = ctx.principal.clone();
-    let checked = move |image: &mut Image| {
-        if !policy::can_modify(&who, image) {
-            return Err(Rejection::forbidden(denied));
-        }
-        change(image)
-    };
-    ctx.state.store.modify_image(&ctx.principal, id, Box::new(checked)).await.map_err(|e| store_fault(e, id))
+    ctx.state.store.modify_image(&ctx.principal, id, rule, Box::new(change)).await.map_err(|e| match e {
+        StoreError::Forbidden => Fault::explained(StatusCode::FORBIDDEN, denied),
+        other => store_fault(other, id),
+    })
+}
+
+/// Glance's refusal of a policy rule, in its words.
+pub fn not_authorized(rule: &Rule) -> Fault {
+    Fault::explained(StatusCode::FORBIDDEN, format!("You are not authorized to complete {} action.", rule.name()))
 }
 
 /// A domain refusal as Glance answers it.

@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Ctx, json_response, store_fault};
+use super::{Ctx, json_response, not_authorized, store_fault};
 use crate::api::fault::Fault;
 use crate::domain::ImageStatus;
+use crate::domain::policy::Rule;
 
 fn not_enabled() -> Fault {
     Fault::explained(StatusCode::NOT_FOUND, "Multi backend is not supported at this site.")
@@ -21,11 +22,8 @@ pub fn list(ctx: &Ctx, detail: bool) -> Result<Response, Fault> {
     if !data.is_multi() {
         return Err(not_enabled());
     }
-    if detail && !ctx.principal.is_admin {
-        return Err(Fault::explained(
-            StatusCode::FORBIDDEN,
-            "You are not authorized to complete stores_info_detail action.",
-        ));
+    if detail {
+        ctx.authorize(&Rule::StoresInfoDetail, None, || not_authorized(&Rule::StoresInfoDetail))?;
     }
     let stores: Vec<Value> = data
         .all()
@@ -66,12 +64,7 @@ pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Response, F
         }
         other => store_fault(other, id),
     })?;
-    if !ctx.principal.is_admin {
-        return Err(Fault::explained(
-            StatusCode::FORBIDDEN,
-            "You are not authorized to complete delete_image_location action.",
-        ));
-    }
+    ctx.authorize(&Rule::DeleteImageLocation, Some(&image), || not_authorized(&Rule::DeleteImageLocation))?;
     if image.status != ImageStatus::Active {
         return Err(Fault::explained(
             StatusCode::CONFLICT,
