@@ -4,6 +4,7 @@
 pub mod access;
 pub mod compute;
 pub mod fault;
+pub mod http;
 pub mod image_v2;
 pub mod json;
 pub mod microversion;

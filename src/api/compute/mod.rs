@@ -29,7 +29,6 @@ use self::views::LinkBase;
 use super::fault::Fault;
 use super::microversion::{self, Version};
 use super::{AppState, names, parse_query, percent_decode};
-use crate::auth::AuthError;
 use crate::domain::Principal;
 
 /// A request that passed the protocol checks, as the actions see it.
@@ -171,7 +170,7 @@ async fn pipeline(
         return Err(Fault::new(StatusCode::URI_TOO_LONG, "The request URI was too long for this server."));
     }
     // 1. oslo.middleware sizelimit, on the declared length.
-    if declared_length(&parts.headers).is_some_and(|n| n > settings.max_request_body_size as u64) {
+    if super::http::declared_length(&parts.headers).is_some_and(|n| n > settings.max_request_body_size as u64) {
         return Err(too_large());
     }
 
@@ -183,7 +182,7 @@ async fn pipeline(
     let principal = match &route {
         Ok(Route { action, .. }) if !action.needs_token() => None,
         _ => {
-            let principal = authenticate(state, &parts.headers).await?;
+            let principal = super::http::authenticate(state, &parts.headers, true).await?;
             seen.exchange.authenticated(&principal);
             Some(principal)
         }
@@ -283,27 +282,6 @@ async fn dispatch(ctx: &Ctx<'_>, action: Action) -> Result<Reply, Fault> {
     }
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Principal>, Fault> {
-    let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
-    let token = headers
-        .get(names::X_AUTH_TOKEN)
-        .and_then(|t| t.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(unauthorized)?;
-    state.auth.authenticate(token).await.map_err(|e| match e {
-        AuthError::Invalid => unauthorized(),
-        AuthError::Unavailable(why) => {
-            tracing::error!(error = %why, "identity service unavailable");
-            Fault::identity_unavailable(true)
-        }
-    })
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
-}
-
 fn too_large() -> Fault {
     Fault::detailed(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -317,23 +295,16 @@ fn too_large() -> Fault {
 /// Nova's `Content-Type` rule (§2 step 5): absent, empty or `text/plain` pass; otherwise it
 /// must be JSON.
 fn check_content_type(headers: &HeaderMap) -> Result<(), Fault> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let media = value.to_str().unwrap_or("\u{0}").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match media.as_str() {
-        "" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json" => Ok(()),
+    match super::http::media_type(headers).as_deref() {
+        Some("" | "text/plain" | "application/json" | "application/vnd.openstack.compute+json") => Ok(()),
         _ => Err(Fault::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Content-Type")),
     }
 }
 
 async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            too_large()
-        } else {
-            Fault::bad_request("Malformed request body")
-        }
+    let bytes = super::http::read_body(body, limit).await.map_err(|e| match e {
+        super::http::BodyError::TooLarge => too_large(),
+        super::http::BodyError::Broken => Fault::bad_request("Malformed request body"),
     })?;
     if bytes.is_empty() {
         return Ok(None);
@@ -344,13 +315,7 @@ async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
 /// Builds the link base of §4.1 from the request: the `Host` header names the root, and the
 /// project appears when the token's project id occurs anywhere in the request URL.
 fn link_base(parts: &Parts, prefix: &'static str, who: Option<&Principal>, settings: &super::Settings) -> LinkBase {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost")
-        .to_owned();
+    let host = super::http::host(parts).to_owned();
     let root = format!("http://{host}");
     let url = format!("{root}{}", parts.uri.path_and_query().map_or("", |p| p.as_str()));
     let project = match who {

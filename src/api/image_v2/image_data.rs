@@ -22,7 +22,7 @@ use crate::store::data::{DataStore, Inspected, Staged, UploadError, inspect};
 
 /// `PUT /v2/images/{id}/file`.
 pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
-    let media = ctx.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = ctx.media_type();
     if media != "application/octet-stream" {
         return Err(Fault::explained(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -108,7 +108,7 @@ const PATCH_V20: &str = "application/openstack-images-v2.0-json-patch";
 /// `PATCH /v2/images/{id}`: every operation is parsed and checked before the image is loaded;
 /// then they are applied in order inside one transaction, all or nothing.
 pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
-    let media = ctx.header("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = ctx.media_type();
     let v21 = match media.as_str() {
         PATCH_V21 => true,
         PATCH_V20 => false,

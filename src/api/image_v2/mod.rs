@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::fault::{Fault, Page};
-use super::{AppState, names, parse_query, percent_decode};
+use super::{AppState, http, names, parse_query, percent_decode};
 use crate::domain::policy::{self, Rule};
 use crate::domain::{Image, Principal, Rejection, RejectionKind};
 use crate::store::StoreError;
@@ -53,7 +53,12 @@ impl Ctx {
 
     /// `http://host[:port]`, for absolute `Location` headers.
     fn root_url(&self) -> String {
-        format!("http://{}", self.header("host").unwrap_or("localhost"))
+        format!("http://{}", http::host(&self.parts))
+    }
+
+    /// The request's media type (see [`http::media_type`]).
+    fn media_type(&self) -> String {
+        http::media_type(&self.parts.headers).unwrap_or_default()
     }
 }
 
@@ -116,19 +121,7 @@ async fn api_request(
     if super::uri_too_long(&parts.uri) {
         return Err(Fault::bare(StatusCode::URI_TOO_LONG));
     }
-    let token =
-        parts.headers.get(names::X_AUTH_TOKEN).and_then(|t| t.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
-    let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
-    let principal = match token {
-        None => return Err(unauthorized()),
-        Some(t) => state.auth.authenticate(t).await.map_err(|e| match e {
-            crate::auth::AuthError::Invalid => unauthorized(),
-            crate::auth::AuthError::Unavailable(why) => {
-                tracing::error!(error = %why, "identity service unavailable");
-                Fault::identity_unavailable(false)
-            }
-        })?,
-    };
+    let principal = http::authenticate(&state, &parts.headers, false).await?;
     exchange.authenticated(&principal);
     if !matches!(parts.method, Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH)
     {
@@ -154,7 +147,7 @@ async fn api_request(
         )
         .with_header(header::ALLOW, HeaderValue::from_static(allow)),
     })?;
-    if action.rejects_body() && has_body(&parts.headers) {
+    if action.rejects_body() && http::has_body(&parts.headers) {
         return Err(Fault::explained(StatusCode::BAD_REQUEST, "A body is not expected with this request."));
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))
@@ -200,19 +193,9 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Response, Fau
     }
 }
 
-fn has_body(headers: &HeaderMap) -> bool {
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    length > 0 || headers.contains_key(header::TRANSFER_ENCODING)
-}
-
 /// The versions document: 200 at `/versions`, 300 everywhere else outside `/v2`.
 fn versions(parts: &Parts, status: StatusCode) -> Response {
-    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let href = format!("http://{host}/v2/");
+    let href = format!("http://{}/v2/", http::host(parts));
     let mut list = Vec::new();
     let mut entry = |id: &str, status: &str| {
         list.push(json!({"id": id, "status": status, "links": [{"rel": "self", "href": href}]}));
@@ -293,14 +276,11 @@ pub fn store_fault(e: StoreError, id: &str) -> Fault {
 
 /// Reads a JSON request body (create, patch) within the size limit.
 async fn read_json(body: Body, limit: usize) -> Result<Value, Fault> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            // The rest of the body is left unread: the connection cannot be reused.
-            Fault::bare(StatusCode::PAYLOAD_TOO_LARGE)
-                .with_header(header::CONNECTION, HeaderValue::from_static("close"))
-        } else {
-            Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body.")
-        }
+    let bytes = http::read_body(body, limit).await.map_err(|e| match e {
+        // The rest of the body is left unread: the connection cannot be reused.
+        http::BodyError::TooLarge => Fault::bare(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")),
+        http::BodyError::Broken => Fault::explained(StatusCode::BAD_REQUEST, "Malformed JSON in request body."),
     })?;
     if bytes.is_empty() {
         return Err(Fault::explained(StatusCode::BAD_REQUEST, "Body expected in request."));
