@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::Settings;
-use crate::api::compute::views::isotime;
 use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
 use crate::auth::keystone::{KeystoneConfig, KeystoneTls, ServiceCredentials};
 use crate::domain::metadata::MetadataQuota;
@@ -742,23 +741,7 @@ async fn list(store: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The image as Glance v2 shows it: base attributes, then every property as a top-level key.
+/// The image as the image API shows it (`GET /v2/images/{id}`): one view, not a copy.
 fn glance_shape(image: &Image) -> Value {
-    let mut v: Map<String, Value> = json!({
-        "id": image.id, "name": image.name, "status": image.status.as_str(),
-        "visibility": image.visibility.as_str(), "owner": image.owner, "protected": image.protected,
-        "os_hidden": image.os_hidden, "size": image.size, "virtual_size": image.virtual_size,
-        "min_disk": image.min_disk, "min_ram": image.min_ram, "disk_format": image.disk_format,
-        "container_format": image.container_format, "checksum": image.checksum,
-        "os_hash_algo": image.os_hash_algo, "os_hash_value": image.os_hash_value,
-        "created_at": isotime(image.created_at), "updated_at": isotime(image.updated_at),
-        "tags": image.tags,
-    })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
-    for (k, val) in image.properties.iter() {
-        v.entry(k.to_owned()).or_insert_with(|| json!(val.unwrap_or("")));
-    }
-    Value::Object(v)
+    crate::api::image_v2::views::image(image, false)
 }
