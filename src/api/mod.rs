@@ -9,6 +9,7 @@ pub mod image_v2;
 pub mod json;
 pub mod microversion;
 pub mod pyrepr;
+pub mod rendered;
 
 #[cfg(test)]
 mod properties;

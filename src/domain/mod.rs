@@ -146,8 +146,8 @@ pub struct Image {
     /// names), and where in it.
     pub store: Option<String>,
     pub location: Option<String>,
-    /// Renderings of this image, made once per shared copy.
-    pub rendered: Rendered,
+    /// What the API layer derives from this copy (see [`Memo`]).
+    pub memo: Memo,
 }
 
 /// The hold of an upload in progress: the node (process) that receives the data, and where
@@ -226,35 +226,35 @@ fn process_exists(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Serialized views of an image, computed at most once per copy. The store's read cache hands
-/// out shared, never-mutated `Arc<Image>`s, so a rendering stays true for the copy that holds
-/// it. A clone starts empty (a clone may be modified), and equality ignores it.
+/// A slot for what the API layer derives from one copy of an image (its rendered bodies), made
+/// at most once per copy. The store's read cache hands out shared, never-mutated `Arc<Image>`s,
+/// so what is kept here stays true for the copy that holds it. The domain knows nothing of what
+/// is in it; a clone starts empty (a clone may be modified), and equality ignores it.
 #[derive(Default)]
-pub struct Rendered {
-    /// The Compute API's `{"metadata": {...}}` body.
-    pub compute_metadata: std::sync::OnceLock<bytes::Bytes>,
-    /// The image API's image object.
-    pub glance_image: std::sync::OnceLock<bytes::Bytes>,
-    /// The Compute API's `{"image": {...}}` body, with the key of the links it was made with
-    /// (its links depend on the request's host and URL).
-    pub compute_image: std::sync::OnceLock<(String, bytes::Bytes)>,
-}
+pub struct Memo(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
 
-impl Clone for Rendered {
-    fn clone(&self) -> Self {
-        Rendered::default()
+impl Memo {
+    /// The `T` kept here, made by `init` on first use; `None` if the slot holds another type.
+    pub fn get_or_init<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(init())).downcast_ref::<T>()
     }
 }
 
-impl PartialEq for Rendered {
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for Rendered {
+impl std::fmt::Debug for Memo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Rendered")
+        f.write_str("Memo")
     }
 }
 
@@ -286,7 +286,7 @@ impl Image {
             upload: None,
             store: None,
             location: None,
-            rendered: Rendered::default(),
+            memo: Memo::default(),
         }
     }
 }

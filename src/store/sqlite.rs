@@ -801,7 +801,7 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         },
         store: row.get(20)?,
         location: row.get(21)?,
-        rendered: Default::default(),
+        memo: Default::default(),
     })
 }
 

@@ -28,10 +28,11 @@ async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Prope
 pub async fn index(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
     // The body depends on the image alone: rendered once per cached copy.
-    let body = image.rendered.compute_metadata.get_or_init(|| {
+    let render = || -> bytes::Bytes {
         crate::api::json::to_vec(&views::MetadataEnvelope { metadata: views::MetadataView(&image.properties) }).into()
-    });
-    Ok(Reply::with_body(body.clone()))
+    };
+    let body = crate::api::rendered::of(&image).map_or_else(render, |r| r.compute_metadata.get_or_init(render).clone());
+    Ok(Reply::with_body(body))
 }
 
 /// `GET /images/{id}/metadata/{key}`: a missing key is WebOb's bare not-found text.

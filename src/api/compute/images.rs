@@ -235,8 +235,14 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     let render = || crate::api::json::to_vec(&Show { image: views::ImageDetail(&links, &image) }).into();
     // Rendered once per cached copy for the links of the first request; other links render anew.
     let key = links.key();
-    let (made_for, body) = image.rendered.compute_image.get_or_init(|| (key.clone(), render()));
-    Ok(Reply::with_body(if *made_for == key { body.clone() } else { render() }))
+    let body = match crate::api::rendered::of(&image) {
+        Some(r) => match r.compute_image.get_or_init(|| (key.clone(), render())) {
+            (made_for, body) if *made_for == key => body.clone(),
+            _ => render(),
+        },
+        None => render(),
+    };
+    Ok(Reply::with_body(body))
 }
 
 /// `DELETE /images/{id}`.

@@ -86,12 +86,9 @@ pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     // The object depends on the image alone (its links are relative): rendered once per
     // cached copy.
-    let body = image
-        .rendered
-        .glance_image
-        .get_or_init(|| crate::api::json::to_vec(&views::image(&image, ctx.state.data.is_multi())).into());
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone())
-        .into_response())
+    let render = || -> bytes::Bytes { crate::api::json::to_vec(&views::image(&image, ctx.state.data.is_multi())).into() };
+    let body = crate::api::rendered::of(&image).map_or_else(render, |r| r.glance_image.get_or_init(render).clone());
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 /// `DELETE /v2/images/{id}`: the record, then its data.
