@@ -9,10 +9,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{Ctx, modify, no_content, not_authorized, rejection, store_fault};
+use super::{Ctx, Reply, modify, not_authorized, rejection, store_fault};
 use crate::api::AppState;
 use crate::api::fault::Fault;
 use crate::domain::policy::Rule;
@@ -21,7 +20,7 @@ use crate::store::StoreError;
 use crate::store::data::{DataStore, Inspected, Staged, UploadError, inspect};
 
 /// `PUT /v2/images/{id}/file`.
-pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
+pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     let media = ctx.media_type();
     if media != "application/octet-stream" {
         return Err(Fault::explained(
@@ -90,7 +89,7 @@ pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     let task =
         ctx.state.tasks.spawn(receive(ctx.state.clone(), ctx.principal.clone(), id.to_owned(), lease, body, declared));
     match task.await {
-        Ok(result) => result.map(|()| no_content()),
+        Ok(result) => result.map(|()| Reply::no_content()),
         Err(e) => Err(Fault::explained(StatusCode::INTERNAL_SERVER_ERROR, format!("upload task failed: {e}"))),
     }
 }
@@ -270,7 +269,7 @@ async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLeas
 }
 
 /// `GET /v2/images/{id}/file`, with single byte ranges.
-pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
+pub async fn download(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     if image.status == ImageStatus::Deactivated {
         ctx.authorize(&Rule::DownloadDeactivated, Some(&image), || {
@@ -283,7 +282,7 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     ctx.authorize(&Rule::DownloadImage, Some(&image), || not_authorized(&Rule::DownloadImage))?;
     let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated);
     let Some(size) = image.size.filter(|_| has_data) else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return Ok(Reply::no_content());
     };
     let size = size as u64;
     let range = match ctx.header("range") {
@@ -296,11 +295,10 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
     };
     let wanted = range.filter(|_| size > 0);
     let Some(stream) = ctx.state.data.read(&image, wanted).await.map_err(|e| data_fault(e, id))? else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+        return Ok(Reply::no_content());
     };
     let body = Body::from_stream(stream);
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(md5) = image.checksum.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
@@ -310,7 +308,7 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
         let value = format!("bytes {}-{}/{size}", start, start + len - 1);
         headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
     }
-    Ok(response)
+    Ok(Reply::Data { status, body, headers })
 }
 
 fn data_fault(e: std::io::Error, id: &str) -> Fault {

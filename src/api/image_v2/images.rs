@@ -2,13 +2,10 @@
 //! (glance-v2 §5–§7, §9, §13, §16).
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{
-    Ctx, json_response, modify, no_content, not_authorized, read_json, rejection, schemas, store_fault, views,
-};
+use super::{Ctx, Reply, modify, not_authorized, read_json, rejection, schemas, store_fault, views};
 use crate::api::compute::images::parse_time;
 use crate::api::fault::{Fault, Page};
 use crate::api::{quote_plus, seconds_filter};
@@ -25,7 +22,7 @@ fn bad_request(message: impl AsRef<str>) -> Fault {
 }
 
 /// `POST /v2/images`.
-pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
+pub async fn create(ctx: &Ctx, body: Body) -> Result<Reply, Fault> {
     let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
     let Value::Object(fields) = body else {
         return Err(bad_request(format!(
@@ -73,30 +70,27 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Response, Fault> {
     quotas.check_tags(&image).map_err(rejection)?;
     let id = image.id.clone();
     let image = ctx.state.store.insert_image(image).await.map_err(|e| store_fault(e, &id))?;
-    let mut response = json_response(StatusCode::CREATED, &views::image(&image, ctx.state.data.is_multi()));
     let location = format!("{}/v2/images/{}", ctx.root_url(), image.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    Ok(Reply::created(&views::image(&image, ctx.state.data.is_multi()), location))
 }
 
 /// `GET /v2/images/{id}`.
-pub async fn show(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
+pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     // The object depends on the image alone (its links are relative): rendered once per
     // cached copy.
-    let render = || -> bytes::Bytes { crate::api::json::to_vec(&views::image(&image, ctx.state.data.is_multi())).into() };
+    let render =
+        || -> bytes::Bytes { crate::api::json::to_vec(&views::image(&image, ctx.state.data.is_multi())).into() };
     let body = crate::api::rendered::of(&image).map_or_else(render, |r| r.glance_image.get_or_init(render).clone());
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok(Reply::rendered(body))
 }
 
 /// `DELETE /v2/images/{id}`: the record, then its data.
-pub async fn delete(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
+pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     crate::service::delete_image(&ctx.state.store, &ctx.state.data, &ctx.principal, id)
         .await
         .map_err(|e| store_fault(e, id))?;
-    Ok(no_content())
+    Ok(Reply::no_content())
 }
 
 const PATCH_V21: &str = "application/openstack-images-v2.1-json-patch";
@@ -104,7 +98,7 @@ const PATCH_V20: &str = "application/openstack-images-v2.0-json-patch";
 
 /// `PATCH /v2/images/{id}`: every operation is parsed and checked before the image is loaded;
 /// then they are applied in order inside one transaction, all or nothing.
-pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
+pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     let media = ctx.media_type();
     let v21 = match media.as_str() {
         PATCH_V21 => true,
@@ -142,7 +136,7 @@ pub async fn update(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
         move |image| update::apply_patch(image, &who, ops, quotas),
     )
     .await?;
-    Ok(json_response(StatusCode::OK, &views::image(&image, ctx.state.data.is_multi())))
+    Ok(Reply::ok(&views::image(&image, ctx.state.data.is_multi())))
 }
 
 /// One JSON-patch operation in either media type.
@@ -233,7 +227,7 @@ fn pointer_root(path: &str) -> Result<String, Fault> {
 }
 
 /// `PUT /v2/images/{id}/tags/{tag}`.
-pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
+pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Reply, Fault> {
     schemas::validate("tags", &json!([tag]))?;
     let (tag, quotas) = (tag.to_owned(), ctx.state.settings.image_quotas);
     modify(ctx, id, Rule::ModifyImage, format!("Not allowed to update tags for image {id}."), move |image| {
@@ -244,11 +238,11 @@ pub async fn add_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> 
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(Reply::no_content())
 }
 
 /// `DELETE /v2/images/{id}/tags/{tag}`: 404 when the tag is absent.
-pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Fault> {
+pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Reply, Fault> {
     let tag = tag.to_owned();
     modify(ctx, id, Rule::ModifyImage, format!("Not allowed to update tags for image {id}."), move |image| {
         let before = image.tags.len();
@@ -259,11 +253,11 @@ pub async fn delete_tag(ctx: &Ctx, id: &str, tag: &str) -> Result<Response, Faul
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(Reply::no_content())
 }
 
 /// `POST /v2/images/{id}/actions/deactivate` (or `reactivate` when `deactivate` is false).
-pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Response, Fault> {
+pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Reply, Fault> {
     let (action, from, to) = if deactivate {
         ("deactivate", ImageStatus::Active, ImageStatus::Deactivated)
     } else {
@@ -281,11 +275,11 @@ pub async fn deactivate(ctx: &Ctx, id: &str, deactivate: bool) -> Result<Respons
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(Reply::no_content())
 }
 
 /// `GET /v2/images` (§13).
-pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
+pub async fn list(ctx: &Ctx) -> Result<Reply, Fault> {
     let query = list_query(&ctx.query)?;
     let images = if query.limit == 0 {
         Vec::new()
@@ -312,7 +306,7 @@ pub async fn list(ctx: &Ctx) -> Result<Response, Fault> {
     if let Some(last) = images.last().filter(|_| images.len() == query.limit) {
         body.insert("next".into(), Value::from(rebuilt(Some(&last.id))));
     }
-    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+    Ok(Reply::ok(&Value::Object(body)))
 }
 
 /// Columns a listing may sort on.

@@ -3,10 +3,9 @@
 
 use axum::body::Body;
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Ctx, json_response, modify, no_content, read_json, store_fault};
+use super::{Ctx, Reply, modify, read_json, store_fault};
 use crate::api::compute::views::isotime;
 use crate::api::fault::Fault;
 use crate::domain::policy::{self, Rule};
@@ -35,24 +34,24 @@ fn listed<'a>(ctx: &Ctx, image: &'a Image) -> Vec<&'a Member> {
 }
 
 /// `GET /v2/images/{id}/members`.
-pub async fn list(ctx: &Ctx, id: &str) -> Result<Response, Fault> {
+pub async fn list(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     let members: Vec<Value> = listed(ctx, &image).into_iter().map(|m| view(id, m)).collect();
-    Ok(json_response(StatusCode::OK, &json!({"members": members, "schema": "/v2/schemas/members"})))
+    Ok(Reply::ok(&json!({"members": members, "schema": "/v2/schemas/members"})))
 }
 
 /// `GET /v2/images/{id}/members/{member}`.
-pub async fn show(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault> {
+pub async fn show(ctx: &Ctx, id: &str, member: &str) -> Result<Reply, Fault> {
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     let found = listed(ctx, &image)
         .into_iter()
         .find(|m| m.project == member)
         .ok_or_else(|| Fault::explained(StatusCode::NOT_FOUND, format!("Member {member} not found for image {id}.")))?;
-    Ok(json_response(StatusCode::OK, &view(id, found)))
+    Ok(Reply::ok(&view(id, found)))
 }
 
 /// `POST /v2/images/{id}/members {"member": "<project>"}`: the owner shares the image.
-pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> {
+pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
     let member = match body.get("member") {
         Some(Value::String(m)) if !m.is_empty() && m.chars().count() <= 255 && bad_text(m, true).is_none() => m.clone(),
@@ -86,11 +85,11 @@ pub async fn create(ctx: &Ctx, id: &str, body: Body) -> Result<Response, Fault> 
     })
     .await?;
     let added = image.members.iter().find(|m| m.project == member).expect("the member just added");
-    Ok(json_response(StatusCode::OK, &view(id, added)))
+    Ok(Reply::ok(&view(id, added)))
 }
 
 /// `PUT /v2/images/{id}/members/{member} {"status": …}`: the member (or an admin) answers.
-pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Response, Fault> {
+pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Reply, Fault> {
     let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
     let status = body.get("status").and_then(Value::as_str).and_then(MemberStatus::parse).ok_or_else(|| {
         Fault::explained(StatusCode::BAD_REQUEST, "Status must be one of: pending, accepted, rejected.")
@@ -110,11 +109,11 @@ pub async fn update(ctx: &Ctx, id: &str, member: &str, body: Body) -> Result<Res
     })
     .await?;
     let changed = image.members.iter().find(|m| m.project == member).expect("the member just changed");
-    Ok(json_response(StatusCode::OK, &view(id, changed)))
+    Ok(Reply::ok(&view(id, changed)))
 }
 
 /// `DELETE /v2/images/{id}/members/{member}`: the owner stops sharing.
-pub async fn delete(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault> {
+pub async fn delete(ctx: &Ctx, id: &str, member: &str) -> Result<Reply, Fault> {
     let (image_id, project) = (id.to_owned(), member.to_owned());
     modify(ctx, id, Rule::ShareImage, format!("Not allowed to delete members for image {image_id}."), move |image| {
         let before = image.members.len();
@@ -128,7 +127,7 @@ pub async fn delete(ctx: &Ctx, id: &str, member: &str) -> Result<Response, Fault
         Ok(())
     })
     .await?;
-    Ok(no_content())
+    Ok(Reply::no_content())
 }
 
 /// `/v2/schemas/member`.

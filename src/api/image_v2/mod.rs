@@ -14,7 +14,7 @@ pub mod views;
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -83,7 +83,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     exchange.route =
         percent_decode(&rest).and_then(|p| resolve(&parts.method, &p).ok()).map_or("unrouted", |a| a.template());
     let mut response = match api_request(state, parts, body, &rest, &mut exchange).instrument(span).await {
-        Ok(r) => r,
+        Ok(reply) => reply.into_response(),
         Err(fault) => {
             fault.log(&request_id);
             fault.render(accept.as_ref())
@@ -116,7 +116,7 @@ async fn api_request(
     body: Body,
     rest: &str,
     exchange: &mut super::access::Exchange,
-) -> Result<Response, Fault> {
+) -> Result<Reply, Fault> {
     // The web server's bound on the request line, before anything else.
     if super::uri_too_long(&parts.uri) {
         return Err(Fault::bare(StatusCode::URI_TOO_LONG));
@@ -164,7 +164,7 @@ async fn api_request(
     }
 }
 
-async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Response, Fault> {
+async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Reply, Fault> {
     use Action::*;
     match action {
         List => images::list(ctx).await,
@@ -178,15 +178,15 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Response, Fau
         DeleteTag(id, tag) => images::delete_tag(ctx, &id, &tag).await,
         Deactivate(id) => images::deactivate(ctx, &id, true).await,
         Reactivate(id) => images::deactivate(ctx, &id, false).await,
-        ImageSchema => Ok(json_response(StatusCode::OK, schemas::image_schema())),
-        ImagesSchema => Ok(json_response(StatusCode::OK, &schemas::images_schema())),
+        ImageSchema => Ok(Reply::ok(schemas::image_schema())),
+        ImagesSchema => Ok(Reply::ok(&schemas::images_schema())),
         ListMembers(id) => members::list(ctx, &id).await,
         AddMember(id) => members::create(ctx, &id, body).await,
         ShowMember(id, m) => members::show(ctx, &id, &m).await,
         UpdateMember(id, m) => members::update(ctx, &id, &m, body).await,
         DeleteMember(id, m) => members::delete(ctx, &id, &m).await,
-        MemberSchema => Ok(json_response(StatusCode::OK, &members::member_schema())),
-        MembersSchema => Ok(json_response(StatusCode::OK, &members::members_schema())),
+        MemberSchema => Ok(Reply::ok(&members::member_schema())),
+        MembersSchema => Ok(Reply::ok(&members::members_schema())),
         InfoStores => stores::list(ctx, false),
         InfoStoresDetail => stores::list(ctx, true),
         DeleteFromStore(store, id) => stores::delete_from(ctx, &store, &id).await,
@@ -206,16 +206,65 @@ fn versions(parts: &Parts, status: StatusCode) -> Response {
     for minor in (0..=7).rev() {
         entry(&format!("v2.{minor}"), "SUPPORTED");
     }
-    json_response(status, &json!({ "versions": list }))
+    Reply::json(status, &json!({ "versions": list })).into_response()
 }
 
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], super::json::to_vec(body))
-        .into_response()
+/// What an action answers: the handlers decide it, [`Reply::into_response`] writes it.
+pub enum Reply {
+    /// A JSON document (`None`: no body), with a `Location` for a creation.
+    Json { status: StatusCode, body: Option<Bytes>, location: Option<String> },
+    /// Image data, streamed with its headers.
+    Data { status: StatusCode, body: Body, headers: HeaderMap },
 }
 
-pub fn no_content() -> Response {
-    StatusCode::NO_CONTENT.into_response()
+impl Reply {
+    pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
+        Reply::Json { status, body: Some(super::json::to_vec(body).into()), location: None }
+    }
+
+    pub fn ok(body: &impl serde::Serialize) -> Reply {
+        Reply::json(StatusCode::OK, body)
+    }
+
+    /// A 200 with a document serialized already.
+    pub fn rendered(body: Bytes) -> Reply {
+        Reply::Json { status: StatusCode::OK, body: Some(body), location: None }
+    }
+
+    /// A 201 for the resource at `location` (absolute).
+    pub fn created(body: &impl serde::Serialize, location: String) -> Reply {
+        Reply::Json {
+            status: StatusCode::CREATED,
+            body: Some(super::json::to_vec(body).into()),
+            location: Some(location),
+        }
+    }
+
+    pub fn no_content() -> Reply {
+        Reply::Json { status: StatusCode::NO_CONTENT, body: None, location: None }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Json { status, body: None, .. } => status.into_response(),
+            Reply::Json { status, body: Some(body), location } => {
+                let mut response =
+                    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+                        .into_response();
+                if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                    response.headers_mut().insert(header::LOCATION, v);
+                }
+                response
+            }
+            Reply::Data { status, body, headers } => {
+                let mut response = (status, body).into_response();
+                response.headers_mut().extend(headers);
+                response
+            }
+        }
+    }
 }
 
 /// Changes image `id` in one transaction, if the caller may do `rule` to it: anyone else who

@@ -3,10 +3,9 @@
 //! 404, as Glance answers without `enabled_backends`.
 
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Ctx, json_response, not_authorized, store_fault};
+use super::{Ctx, Reply, not_authorized, store_fault};
 use crate::api::fault::Fault;
 use crate::domain::ImageStatus;
 use crate::domain::policy::Rule;
@@ -17,7 +16,7 @@ fn not_enabled() -> Fault {
 
 /// `GET /v2/info/stores`, and with `detail` `GET /v2/info/stores/detail` (admins: each
 /// store's type and properties).
-pub fn list(ctx: &Ctx, detail: bool) -> Result<Response, Fault> {
+pub fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
     let data = &ctx.state.data;
     if !data.is_multi() {
         return Err(not_enabled());
@@ -42,12 +41,12 @@ pub fn list(ctx: &Ctx, detail: bool) -> Result<Response, Fault> {
             store
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({"stores": stores})))
+    Ok(Reply::ok(&json!({"stores": stores})))
 }
 
 /// `DELETE /v2/stores/{store}/{image}`: in Glance's order of checks. An image's data is in
 /// one store, so it is never deleted from its only store (delete the image instead).
-pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Response, Fault> {
+pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Reply, Fault> {
     let data = &ctx.state.data;
     if !data.is_multi() {
         return Err(Fault::bare(StatusCode::NOT_FOUND));
