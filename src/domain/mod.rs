@@ -5,6 +5,7 @@
 
 pub mod metadata;
 pub mod policy;
+pub mod task;
 pub mod update;
 
 use time::OffsetDateTime;

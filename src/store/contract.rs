@@ -380,3 +380,80 @@ async fn a_write_on_one_node_is_read_on_the_other_within_a_second() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_recorded_changed_listed_and_expire() {
+    use crate::domain::task::{Task, TaskQuery, TaskSortKey, TaskStatus};
+    let at = |s: i64| time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + s).unwrap();
+    let task = |id: &str, owner: &str, created: i64| {
+        let mut t = Task::new(id.into(), "api_image_import", owner.into(), at(created));
+        t.image_id = Some(format!("img-{id}"));
+        t.input = Some(
+            serde_json::json!({"image_id": format!("img-{id}"), "import_req": {"method": {"name": "glance-direct"}}}),
+        );
+        t
+    };
+    let query = |owner: Option<&str>| TaskQuery {
+        owner: owner.map(str::to_owned),
+        status: None,
+        kind: None,
+        image_id: None,
+        sort_key: TaskSortKey::CreatedAt,
+        descending: true,
+        marker: None,
+        limit: 25,
+    };
+    let ids = |tasks: Vec<Task>| tasks.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    for b in backends().await {
+        let n = b.name;
+        for (id, owner, created) in [("t1", "p", 1), ("t2", "p", 2), ("t3", "q", 3), ("t4", "p", 4)] {
+            b.a.insert_task(task(id, owner, created)).await.unwrap();
+        }
+        assert!(matches!(b.b.insert_task(task("t1", "p", 9)).await, Err(StoreError::Conflict(_))), "{n}");
+        let got = b.b.get_task("t1").await.unwrap().expect(n);
+        assert_eq!(got, task("t1", "p", 1), "{n}: round trip");
+        assert_eq!(b.b.get_task("nope").await.unwrap(), None, "{n}");
+
+        // Listings: newest first, by owner, paged after a marker, filtered, sorted.
+        assert_eq!(ids(b.b.list_tasks(&query(None)).await.unwrap()), ["t4", "t3", "t2", "t1"], "{n}");
+        assert_eq!(ids(b.b.list_tasks(&query(Some("p"))).await.unwrap()), ["t4", "t2", "t1"], "{n}");
+        let page = TaskQuery { limit: 2, ..query(Some("p")) };
+        assert_eq!(ids(b.b.list_tasks(&page).await.unwrap()), ["t4", "t2"], "{n}");
+        let next = TaskQuery { marker: Some("t2".into()), ..page.clone() };
+        assert_eq!(ids(b.b.list_tasks(&next).await.unwrap()), ["t1"], "{n}");
+        let foreign = TaskQuery { marker: Some("t3".into()), ..page.clone() };
+        assert!(matches!(b.b.list_tasks(&foreign).await, Err(StoreError::MarkerNotFound(_))), "{n}");
+        let by_image = TaskQuery { image_id: Some("img-t3".into()), ..query(None) };
+        assert_eq!(ids(b.b.list_tasks(&by_image).await.unwrap()), ["t3"], "{n}");
+        let by_owner_asc = TaskQuery { sort_key: TaskSortKey::Owner, descending: false, ..query(None) };
+        assert_eq!(ids(b.b.list_tasks(&by_owner_asc).await.unwrap()), ["t1", "t2", "t4", "t3"], "{n}");
+        let after = TaskQuery { marker: Some("t4".into()), ..by_owner_asc.clone() };
+        assert_eq!(ids(b.b.list_tasks(&after).await.unwrap()), ["t3"], "{n}: ties broken by created_at, id");
+
+        // A change is one transaction on either node; an ended task expires and is purged.
+        let running =
+            b.b.update_task(
+                "t2",
+                Box::new(|t| {
+                    t.status = TaskStatus::Processing;
+                    t.node = Some("node-1".into());
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!((running.status, running.node.as_deref()), (TaskStatus::Processing, Some("node-1")), "{n}");
+        assert_eq!(ids(b.a.running_tasks().await.unwrap()), ["t2"], "{n}");
+        let processing = TaskQuery { status: Some(TaskStatus::Processing), ..query(None) };
+        assert_eq!(ids(b.a.list_tasks(&processing).await.unwrap()), ["t2"], "{n}");
+        let ended =
+            b.a.update_task("t1", Box::new(|t| t.end(Err("it failed".into()), time::OffsetDateTime::UNIX_EPOCH)))
+                .await
+                .unwrap();
+        assert_eq!((ended.status, ended.message.as_str()), (TaskStatus::Failure, "it failed"), "{n}");
+        assert_eq!(ids(b.b.list_tasks(&query(None)).await.unwrap()), ["t4", "t3", "t2"], "{n}: expired, not listed");
+        assert!(b.b.get_task("t1").await.unwrap().is_some(), "{n}: still there until purged");
+        assert_eq!(b.b.purge_tasks(now()).await.unwrap(), 1, "{n}");
+        assert_eq!(b.b.get_task("t1").await.unwrap(), None, "{n}");
+        assert!(matches!(b.a.update_task("t1", Box::new(|_| {})).await, Err(StoreError::NotFound)), "{n}");
+    }
+}

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
+use crate::domain::task::{Task, TaskQuery};
 use crate::domain::{Image, MemberStatus, Node, Principal, Properties, Rejection, UploadLease};
 
 /// What a store operation can fail with. The API layers map each to their own fault; the
@@ -338,6 +339,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every image whose upload a node holds, with the hold.
     async fn held_uploads(&self) -> Result<Vec<(String, UploadLease)>, StoreError>;
 
+    /// Records a new task; `Conflict` when its id is taken.
+    async fn insert_task(&self, task: Task) -> Result<(), StoreError>;
+
+    /// Task `id`, expired or not, or `None`.
+    async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+
+    /// Changes task `id` in one transaction, with a new `updated_at`; `NotFound` when it is
+    /// gone.
+    async fn update_task(&self, id: &str, change: TaskChange) -> Result<Task, StoreError>;
+
+    /// A page of the tasks that have not expired, in the query's order after its marker;
+    /// `MarkerNotFound` when the marker is no task of the query's owner.
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, StoreError>;
+
+    /// Unfinished tasks run by a node (for the recovery of a dead node's).
+    async fn running_tasks(&self) -> Result<Vec<Task>, StoreError>;
+
+    /// Removes the tasks that expired by `now`; how many.
+    async fn purge_tasks(&self, now: OffsetDateTime) -> Result<usize, StoreError>;
+
     /// Ids of deleted images after `after` in id order, at most `limit`, with when each was
     /// deleted.
     async fn deleted_ids(&self, after: Option<&str>, limit: usize)
@@ -361,6 +382,9 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// A change to one task, run inside the store's transaction.
+pub type TaskChange = Box<dyn FnOnce(&mut Task) + Send>;
 
 /// A change to one image, run inside the store's transaction.
 pub type Modification = Box<dyn FnOnce(&mut Image) -> Result<(), Rejection> + Send>;

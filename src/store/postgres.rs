@@ -35,9 +35,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 use super::cache::ImageCache;
 use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
-use super::{Caller, ListQuery, Modification, Store, StoreError, error_text};
+use super::{Caller, ListQuery, Modification, Store, StoreError, TaskChange, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
+use crate::domain::task::{Task, TaskQuery};
 use crate::domain::{
     Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
 };
@@ -47,6 +48,7 @@ use crate::tls::Verify;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_catalogue.sql"),
     include_str!("migrations/postgres/0002_image_store_and_location.sql"),
+    include_str!("migrations/postgres/0003_tasks.sql"),
 ];
 
 /// Taken while migrating: any value unique to imagemeta.
@@ -378,6 +380,40 @@ async fn load(c: &impl GenericClient, id: &str, for_update: bool) -> Result<Opti
         Some(row) => Ok(Some(image_from_row(&row)?)),
         None => Ok(None),
     }
+}
+
+/// Runs a statement built by [`sql`]; the rows it changed.
+async fn run(c: &impl GenericClient, statement: &sql::Sql) -> Result<u64, StoreError> {
+    let args = bind(statement.args.clone());
+    let stmt = c.prepare_cached(&statement.text).await?;
+    Ok(c.execute(&stmt, &refs(&args)).await?)
+}
+
+fn task_row(r: &tokio_postgres::Row) -> sql::TaskRow {
+    sql::TaskRow {
+        id: r.get(0),
+        kind: r.get(1),
+        status: r.get(2),
+        owner: r.get(3),
+        image_id: r.get(4),
+        request_id: r.get(5),
+        user_id: r.get(6),
+        input: r.get(7),
+        result: r.get(8),
+        message: r.get(9),
+        expires_at: r.get(10),
+        created_at: r.get(11),
+        updated_at: r.get(12),
+        node: r.get(13),
+    }
+}
+
+/// Task `id` (`lock`: its row locked until the transaction ends).
+async fn load_task(c: &impl GenericClient, id: &str, lock: bool) -> Result<Option<Task>, StoreError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let stmt = c.prepare_cached(&format!("SELECT {} FROM tasks WHERE id = $1{lock}", sql::TASK_COLUMNS)).await?;
+    let row = c.query_opt(&stmt, &[&id]).await?;
+    row.map(|r| task_row(&r).into_task().map_err(StoreError::Internal)).transpose()
 }
 
 async fn exec(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
@@ -969,6 +1005,76 @@ impl Store for PgStore {
             .await?;
         self.changed(id);
         Ok(deleted)
+    }
+
+    async fn insert_task(&self, task: Task) -> Result<(), StoreError> {
+        let statement = sql::task_write(Dialect::Postgres, &task, false);
+        self.with(async |c| match run(&*c, &statement).await {
+            Err(StoreError::Internal(e)) if e.starts_with(SqlState::UNIQUE_VIOLATION.code()) => {
+                Err(StoreError::Conflict(task.id.clone()))
+            }
+            other => other.map(drop),
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.with(async |c| load_task(&*c, id, false).await).await
+    }
+
+    async fn update_task(&self, id: &str, change: TaskChange) -> Result<Task, StoreError> {
+        self.with(async |c| {
+            let tx = c.transaction().await?;
+            let mut task = load_task(&tx, id, true).await?.ok_or(StoreError::NotFound)?;
+            change(&mut task);
+            task.id = id.to_owned();
+            task.updated_at = now();
+            run(&tx, &sql::task_write(Dialect::Postgres, &task, true)).await?;
+            tx.commit().await?;
+            Ok(task)
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, StoreError> {
+        self.with(async |c| {
+            let marker = match &query.marker {
+                None => None,
+                Some(m) => Some(
+                    load_task(&*c, m, false)
+                        .await?
+                        .filter(|t| query.owner.as_ref().is_none_or(|o| *o == t.owner))
+                        .ok_or_else(|| StoreError::MarkerNotFound(m.clone()))?,
+                ),
+            };
+            let statement = sql::task_listing(Dialect::Postgres, query, marker.as_ref(), now());
+            let args = bind(statement.args);
+            let stmt = c.prepare_cached(&statement.text).await?;
+            let rows = c.query(&stmt, &refs(&args)).await?;
+            rows.iter().map(|r| task_row(r).into_task().map_err(StoreError::Internal)).collect()
+        })
+        .await
+    }
+
+    async fn running_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.with(async |c| {
+            let text = format!(
+                "SELECT {} FROM tasks WHERE node IS NOT NULL AND status IN ('pending', 'processing')",
+                sql::TASK_COLUMNS
+            );
+            let rows = c.query(&text, &[]).await?;
+            rows.iter().map(|r| task_row(r).into_task().map_err(StoreError::Internal)).collect()
+        })
+        .await
+    }
+
+    async fn purge_tasks(&self, at: time::OffsetDateTime) -> Result<usize, StoreError> {
+        self.with(async |c| {
+            let n = exec(&*c, "DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= $1", &[&micros(at)])
+                .await?;
+            Ok(n as usize)
+        })
+        .await
     }
 
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use super::{Caller, Cmp, Column, Filter, HiddenFilter, ListQuery, Scalar, SortDir};
 use crate::domain::Image;
 use crate::domain::policy::{self, Cond};
+use crate::domain::task::{Task, TaskQuery, TaskSortKey, TaskStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -379,4 +380,175 @@ fn after(sql: &mut Sql, keys: &[(Column, SortDir)], m: &Image) {
         sql.push(")");
     }
     sql.push(")");
+}
+
+// --- Tasks ----------------------------------------------------------------------------------
+
+/// The columns of `tasks`, in the order [`TaskRow`] holds them.
+pub const TASK_COLUMNS: &str = "id, type, status, owner, image_id, request_id, user_id, input, result, message, \
+                                expires_at, created_at, updated_at, node";
+
+/// A row of `tasks` as both backends read it (JSON as text, times as microseconds).
+pub struct TaskRow {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub owner: String,
+    pub image_id: Option<String>,
+    pub request_id: Option<String>,
+    pub user_id: Option<String>,
+    pub input: Option<String>,
+    pub result: Option<String>,
+    pub message: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub node: Option<String>,
+}
+
+impl TaskRow {
+    pub fn into_task(self) -> Result<Task, String> {
+        let time = |us: i64| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).map_err(|e| format!("a task time: {e}"))
+        };
+        let json = |text: Option<String>| -> Result<Option<serde_json::Value>, String> {
+            text.map(|t| serde_json::from_str(&t).map_err(|e| format!("a task's JSON: {e}"))).transpose()
+        };
+        Ok(Task {
+            status: TaskStatus::parse(&self.status).ok_or_else(|| format!("a task status {:?}", self.status))?,
+            input: json(self.input)?,
+            result: json(self.result)?,
+            expires_at: self.expires_at.map(time).transpose()?,
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
+            id: self.id,
+            kind: self.kind,
+            owner: self.owner,
+            image_id: self.image_id,
+            request_id: self.request_id,
+            user_id: self.user_id,
+            message: self.message,
+            node: self.node,
+        })
+    }
+}
+
+fn text_or_null(v: &Option<String>) -> Arg {
+    v.clone().map_or(Arg::Null, Arg::Text)
+}
+
+/// `INSERT` of task `t` (`update`: its `UPDATE`, by id).
+pub fn task_write(dialect: Dialect, t: &Task, update: bool) -> Sql {
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map_or(Arg::Null, |v| Arg::Text(v.to_string()));
+    let values = [
+        Arg::Text(t.id.clone()),
+        Arg::Text(t.kind.clone()),
+        Arg::Text(t.status.as_str().to_owned()),
+        Arg::Text(t.owner.clone()),
+        text_or_null(&t.image_id),
+        text_or_null(&t.request_id),
+        text_or_null(&t.user_id),
+        json(&t.input),
+        json(&t.result),
+        Arg::Text(t.message.clone()),
+        t.expires_at.map_or(Arg::Null, |e| Arg::Int(micros(e))),
+        Arg::Int(micros(t.created_at)),
+        Arg::Int(micros(t.updated_at)),
+        text_or_null(&t.node),
+    ];
+    let columns: Vec<&str> = TASK_COLUMNS.split(", ").collect();
+    let mut sql;
+    if update {
+        sql = Sql::new(dialect, "UPDATE tasks SET ");
+        for (n, (column, value)) in columns.iter().zip(values).enumerate().skip(1) {
+            if n > 1 {
+                sql.push(", ");
+            }
+            sql.push(column);
+            sql.push(" = ");
+            sql.arg(value);
+        }
+        sql.push(" WHERE id = ");
+        sql.arg(Arg::Text(t.id.clone()));
+    } else {
+        sql = Sql::new(dialect, format!("INSERT INTO tasks ({TASK_COLUMNS}) VALUES ("));
+        for (n, value) in values.into_iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.arg(value);
+        }
+        sql.push(")");
+    }
+    sql
+}
+
+/// The page of unexpired tasks `q` asks for (at `now`), after the task `marker`.
+pub fn task_listing(dialect: Dialect, q: &TaskQuery, marker: Option<&Task>, now: OffsetDateTime) -> Sql {
+    let mut sql =
+        Sql::new(dialect, format!("SELECT {TASK_COLUMNS} FROM tasks WHERE (expires_at IS NULL OR expires_at > "));
+    sql.arg(Arg::Int(micros(now)));
+    sql.push(")");
+    let equal = |sql: &mut Sql, column: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            sql.push(&format!(" AND {column} = "));
+            sql.arg(Arg::Text(v.clone()));
+        }
+    };
+    equal(&mut sql, "owner", &q.owner);
+    equal(&mut sql, "status", &q.status.map(|s| s.as_str().to_owned()));
+    equal(&mut sql, "type", &q.kind);
+    equal(&mut sql, "image_id", &q.image_id);
+    let collate = |key: &str, text: bool| match (dialect, text) {
+        (Dialect::Postgres, true) => format!(r#"{key} COLLATE "C""#),
+        _ => key.to_owned(),
+    };
+    let keys = [
+        (collate(q.sort_key.column(), q.sort_key.is_text()), marker.map(|m| task_sort_value(m, q.sort_key))),
+        ("created_at".to_owned(), marker.map(|m| Arg::Int(micros(m.created_at)))),
+        (collate("id", true), marker.map(|m| Arg::Text(m.id.clone()))),
+    ];
+    let op = if q.descending { " < " } else { " > " };
+    if marker.is_some() {
+        // (k1, k2, k3) after the marker's, in the listing's direction.
+        sql.push(" AND (");
+        for n in 0..keys.len() {
+            if n > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(");
+            for (m, (key, value)) in keys.iter().enumerate().take(n + 1) {
+                if m > 0 {
+                    sql.push(" AND ");
+                }
+                sql.push(key);
+                sql.push(if m == n { op } else { " = " });
+                sql.arg(value.clone().unwrap_or(Arg::Null));
+            }
+            sql.push(")");
+        }
+        sql.push(")");
+    }
+    let dir = if q.descending { " DESC" } else { " ASC" };
+    let order: Vec<String> = keys.iter().map(|(k, _)| format!("{k}{dir}")).collect();
+    sql.push(&format!(" ORDER BY {} LIMIT ", order.join(", ")));
+    sql.arg(Arg::Int(q.limit as i64));
+    sql
+}
+
+/// The value task `t` sorts by under `key`, as the listing's column holds it.
+fn task_sort_value(t: &Task, key: TaskSortKey) -> Arg {
+    let text = |v: &Option<String>| Arg::Text(v.clone().unwrap_or_default());
+    match key {
+        TaskSortKey::Id => Arg::Text(t.id.clone()),
+        TaskSortKey::Type => Arg::Text(t.kind.clone()),
+        TaskSortKey::Status => Arg::Text(t.status.as_str().to_owned()),
+        TaskSortKey::Owner => Arg::Text(t.owner.clone()),
+        TaskSortKey::ExpiresAt => Arg::Int(t.expires_at.map_or(0, micros)),
+        TaskSortKey::CreatedAt => Arg::Int(micros(t.created_at)),
+        TaskSortKey::UpdatedAt => Arg::Int(micros(t.updated_at)),
+        TaskSortKey::ImageId => text(&t.image_id),
+        TaskSortKey::RequestId => text(&t.request_id),
+        TaskSortKey::UserId => text(&t.user_id),
+    }
 }

@@ -33,9 +33,10 @@ use tokio::sync::oneshot;
 use super::cache::ImageCache;
 use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
-use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, error_text};
+use super::{Caller, ListQuery, Modification, Store, StoreError, Synchronous, TaskChange, error_text};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
+use crate::domain::task::{Task, TaskQuery};
 use crate::domain::{
     Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
 };
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0004_properties_without_rowid.sql"),
     include_str!("migrations/sqlite/0005_nodes_and_upload_leases.sql"),
     include_str!("migrations/sqlite/0006_image_store_and_location.sql"),
+    include_str!("migrations/sqlite/0007_tasks.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
@@ -999,6 +1001,37 @@ fn write_tags(conn: &Connection, image: &Image) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs a statement built by [`sql`].
+fn execute(c: &Connection, statement: sql::Sql) -> Result<(), StoreError> {
+    c.prepare_cached(&statement.text)?.execute(params_from_iter(statement.args.into_iter().map(bind)))?;
+    Ok(())
+}
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<sql::TaskRow> {
+    Ok(sql::TaskRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        status: r.get(2)?,
+        owner: r.get(3)?,
+        image_id: r.get(4)?,
+        request_id: r.get(5)?,
+        user_id: r.get(6)?,
+        input: r.get(7)?,
+        result: r.get(8)?,
+        message: r.get(9)?,
+        expires_at: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        node: r.get(13)?,
+    })
+}
+
+fn load_task(c: &Connection, id: &str) -> Result<Option<Task>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {} FROM tasks WHERE id = ?1", sql::TASK_COLUMNS))?;
+    let row = stmt.query_row([id], task_row).optional()?;
+    row.map(|r| r.into_task().map_err(StoreError::Internal)).transpose()
+}
+
 fn insert_image_tx(conn: &Connection, image: &Image) -> Result<(), StoreError> {
     let taken = conn.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists([&image.id])?
         || conn.prepare_cached("SELECT 1 FROM deleted_image_ids WHERE id = ?1")?.exists([&image.id])?;
@@ -1284,6 +1317,73 @@ impl Store for SqliteStore {
     async fn delete_image(&self, who: &Principal, id: &str) -> Result<Image, StoreError> {
         let (who, id) = (who.clone(), id.to_owned());
         self.write(Kind::Frees, vec![id.clone()], move |c| delete_image_tx(c, &who, &id)).await
+    }
+
+    async fn insert_task(&self, task: Task) -> Result<(), StoreError> {
+        self.write(Kind::Grows, vec![], move |c| {
+            if c.prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")?.exists([&task.id])? {
+                return Err(StoreError::Conflict(task.id.clone()));
+            }
+            execute(c, sql::task_write(Dialect::Sqlite, &task, false))
+        })
+        .await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| load_task(c, &id)).await
+    }
+
+    async fn update_task(&self, id: &str, change: TaskChange) -> Result<Task, StoreError> {
+        let id = id.to_owned();
+        self.write(Kind::Grows, vec![], move |c| {
+            let mut task = load_task(c, &id)?.ok_or(StoreError::NotFound)?;
+            change(&mut task);
+            task.id = id;
+            task.updated_at = now();
+            execute(c, sql::task_write(Dialect::Sqlite, &task, true))?;
+            Ok(task)
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, StoreError> {
+        let query = query.clone();
+        self.read(move |c| {
+            let marker = match &query.marker {
+                None => None,
+                Some(m) => Some(
+                    load_task(c, m)?
+                        .filter(|t| query.owner.as_ref().is_none_or(|o| *o == t.owner))
+                        .ok_or_else(|| StoreError::MarkerNotFound(m.clone()))?,
+                ),
+            };
+            let statement = sql::task_listing(Dialect::Sqlite, &query, marker.as_ref(), now());
+            let mut stmt = c.prepare_cached(&statement.text)?;
+            let rows = stmt.query_map(params_from_iter(statement.args.into_iter().map(bind)), task_row)?;
+            rows.map(|r| r?.into_task().map_err(StoreError::Internal)).collect()
+        })
+        .await
+    }
+
+    async fn running_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {} FROM tasks WHERE node IS NOT NULL AND status IN ('pending', 'processing')",
+                sql::TASK_COLUMNS
+            ))?;
+            let rows = stmt.query_map([], task_row)?;
+            rows.map(|r| r?.into_task().map_err(StoreError::Internal)).collect()
+        })
+        .await
+    }
+
+    async fn purge_tasks(&self, at: OffsetDateTime) -> Result<usize, StoreError> {
+        self.write(Kind::Frees, vec![], move |c| {
+            Ok(c.prepare_cached("DELETE FROM tasks WHERE expires_at IS NOT NULL AND expires_at <= ?1")?
+                .execute([micros(at)])?)
+        })
+        .await
     }
 
     async fn insert_images(&self, images: Vec<Image>) -> Result<Vec<Image>, StoreError> {
