@@ -141,6 +141,11 @@ impl Application {
             Ok(n) => tracing::warn!(recovered = n, "uploads left by stopped processes are back to queued"),
             Err(e) => tracing::warn!(error = %e, "cannot recover the uploads of stopped processes"),
         }
+        match service::recover_tasks(&store, &node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(failed = n, "tasks left by stopped processes failed"),
+            Err(e) => tracing::warn!(error = %e, "cannot recover the tasks of stopped processes"),
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
         };

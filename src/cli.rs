@@ -16,6 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::api::Settings;
 use crate::app::{Application, AuthMode, ServeConfig, shutdown_signal};
 use crate::auth::keystone::{KeystoneConfig, KeystoneTls, ServiceCredentials};
+use crate::domain::import::{ImportMethod, ImportSettings, UriFilter};
 use crate::domain::metadata::MetadataQuota;
 use crate::domain::update::ImageQuotas;
 use crate::domain::{Image, ImageStatus, Visibility, now};
@@ -174,6 +175,31 @@ struct ServeArgs {
     /// Largest image upload, in bytes (Glance's `image_size_cap`).
     #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     image_size_cap: u64,
+    /// The image import methods on offer (Glance's `enabled_import_methods`): `glance-direct`,
+    /// `web-download`; empty for none.
+    #[arg(long, env = "IMAGEMETA_IMPORT_METHODS", value_delimiter = ',', default_value = "glance-direct,web-download")]
+    import_methods: Vec<String>,
+    /// URL schemes `web-download` may fetch (empty: any but the disallowed ones).
+    #[arg(long, env = "IMAGEMETA_IMPORT_ALLOWED_SCHEMES", value_delimiter = ',', default_value = "http,https")]
+    import_allowed_schemes: Vec<String>,
+    /// URL schemes `web-download` refuses (when no scheme is allowed explicitly).
+    #[arg(long, env = "IMAGEMETA_IMPORT_DISALLOWED_SCHEMES", value_delimiter = ',')]
+    import_disallowed_schemes: Vec<String>,
+    /// Hosts (names or addresses) `web-download` may fetch from (empty: any but the
+    /// disallowed ones).
+    #[arg(long, env = "IMAGEMETA_IMPORT_ALLOWED_HOSTS", value_delimiter = ',')]
+    import_allowed_hosts: Vec<String>,
+    /// Hosts `web-download` refuses (when no host is allowed explicitly), e.g. a metadata
+    /// service's `169.254.169.254`.
+    #[arg(long, env = "IMAGEMETA_IMPORT_DISALLOWED_HOSTS", value_delimiter = ',')]
+    import_disallowed_hosts: Vec<String>,
+    /// Ports a `web-download` URL may name (empty: any but the disallowed ones; a URL without
+    /// a port always passes).
+    #[arg(long, env = "IMAGEMETA_IMPORT_ALLOWED_PORTS", value_delimiter = ',', default_value = "80,443")]
+    import_allowed_ports: Vec<String>,
+    /// Ports a `web-download` URL may not name (when no port is allowed explicitly).
+    #[arg(long, env = "IMAGEMETA_IMPORT_DISALLOWED_PORTS", value_delimiter = ',')]
+    import_disallowed_ports: Vec<String>,
     /// Extra properties per image in the image API (`image_property_quota`); -1 unlimited.
     #[arg(long, env = "IMAGEMETA_IMAGE_PROPERTY_QUOTA", default_value_t = 128, allow_negative_numbers = true)]
     image_property_quota: i64,
@@ -571,6 +597,7 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let keystone = if args.auth == AuthMode::Keystone { keystone_config(&args)? } else { None };
+    let import = import_settings(&args)?;
     let www_authenticate_uri = args
         .www_authenticate_uri
         .clone()
@@ -612,6 +639,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             image_size_cap: args.image_size_cap,
             request_timeout: secs(args.request_timeout),
+            import,
         },
     };
     let app = Application::build(config).await?;
@@ -623,6 +651,41 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%compute, %image, "listening");
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The import methods and the `web-download` URL filter of `args` (an empty item is none).
+fn import_settings(args: &ServeArgs) -> anyhow::Result<ImportSettings> {
+    let list = |v: &[String]| -> Vec<String> {
+        v.iter().map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()).collect()
+    };
+    let ports = |flag: &str, v: &[String]| -> anyhow::Result<Vec<u16>> {
+        list(v)
+            .iter()
+            .map(|p| match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => anyhow::bail!("--{flag}: {p:?} is not a port (1 to 65535)"),
+            })
+            .collect()
+    };
+    let methods = list(&args.import_methods)
+        .iter()
+        .map(|m| {
+            ImportMethod::parse(m).with_context(|| {
+                format!("--import-methods: unknown method {m:?} (imagemeta runs glance-direct and web-download)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ImportSettings {
+        methods,
+        filter: UriFilter {
+            allowed_schemes: list(&args.import_allowed_schemes),
+            disallowed_schemes: list(&args.import_disallowed_schemes),
+            allowed_hosts: list(&args.import_allowed_hosts),
+            disallowed_hosts: list(&args.import_disallowed_hosts),
+            allowed_ports: ports("import-allowed-ports", &args.import_allowed_ports)?,
+            disallowed_ports: ports("import-disallowed-ports", &args.import_disallowed_ports)?,
+        },
+    })
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {

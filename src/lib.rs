@@ -16,6 +16,8 @@
 //! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache),
 //!   its PostgreSQL implementation, and the image data stores ([`store::data`]: directories,
 //!   S3, Swift).
+//! * [`import`]: the image import task (`glance-direct`, `web-download`), run in the
+//!   background after `POST /v2/images/{id}/import`.
 //! * [`copy`]: moving a whole catalogue between backends (`imagemeta catalogue copy`).
 //! * [`backup`]: the online backup of a SQLite catalogue (`imagemeta backup`).
 //! * [`docs`]: man pages and the sample config file, generated from the command line.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod copy;
 pub mod docs;
 pub mod domain;
+pub mod import;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -47,6 +47,8 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
         if Node::is_live(&lease.node, holder, this, at) {
             continue;
         }
+        // What the image held before (a stage's or an import's data) goes with the hold.
+        let Some(before) = store.find_image(&id).await? else { continue };
         let expected = lease.clone();
         let requeued = store
             .modify_image(
@@ -58,12 +60,7 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
                     if image.upload.as_ref() != Some(&expected) {
                         return Err(Rejection::conflict("the upload moved on"));
                     }
-                    if image.status == ImageStatus::Saving {
-                        image.status = ImageStatus::Queued;
-                        image.size = None;
-                        image.virtual_size = None;
-                    }
-                    image.upload = None;
+                    crate::import::requeue(image);
                     Ok(())
                 }),
             )
@@ -76,11 +73,55 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
             Err(StoreError::Rejected(_) | StoreError::NotFound) => continue,
             Err(e) => return Err(e),
         }
+        if matches!(before.status, ImageStatus::Uploading | ImageStatus::Importing)
+            && before.location.is_some()
+            && let Err(e) = data.remove(&before).await
+        {
+            tracing::warn!(error = %e, image = %id, "cannot remove a dead import's staged data; the sweep will");
+        }
         if let Err(e) = data.remove_staging(&lease.staging).await {
             tracing::warn!(error = %e, image = %id, "cannot remove a dead upload's partial data; the sweep will");
         }
     }
     Ok(recovered)
+}
+
+/// Fails every unfinished task whose node is gone (its image was put back by
+/// [`recover_uploads`]), and removes the tasks that expired. Returns how many it failed.
+pub async fn recover_tasks(store: &DynStore, this: &Node) -> Result<usize, StoreError> {
+    let at = crate::domain::now();
+    store.purge_tasks(at).await?;
+    let running = store.running_tasks().await?;
+    if running.is_empty() {
+        return Ok(0);
+    }
+    let nodes = store.nodes().await?;
+    let mut failed = 0;
+    for task in running {
+        let Some(node) = task.node.clone() else { continue };
+        if Node::is_live(&node, nodes.iter().find(|n| n.id == node), this, at) {
+            continue;
+        }
+        let ended = store
+            .update_task(
+                &task.id,
+                Box::new(move |t| {
+                    if t.node.as_deref() == Some(node.as_str()) {
+                        t.end(Err("The imagemeta node running this task stopped before it ended.".into()), at);
+                    }
+                }),
+            )
+            .await;
+        match ended {
+            Ok(_) => {
+                tracing::warn!(task = %task.id, "the node running a task is gone: the task failed");
+                failed += 1;
+            }
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(failed)
 }
 
 /// Removes data that no image owns, in every store: the data of images that are gone (or
@@ -126,8 +167,15 @@ fn owns(image: &Image, store: &str, entry: &Entry) -> bool {
     let in_store = image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == store;
     match entry {
         Entry::Data { location, .. } => {
-            let has_data =
-                matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete);
+            // A staged image's data is its own too, until it is imported.
+            let has_data = matches!(
+                image.status,
+                ImageStatus::Active
+                    | ImageStatus::Deactivated
+                    | ImageStatus::PendingDelete
+                    | ImageStatus::Uploading
+                    | ImageStatus::Importing
+            );
             // Data without a recorded location is the file store's old layout: one per image.
             let here = in_store && image.location.as_deref().is_none_or(|l| l == location);
             (has_data && here) || image.upload.is_some()
@@ -151,10 +199,13 @@ pub async fn maintain(store: DynStore, data: std::sync::Arc<DataStore>, this: No
             tracing::warn!(error = %e, "cannot renew this node's lease");
         }
         // Every other heartbeat: half a lease.
-        if n.is_multiple_of(2)
-            && let Err(e) = recover_uploads(&store, &data, &this).await
-        {
-            tracing::warn!(error = %e, "cannot recover dead nodes' uploads");
+        if n.is_multiple_of(2) {
+            if let Err(e) = recover_uploads(&store, &data, &this).await {
+                tracing::warn!(error = %e, "cannot recover dead nodes' uploads");
+            }
+            if let Err(e) = recover_tasks(&store, &this).await {
+                tracing::warn!(error = %e, "cannot recover dead nodes' tasks");
+            }
         }
         n += 1;
         if sweep && last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {

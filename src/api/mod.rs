@@ -60,6 +60,8 @@ pub struct Settings {
     /// The most time one request may take, its body included (image data excepted: uploads
     /// and downloads are bounded by their inactivity timeouts instead).
     pub request_timeout: std::time::Duration,
+    /// The image import methods on offer and the `web-download` URL filter.
+    pub import: crate::domain::import::ImportSettings,
 }
 
 impl Default for Settings {
@@ -73,6 +75,7 @@ impl Default for Settings {
             image_quotas: ImageQuotas::default(),
             image_size_cap: 1 << 40,
             request_timeout: std::time::Duration::from_secs(60),
+            import: Default::default(),
         }
     }
 }
@@ -98,6 +101,8 @@ pub mod names {
     pub const OPENSTACK_API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
     pub const X_OPENSTACK_NOVA_API_VERSION: HeaderName = HeaderName::from_static("x-openstack-nova-api-version");
     pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+    pub const OPENSTACK_IMAGE_IMPORT_METHODS: HeaderName = HeaderName::from_static("openstack-image-import-methods");
+    pub const OPENSTACK_IMAGE_STORE_IDS: HeaderName = HeaderName::from_static("openstack-image-store-ids");
 }
 
 /// A request id, `req-<uuid4>`, kept inline (no allocation).

@@ -3,6 +3,7 @@
 //! Nothing here knows HTTP or SQL. Both APIs (Compute and, later, Glance v2) speak about the same
 //! [`Image`]; the API layers translate it into their wire shapes.
 
+pub mod import;
 pub mod metadata;
 pub mod policy;
 pub mod task;

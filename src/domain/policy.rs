@@ -178,6 +178,8 @@ pub enum Rule {
     DeleteImageLocation,
     /// Nova's `os_compute_api:limits:other_project`: admins.
     OtherProjectLimits,
+    /// `tasks_api_access`: the `/v2/tasks` API, admins.
+    TasksApiAccess,
     /// imagemeta's own bookkeeping: the end of an upload a request was authorized for, the
     /// recovery of a dead node's uploads, a data move. Always allowed.
     Bookkeeping,
@@ -199,6 +201,7 @@ impl Rule {
             Rule::StoresInfoDetail => "stores_info_detail",
             Rule::DeleteImageLocation => "delete_image_location",
             Rule::OtherProjectLimits => "os_compute_api:limits:other_project",
+            Rule::TasksApiAccess => "tasks_api_access",
             Rule::Bookkeeping => "bookkeeping",
         }
     }
@@ -219,7 +222,8 @@ pub fn authorize(who: &Principal, rule: &Rule, image: Option<&Image>) -> bool {
         | Rule::DownloadDeactivated
         | Rule::StoresInfoDetail
         | Rule::DeleteImageLocation
-        | Rule::OtherProjectLimits => who.is_admin,
+        | Rule::OtherProjectLimits
+        | Rule::TasksApiAccess => who.is_admin,
         Rule::Bookkeeping => true,
     }
 }

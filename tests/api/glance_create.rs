@@ -36,8 +36,10 @@ async fn create_empty_defaults() {
     assert!(is_glance_time(&v["created_at"]), "created_at format {}", v["created_at"]);
     assert_eq!(v["created_at"], v["updated_at"], "a new image has updated_at == created_at");
     assert_eq!(r.header_all("location"), vec![format!("{}/v2/images/{id}", server.image_base)]);
-    // §5 item 7 Rec: no import-methods header without import.
-    assert!(r.header("openstack-image-import-methods").is_none());
+    // The import methods on offer, as Glance sends them with every creation (openstacksdk's
+    // `--import` reads them); no store ids with one store.
+    assert_eq!(r.header_all("openstack-image-import-methods"), vec!["glance-direct,web-download"]);
+    assert!(r.header("openstack-image-store-ids").is_none());
     // §18 #16: GET shows the same image.
     let r = g(&server, "GET", &img_path(&id)).send().await;
     assert_json(&r, 200, &expected);

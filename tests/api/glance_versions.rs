@@ -136,11 +136,8 @@ async fn routing_404_405() {
     for p in [
         "/v2/nothing".to_string(),
         "/v2/images/x/y".to_string(),
-        format!("/v2/images/{id}/import"),
-        format!("/v2/images/{id}/stage"),
         format!("/v2/images/{id}/locations"),
-        "/v2/info/import".to_string(),
-        "/v2/tasks".to_string(),
+        "/v2/tasks/x/y".to_string(),
         "/v2/metadefs/namespaces".to_string(),
         "/v2/schemas/nothing".to_string(),
         format!("/v2/images/{id}/actions/explode"),
@@ -164,6 +161,14 @@ async fn routing_404_405() {
         ("PUT", format!("/v2/images/{id}/actions/reactivate"), "POST"),
         ("POST", "/v2/schemas/image".into(), "GET"),
         ("DELETE", "/v2/schemas/images".into(), "GET"),
+        ("GET", format!("/v2/images/{id}/import"), "POST"),
+        ("GET", format!("/v2/images/{id}/stage"), "PUT"),
+        ("POST", format!("/v2/images/{id}/tasks"), "GET"),
+        ("POST", "/v2/info/import".into(), "GET"),
+        ("PUT", "/v2/tasks".into(), "GET, POST"),
+        ("PUT", "/v2/tasks/x".into(), "GET, DELETE"),
+        ("PUT", "/v2/schemas/task".into(), "GET"),
+        ("PUT", "/v2/schemas/tasks".into(), "GET"),
     ];
     let mut bodies = vec![];
     for (m, p, allow) in &cases {

@@ -16,6 +16,7 @@ mod glance_create;
 mod glance_data;
 mod glance_errors;
 mod glance_helpers;
+mod glance_import;
 mod glance_large_upload;
 mod glance_list;
 mod glance_members;

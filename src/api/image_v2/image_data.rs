@@ -17,7 +17,7 @@ use crate::api::fault::Fault;
 use crate::domain::policy::Rule;
 use crate::domain::{ImageStatus, Principal, Rejection, RejectionKind, UploadLease};
 use crate::store::StoreError;
-use crate::store::data::{DataStore, Inspected, Staged, UploadError, inspect};
+use crate::store::data::{DataStore, Staged, UploadError, check_format};
 
 /// `PUT /v2/images/{id}/file`.
 pub async fn upload(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
@@ -108,28 +108,7 @@ async fn receive(
         Ok(s) => s,
         Err(e) => {
             requeue(&state, &who, &id, &lease).await;
-            return Err(match e {
-                UploadError::TooLarge => Fault::explained(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("The incoming image is too large: larger than image_size_cap ({cap} bytes)"),
-                )
-                // The rest of the body is left unread: the connection cannot be reused.
-                .with_header(header::CONNECTION, HeaderValue::from_static("close")),
-                UploadError::Full => {
-                    let message = format!("Image storage media is full: {e}");
-                    tracing::error!(image = %id, "{message}");
-                    Fault::explained(StatusCode::PAYLOAD_TOO_LARGE, message)
-                        .with_header(header::CONNECTION, HeaderValue::from_static("close"))
-                }
-                UploadError::Interrupted(why) => {
-                    tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
-                    Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")
-                }
-                UploadError::Io(e) => {
-                    tracing::error!(error = %e, image = %id, "cannot store image data");
-                    data_unavailable()
-                }
-            });
+            return Err(upload_fault(e, cap, &id));
         }
     };
     match activate(&state, &who, &id, &lease, staged, declared).await {
@@ -159,7 +138,8 @@ async fn activate(
             ));
         }
         let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
-        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &staged).map_err(rejection)
+        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &staged.head, staged.size)
+            .map_err(rejection)
     }
     .await;
     let virtual_size = match checked {
@@ -214,34 +194,35 @@ async fn activate(
     Ok(())
 }
 
-/// Glance's format rule for `bare` containers (§8.1): the data must be what `disk_format`
-/// says, for the formats we can recognise (raw, qcow2). Returns the virtual size.
-fn check_format(container: Option<&str>, disk: Option<&str>, staged: &Staged) -> Result<Option<i64>, Rejection> {
-    let detected = inspect(&staged.head);
-    let mismatch = || {
-        Rejection::new(
-            RejectionKind::BadData,
-            format!("Image data does not match the disk_format {}.", disk.unwrap_or("")),
+/// A failed upload (or stage) as Glance answers it.
+pub(super) fn upload_fault(e: UploadError, cap: u64, id: &str) -> Fault {
+    match e {
+        UploadError::TooLarge => Fault::explained(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The incoming image is too large: larger than image_size_cap ({cap} bytes)"),
         )
-    };
-    if let Inspected::Qcow2 { safe: false, .. } = detected {
-        return Err(Rejection::new(
-            RejectionKind::BadData,
-            "Image data failed the safety check: qcow2 with a backing file.",
-        ));
-    }
-    match (container, disk, detected) {
-        (_, Some("raw"), _) => Ok(Some(staged.size as i64)),
-        (_, Some("qcow2"), Inspected::Qcow2 { virtual_size, .. }) => Ok(Some(virtual_size as i64)),
-        (Some("bare"), Some("qcow2"), Inspected::Raw) => Err(mismatch()),
-        (Some("bare"), Some(_), Inspected::Qcow2 { .. }) => Err(mismatch()),
-        _ => Ok(None),
+        // The rest of the body is left unread: the connection cannot be reused.
+        .with_header(header::CONNECTION, HeaderValue::from_static("close")),
+        UploadError::Full => {
+            let message = format!("Image storage media is full: {e}");
+            tracing::error!(image = %id, "{message}");
+            Fault::explained(StatusCode::PAYLOAD_TOO_LARGE, message)
+                .with_header(header::CONNECTION, HeaderValue::from_static("close"))
+        }
+        UploadError::Interrupted(why) => {
+            tracing::info!(image = %id, %why, "upload interrupted; image back to queued");
+            Fault::explained(StatusCode::BAD_REQUEST, "The upload was interrupted.")
+        }
+        UploadError::Io(e) => {
+            tracing::error!(error = %e, image = %id, "cannot store image data");
+            data_unavailable()
+        }
     }
 }
 
-/// Back to `queued` after a failed upload, sizes cleared, hold released (when it is still
-/// this upload's).
-async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLease) {
+/// Back to `queued` after a failed upload or stage, sizes cleared, hold released (when it is
+/// still this upload's).
+pub(super) async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLease) {
     let held = lease.clone();
     let result = state
         .store
@@ -250,14 +231,8 @@ async fn requeue(state: &AppState, who: &Principal, id: &str, lease: &UploadLeas
             id,
             Rule::Bookkeeping,
             Box::new(move |image| {
-                if image.upload.as_ref() != Some(&held) {
-                    return Ok(());
-                }
-                image.upload = None;
-                if image.status == ImageStatus::Saving {
-                    image.status = ImageStatus::Queued;
-                    image.size = None;
-                    image.virtual_size = None;
+                if image.upload.as_ref() == Some(&held) {
+                    crate::import::requeue(image);
                 }
                 Ok(())
             }),
@@ -317,7 +292,7 @@ fn data_fault(e: std::io::Error, id: &str) -> Fault {
 }
 
 /// The image data store failed (not for lack of room): 503, retry later.
-fn data_unavailable() -> Fault {
+pub(super) fn data_unavailable() -> Fault {
     Fault::explained(StatusCode::SERVICE_UNAVAILABLE, "The image data store is unavailable.")
         .with_header(header::RETRY_AFTER, HeaderValue::from_static(crate::api::fault::RETRY_AFTER))
 }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::{Ctx, Reply, modify, not_authorized, read_json, rejection, schemas, store_fault, views};
 use crate::api::compute::images::parse_time;
 use crate::api::fault::{Fault, Page};
-use crate::api::{quote_plus, seconds_filter};
+use crate::api::{names, quote_plus, seconds_filter};
 use crate::domain::policy::Rule;
 use crate::domain::update::{self, PatchOp, SetMode};
 use crate::domain::{Image, ImageStatus, MemberStatus, Rejection, RejectionKind, Visibility, now};
@@ -71,7 +71,18 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Reply, Fault> {
     let id = image.id.clone();
     let image = ctx.state.store.insert_image(image).await.map_err(|e| store_fault(e, &id))?;
     let location = format!("{}/v2/images/{}", ctx.root_url(), image.id);
-    Ok(Reply::created(&views::image(&image, ctx.state.data.is_multi()), location))
+    let mut reply = Reply::created(&views::image(&image, ctx.state.data.is_multi()), &location);
+    // What clients import with (openstacksdk's `--import` requires it): Glance sends it with
+    // every creation, when any method is on offer.
+    let methods: Vec<&str> = ctx.state.settings.import.methods.iter().map(|m| m.as_str()).collect();
+    if !methods.is_empty() {
+        reply = reply.with_header(names::OPENSTACK_IMAGE_IMPORT_METHODS, &methods.join(","));
+    }
+    if ctx.state.data.is_multi() {
+        let stores: Vec<&str> = ctx.state.data.all().map(|(name, _)| name).collect();
+        reply = reply.with_header(names::OPENSTACK_IMAGE_STORE_IDS, &stores.join(","));
+    }
+    Ok(reply)
 }
 
 /// `GET /v2/images/{id}`.

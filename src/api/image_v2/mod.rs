@@ -6,10 +6,12 @@
 
 mod image_data;
 pub(crate) mod images;
+mod import;
 mod members;
 mod routes;
 pub mod schemas;
 mod stores;
+mod tasks;
 pub mod views;
 
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct Ctx {
     pub principal: Arc<Principal>,
     pub parts: Parts,
     pub query: Vec<(String, String)>,
+    /// The request's id, as the client sees it in `X-Openstack-Request-Id`.
+    pub request_id: String,
 }
 
 impl Ctx {
@@ -82,7 +86,7 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     let mut exchange = super::access::Exchange::begin("image", &parts);
     exchange.route =
         percent_decode(&rest).and_then(|p| resolve(&parts.method, &p).ok()).map_or("unrouted", |a| a.template());
-    let mut response = match api_request(state, parts, body, &rest, &mut exchange).instrument(span).await {
+    let mut response = match api_request(state, parts, body, &rest, &request_id, &mut exchange).instrument(span).await {
         Ok(reply) => reply.into_response(),
         Err(fault) => {
             fault.log(&request_id);
@@ -115,6 +119,7 @@ async fn api_request(
     parts: Parts,
     body: Body,
     rest: &str,
+    request_id: &str,
     exchange: &mut super::access::Exchange,
 ) -> Result<Reply, Fault> {
     // The web server's bound on the request line, before anything else.
@@ -153,7 +158,7 @@ async fn api_request(
     let query = parse_query(parts.uri.query().unwrap_or(""))
         .ok_or_else(|| Fault::explained(StatusCode::BAD_REQUEST, "Query string is not UTF-8 encoded"))?;
     let deadline = state.settings.request_timeout;
-    let ctx = Ctx { state, principal, parts, query };
+    let ctx = Ctx { state, principal, parts, query, request_id: request_id.to_owned() };
     // Image data is bounded by its inactivity timeouts; everything else by the deadline.
     if action.streams() {
         return dispatch(&ctx, action, body).await;
@@ -190,6 +195,16 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Reply, Fault>
         InfoStores => stores::list(ctx, false),
         InfoStoresDetail => stores::list(ctx, true),
         DeleteFromStore(store, id) => stores::delete_from(ctx, &store, &id).await,
+        InfoImport => Ok(import::info(ctx)),
+        Stage(id) => import::stage(ctx, &id, body).await,
+        Import(id) => import::import(ctx, &id, body).await,
+        ImageTasks(id) => tasks::of_image(ctx, &id).await,
+        ListTasks => tasks::list(ctx).await,
+        CreateTask => tasks::create(ctx),
+        ShowTask(id) => tasks::show(ctx, &id).await,
+        DeleteTask(_) => tasks::delete(ctx),
+        TaskSchema => Ok(Reply::ok(&tasks::task_schema())),
+        TasksSchema => Ok(Reply::ok(&tasks::tasks_schema())),
     }
 }
 
@@ -211,15 +226,15 @@ fn versions(parts: &Parts, status: StatusCode) -> Response {
 
 /// What an action answers: the handlers decide it, [`Reply::into_response`] writes it.
 pub enum Reply {
-    /// A JSON document (`None`: no body), with a `Location` for a creation.
-    Json { status: StatusCode, body: Option<Bytes>, location: Option<String> },
+    /// A JSON document (`None`: no body), with its own headers (`Location`, …).
+    Json { status: StatusCode, body: Option<Bytes>, headers: HeaderMap },
     /// Image data, streamed with its headers.
     Data { status: StatusCode, body: Body, headers: HeaderMap },
 }
 
 impl Reply {
     pub fn json(status: StatusCode, body: &impl serde::Serialize) -> Reply {
-        Reply::Json { status, body: Some(super::json::to_vec(body).into()), location: None }
+        Reply::Json { status, body: Some(super::json::to_vec(body).into()), headers: HeaderMap::new() }
     }
 
     pub fn ok(body: &impl serde::Serialize) -> Reply {
@@ -228,42 +243,48 @@ impl Reply {
 
     /// A 200 with a document serialized already.
     pub fn rendered(body: Bytes) -> Reply {
-        Reply::Json { status: StatusCode::OK, body: Some(body), location: None }
+        Reply::Json { status: StatusCode::OK, body: Some(body), headers: HeaderMap::new() }
     }
 
     /// A 201 for the resource at `location` (absolute).
-    pub fn created(body: &impl serde::Serialize, location: String) -> Reply {
-        Reply::Json {
-            status: StatusCode::CREATED,
-            body: Some(super::json::to_vec(body).into()),
-            location: Some(location),
-        }
+    pub fn created(body: &impl serde::Serialize, location: &str) -> Reply {
+        Reply::json(StatusCode::CREATED, body).with_header(header::LOCATION, location)
+    }
+
+    /// No body: `status` alone (a 204, a 202).
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply::Json { status, body: None, headers: HeaderMap::new() }
     }
 
     pub fn no_content() -> Reply {
-        Reply::Json { status: StatusCode::NO_CONTENT, body: None, location: None }
+        Reply::empty(StatusCode::NO_CONTENT)
+    }
+
+    /// With header `name` (skipped if `value` cannot be a header value).
+    pub fn with_header(mut self, name: impl axum::http::header::IntoHeaderName, value: &str) -> Reply {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            match &mut self {
+                Reply::Json { headers, .. } | Reply::Data { headers, .. } => {
+                    headers.insert(name, v);
+                }
+            }
+        }
+        self
     }
 }
 
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        match self {
-            Reply::Json { status, body: None, .. } => status.into_response(),
-            Reply::Json { status, body: Some(body), location } => {
-                let mut response =
-                    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-                        .into_response();
-                if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-                    response.headers_mut().insert(header::LOCATION, v);
-                }
-                response
-            }
-            Reply::Data { status, body, headers } => {
-                let mut response = (status, body).into_response();
-                response.headers_mut().extend(headers);
-                response
-            }
-        }
+        let (mut response, headers) = match self {
+            Reply::Json { status, body: None, headers } => (status.into_response(), headers),
+            Reply::Json { status, body: Some(body), headers } => (
+                (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+                headers,
+            ),
+            Reply::Data { status, body, headers } => ((status, body).into_response(), headers),
+        };
+        response.headers_mut().extend(headers);
+        response
     }
 }
 

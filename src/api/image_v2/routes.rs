@@ -28,6 +28,16 @@ pub enum Action {
     InfoStores,
     InfoStoresDetail,
     DeleteFromStore(String, String),
+    InfoImport,
+    Stage(String),
+    Import(String),
+    ImageTasks(String),
+    ListTasks,
+    CreateTask,
+    ShowTask(String),
+    DeleteTask(String),
+    TaskSchema,
+    TasksSchema,
 }
 
 impl Action {
@@ -50,18 +60,37 @@ impl Action {
             InfoStores => "/v2/info/stores",
             InfoStoresDetail => "/v2/info/stores/detail",
             DeleteFromStore(..) => "/v2/stores/{store}/{id}",
+            InfoImport => "/v2/info/import",
+            Stage(_) => "/v2/images/{id}/stage",
+            Import(_) => "/v2/images/{id}/import",
+            ImageTasks(_) => "/v2/images/{id}/tasks",
+            ListTasks | CreateTask => "/v2/tasks",
+            ShowTask(_) | DeleteTask(_) => "/v2/tasks/{id}",
+            TaskSchema => "/v2/schemas/task",
+            TasksSchema => "/v2/schemas/tasks",
         }
     }
 
     /// Glance's `body_reject` routes.
     pub fn rejects_body(&self) -> bool {
         use Action::*;
-        matches!(self, Show(_) | Delete(_) | Download(_) | AddTag(..) | DeleteTag(..) | Deactivate(_) | Reactivate(_))
+        matches!(
+            self,
+            Show(_)
+                | Delete(_)
+                | Download(_)
+                | AddTag(..)
+                | DeleteTag(..)
+                | Deactivate(_)
+                | Reactivate(_)
+                | InfoImport
+                | ImageTasks(_)
+        )
     }
 
     /// Image data: bounded by its inactivity timeouts, not by the request deadline.
     pub fn streams(&self) -> bool {
-        matches!(self, Action::Upload(_))
+        matches!(self, Action::Upload(_) | Action::Stage(_))
     }
 }
 
@@ -101,6 +130,17 @@ pub fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static st
             0 => AddTag(id(1), id(3)),
             _ => DeleteTag(id(1), id(3)),
         }),
+        ["images", _, "stage"] => pick(method, "PUT", &[put], |_| Stage(id(1))),
+        ["images", _, "import"] => pick(method, "POST", &[post], |_| Import(id(1))),
+        ["images", _, "tasks"] => pick(method, "GET", &[get], |_| ImageTasks(id(1))),
+        ["tasks"] => pick(method, "GET, POST", &[get, post], |m| [ListTasks, CreateTask][m].clone()),
+        ["tasks", _] => pick(method, "GET, DELETE", &[get, delete], |m| match m {
+            0 => ShowTask(id(1)),
+            _ => DeleteTask(id(1)),
+        }),
+        ["info", "import"] => pick(method, "GET", &[get], |_| InfoImport),
+        ["schemas", "task"] => pick(method, "GET", &[get], |_| TaskSchema),
+        ["schemas", "tasks"] => pick(method, "GET", &[get], |_| TasksSchema),
         ["images", _, "actions", "deactivate"] => pick(method, "POST", &[post], |_| Deactivate(id(1))),
         ["images", _, "actions", "reactivate"] => pick(method, "POST", &[post], |_| Reactivate(id(1))),
         ["images", _, "members"] => pick(method, "GET, POST", &[get, post], |m| match m {

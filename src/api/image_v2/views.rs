@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::api::compute::views::isotime;
-use crate::domain::Image;
+use crate::domain::{Image, ImageStatus};
 
 /// Properties Glance keeps but never shows.
 const HIDDEN: &[&str] = &["os_glance_stage_host", "os_glance_hash_op_host"];
@@ -57,7 +57,8 @@ pub fn image(image: &Image, multi_store: bool) -> Value {
             v.insert(k, val);
         }
     }
-    if multi_store && image.location.is_some() {
+    let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete);
+    if multi_store && has_data && image.location.is_some() {
         v.insert("stores".into(), Value::from(image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE)));
     }
     Value::Object(v)

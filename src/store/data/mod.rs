@@ -24,6 +24,8 @@ use http_body_util::BodyExt;
 use md5::Md5;
 use sha2::{Digest, Sha512};
 
+use crate::domain::{Rejection, RejectionKind};
+
 /// Bytes kept from the start of an upload for format inspection.
 pub const HEAD_LEN: usize = 512;
 
@@ -312,6 +314,28 @@ impl DataStore {
     }
 }
 
+/// The size, md5, sha512 and first bytes of `data`, read to its end (at most `cap` bytes):
+/// data already in a store, checked without a copy.
+pub async fn digest(mut data: ByteStream, cap: u64) -> Result<(u64, String, String, Vec<u8>), UploadError> {
+    let (mut md5, mut sha) = (Md5::new(), Sha512::new());
+    let mut size = 0u64;
+    let mut head = Vec::with_capacity(HEAD_LEN);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut data).await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        if size > cap {
+            return Err(UploadError::TooLarge);
+        }
+        if head.len() < HEAD_LEN {
+            let take = (HEAD_LEN - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        md5.update(&chunk);
+        sha.update(&chunk);
+    }
+    Ok((size, hex(&md5.finalize()), hex(&sha.finalize()), head))
+}
+
 /// Feeds `body` to `sink`: the size, md5, sha512 and first bytes of what it wrote.
 async fn receive(
     sink: &mut Box<dyn Sink>,
@@ -338,6 +362,37 @@ async fn receive(
         sink.write(chunk).await?;
     }
     Ok((size, hex(&md5.finalize()), hex(&sha.finalize()), head))
+}
+
+/// Glance's format rule for `bare` containers (§8.1): the data must be what `disk_format`
+/// says, for the formats we can recognise (raw, qcow2), given its first bytes `head` and its
+/// `size`. Returns the virtual size.
+pub fn check_format(
+    container: Option<&str>,
+    disk: Option<&str>,
+    head: &[u8],
+    size: u64,
+) -> Result<Option<i64>, Rejection> {
+    let detected = inspect(head);
+    let mismatch = || {
+        Rejection::new(
+            RejectionKind::BadData,
+            format!("Image data does not match the disk_format {}.", disk.unwrap_or("")),
+        )
+    };
+    if let Inspected::Qcow2 { safe: false, .. } = detected {
+        return Err(Rejection::new(
+            RejectionKind::BadData,
+            "Image data failed the safety check: qcow2 with a backing file.",
+        ));
+    }
+    match (container, disk, detected) {
+        (_, Some("raw"), _) => Ok(Some(size as i64)),
+        (_, Some("qcow2"), Inspected::Qcow2 { virtual_size, .. }) => Ok(Some(virtual_size as i64)),
+        (Some("bare"), Some("qcow2"), Inspected::Raw) => Err(mismatch()),
+        (Some("bare"), Some(_), Inspected::Qcow2 { .. }) => Err(mismatch()),
+        _ => Ok(None),
+    }
 }
 
 /// What the first bytes say about the format (glance-v2 §8.1, raw and qcow2 only).

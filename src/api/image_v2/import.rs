@@ -1,0 +1,365 @@
+//! Interoperable image import (glance-v2 import): `GET /v2/info/import`,
+//! `PUT /v2/images/{id}/stage` and `POST /v2/images/{id}/import`, checked in Glance's order
+//! and with its words. The import itself runs in the background ([`crate::import`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use serde_json::{Map, Value, json};
+
+use super::image_data::{requeue, upload_fault};
+use super::{Ctx, Reply, modify, read_json, store_fault};
+use crate::api::AppState;
+use crate::api::fault::Fault;
+use crate::domain::import::ImportMethod;
+use crate::domain::policy::Rule;
+use crate::domain::task::{API_IMAGE_IMPORT, Task, TaskStatus};
+use crate::domain::{Image, ImageStatus, Principal, Rejection, RejectionKind, UploadLease, now};
+use crate::import::{FAILED_IMPORT, IMPORTING_TO, Importer, Job, LOCK, STAGE_HOST, store_list};
+use crate::store::data::DataStore;
+
+/// How long a `web-download` may go without a byte.
+const DOWNLOAD_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a `web-download` host name may take to resolve when the import is asked for.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// An import lock older than this (twice that for a pending task) is taken over (Glance's).
+const LOCK_EXPIRY: time::Duration = time::Duration::minutes(60);
+
+fn bad_request(message: impl AsRef<str>) -> Fault {
+    Fault::explained(StatusCode::BAD_REQUEST, message)
+}
+
+fn conflict(message: impl AsRef<str>) -> Fault {
+    Fault::explained(StatusCode::CONFLICT, message)
+}
+
+/// `GET /v2/info/import`.
+pub fn info(ctx: &Ctx) -> Reply {
+    let methods: Vec<&str> = ctx.state.settings.import.methods.iter().map(|m| m.as_str()).collect();
+    Reply::ok(
+        &json!({"import-methods": {"description": "Import methods available.", "type": "array", "value": methods}}),
+    )
+}
+
+/// The node's importer.
+fn importer(state: &AppState) -> Importer {
+    Importer {
+        store: state.store.clone(),
+        data: state.data.clone(),
+        size_cap: state.settings.image_size_cap,
+        read_timeout: DOWNLOAD_READ_TIMEOUT,
+        filter: state.settings.import.filter.clone(),
+    }
+}
+
+/// `PUT /v2/images/{id}/stage`: the data of a `queued` image, kept (`uploading`) for a
+/// `glance-direct` import. It is staged in the default store, where the import adopts it.
+pub async fn stage(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
+    if !ctx.state.settings.import.offers(ImportMethod::GlanceDirect) {
+        return Err(Fault::explained(StatusCode::NOT_FOUND, "'glance-direct' method is not available at this site."));
+    }
+    if ctx.media_type() != "application/octet-stream" {
+        let given = ctx.header("content-type").unwrap_or("None");
+        return Err(Fault::explained(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Invalid content type {given}")));
+    }
+    let declared = match ctx.header("x-openstack-image-size").or_else(|| ctx.header("content-length")) {
+        None => None,
+        Some(v) => Some(
+            v.trim().parse::<u64>().map_err(|_| bad_request("Invalid or missing image size in request headers."))?,
+        ),
+    };
+    let store = ctx.state.data.default_name().to_owned();
+    let lease = UploadLease { node: ctx.state.node.id.clone(), staging: DataStore::new_staging(&store, id) };
+    let hold = lease.clone();
+    modify(ctx, id, Rule::ModifyImage, "You are not authorized to complete modify_image action.".into(), move |i| {
+        if i.status != ImageStatus::Queued {
+            return Err(Rejection::conflict(format!(
+                "Image status transition from {} to uploading is not allowed",
+                i.status.as_str()
+            )));
+        }
+        i.status = ImageStatus::Uploading;
+        i.upload = Some(hold);
+        Ok(())
+    })
+    .await?;
+    let (state, who, image_id) = (ctx.state.clone(), ctx.principal.clone(), id.to_owned());
+    let task = ctx.state.tasks.spawn(receive_stage(state, who, image_id, lease, body, declared));
+    match task.await {
+        Ok(result) => result.map(|()| Reply::no_content()),
+        Err(e) => Err(Fault::explained(StatusCode::INTERNAL_SERVER_ERROR, format!("stage task failed: {e}"))),
+    }
+}
+
+/// Streams the stage into the default store and records it; on any failure the image goes
+/// back to `queued` with nothing staged.
+async fn receive_stage(
+    state: AppState,
+    who: Arc<Principal>,
+    id: String,
+    lease: UploadLease,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<(), Fault> {
+    let cap = state.settings.image_size_cap;
+    let staged = match state.data.stage(&id, &lease.staging, body, cap, declared).await {
+        Ok(staged) => staged,
+        Err(e) => {
+            requeue(&state, &who, &id, &lease).await;
+            return Err(upload_fault(e, cap, &id));
+        }
+    };
+    if let Some(expected) = declared.filter(|n| *n != staged.size) {
+        let got = staged.size;
+        state.data.discard(staged).await;
+        requeue(&state, &who, &id, &lease).await;
+        return Err(bad_request(format!("Size mismatch: expected {expected} bytes, got {got} bytes")));
+    }
+    let (store, size) = (staged.store.clone(), staged.size as i64);
+    let location = match state.data.commit(staged).await {
+        Ok(location) => location,
+        Err(e) => {
+            tracing::error!(error = %e, image = %id, "cannot commit staged data");
+            requeue(&state, &who, &id, &lease).await;
+            return Err(super::image_data::data_unavailable());
+        }
+    };
+    let (held, kept_store, kept_location) = (lease.clone(), store.clone(), location.clone());
+    let recorded = state
+        .store
+        .modify_image(
+            &who,
+            &id,
+            Rule::Bookkeeping,
+            Box::new(move |i| {
+                if i.status != ImageStatus::Uploading || i.upload.as_ref() != Some(&held) {
+                    return Err(Rejection::new(RejectionKind::Gone, "The image changed while its data was staged."));
+                }
+                i.upload = None;
+                i.store = Some(kept_store);
+                i.location = Some(kept_location);
+                i.size = Some(size);
+                Ok(())
+            }),
+        )
+        .await;
+    if let Err(e) = recorded {
+        if let Some(backend) = state.data.get(&store) {
+            let _ = backend.remove(&id, Some(&location)).await;
+        }
+        return Err(match e {
+            crate::store::StoreError::NotFound => {
+                Fault::explained(StatusCode::GONE, "The image was deleted while its data was staged.")
+            }
+            other => store_fault(other, &id),
+        });
+    }
+    Ok(())
+}
+
+/// `POST /v2/images/{id}/import`.
+pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
+    let settings = &ctx.state.settings.import;
+    let body = read_json(body, ctx.state.settings.max_request_body_size).await?;
+    let empty = Map::new();
+    let fields = body.as_object().unwrap_or(&empty);
+    let Some(Value::Object(method)) = fields.get("method") else {
+        return Err(bad_request("Import request requires a 'method' field."));
+    };
+    let Some(Value::String(name)) = method.get("name") else {
+        return Err(bad_request("Import request requires a 'name' field."));
+    };
+    let method_kind = ImportMethod::parse(name)
+        .filter(|m| settings.offers(*m))
+        .ok_or_else(|| bad_request(format!("Unknown import method name '{name}'.")))?;
+    for flag in ["all_stores_must_succeed", "all_stores"] {
+        if fields.get(flag).is_some_and(|v| !v.is_boolean()) {
+            return Err(bad_request(format!("'{flag}' must be boolean value only")));
+        }
+    }
+    let all_stores = fields.get("all_stores").and_then(Value::as_bool).unwrap_or(false);
+
+    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    ready_for(&image, method_kind)?;
+    ctx.authorize(&Rule::ModifyImage, Some(&image), || super::not_authorized(&Rule::ModifyImage))?;
+    let expected_lock = lock_to_take(ctx, &image).await?;
+    let (store, multi_store) = target_store(ctx, fields, all_stores)?;
+    let uri = match method_kind {
+        ImportMethod::WebDownload => Some(checked_uri(ctx, method.get("uri")).await?),
+        ImportMethod::GlanceDirect => None,
+    };
+
+    // The lock, the status and this node's hold, in one transaction.
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let staged_here = image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == store;
+    let staging = match method_kind {
+        ImportMethod::GlanceDirect if staged_here => String::new(),
+        _ => DataStore::new_staging(&store, id),
+    };
+    let lease = UploadLease { node: ctx.state.node.id.clone(), staging };
+    let (lock, hold, named) = (task_id.clone(), lease.clone(), multi_store.then(|| store.clone()));
+    let denied = "You are not authorized to complete modify_image action.".to_owned();
+    modify(ctx, id, Rule::ModifyImage, denied, move |i| {
+        if i.properties.get_str(LOCK) != expected_lock.as_deref() {
+            return Err(Rejection::conflict("Image has active task"));
+        }
+        if ready_for(i, method_kind).is_err() {
+            return Err(Rejection::conflict(format!(
+                "Image status transition from {} to importing is not allowed",
+                i.status.as_str()
+            )));
+        }
+        i.status = ImageStatus::Importing;
+        i.upload = Some(hold);
+        i.properties.set(LOCK.into(), Some(lock));
+        let requested: Vec<&str> = named.iter().map(String::as_str).collect();
+        let importing = store_list(i.properties.get_str(IMPORTING_TO), &requested, None);
+        i.properties.set(IMPORTING_TO.into(), Some(importing));
+        let mut failed = i.properties.get_str(FAILED_IMPORT).unwrap_or("").to_owned();
+        for s in &requested {
+            failed = store_list(Some(&failed), &[], Some(s));
+        }
+        i.properties.set(FAILED_IMPORT.into(), Some(failed));
+        i.properties.remove(STAGE_HOST);
+        Ok(())
+    })
+    .await?;
+
+    let job = Job {
+        task_id: task_id.clone(),
+        image_id: id.to_owned(),
+        method: method_kind,
+        store: store.clone(),
+        multi_store,
+        uri: uri.clone(),
+        lease,
+    };
+    let mut task = Task::new(task_id, API_IMAGE_IMPORT, ctx.principal.project_id.clone(), now());
+    task.image_id = Some(id.to_owned());
+    task.request_id = Some(ctx.request_id.clone());
+    task.user_id = Some(ctx.principal.user_id.clone()).filter(|u| !u.is_empty());
+    task.input =
+        Some(json!({"image_id": id, "import_req": body, "backend": [if multi_store { Some(store) } else { None }]}));
+    task.node = Some(ctx.state.node.id.clone());
+    let importer = importer(&ctx.state);
+    if let Err(e) = ctx.state.store.insert_task(task).await {
+        crate::import::abandon(&importer, &job).await;
+        return Err(store_fault(e, id));
+    }
+    ctx.state.tasks.spawn(crate::import::run(importer, job));
+    Ok(Reply::empty(StatusCode::ACCEPTED).with_header(header::CONTENT_TYPE, "text/html; charset=UTF-8"))
+}
+
+/// Whether `image` can be the target of a `method` import (Glance's checks, in its order).
+fn ready_for(image: &Image, method: ImportMethod) -> Result<(), Fault> {
+    if image.status == ImageStatus::Active {
+        return Err(conflict("Image with status active cannot be target for import"));
+    }
+    match method {
+        ImportMethod::WebDownload if image.status != ImageStatus::Queued => {
+            return Err(conflict("Image needs to be in 'queued' state to use 'web-download' method"));
+        }
+        // Staged means all of it: a stage still streaming holds the image.
+        ImportMethod::GlanceDirect if image.status != ImageStatus::Uploading || image.upload.is_some() => {
+            return Err(conflict("Image needs to be staged before 'glance-direct' method can be used"));
+        }
+        _ => {}
+    }
+    if image.container_format.as_deref().is_none_or(str::is_empty) {
+        return Err(conflict("'container_format' needs to be set before import"));
+    }
+    if image.disk_format.as_deref().is_none_or(str::is_empty) {
+        return Err(conflict("'disk_format' needs to be set before import"));
+    }
+    Ok(())
+}
+
+/// The import lock this import may take over: none, or one whose task is gone, or that has
+/// not moved for an hour (two while pending). 409 while another import holds the image.
+async fn lock_to_take(ctx: &Ctx, image: &Image) -> Result<Option<String>, Fault> {
+    let Some(held) = image.properties.get_str(LOCK) else { return Ok(None) };
+    let task = ctx.state.store.get_task(held).await.map_err(|e| store_fault(e, &image.id))?;
+    let stale = match &task {
+        None => true,
+        Some(t) => {
+            let expiry = if t.status == TaskStatus::Pending { LOCK_EXPIRY * 2 } else { LOCK_EXPIRY };
+            now() - t.updated_at >= expiry
+        }
+    };
+    if !stale {
+        return Err(conflict("Image has active task"));
+    }
+    if task.is_some_and(|t| !t.status.is_final()) {
+        let preempted =
+            ctx.state.store.update_task(held, Box::new(|t| t.end(Err("Expired lock preempted".into()), now())));
+        if let Err(e) = preempted.await {
+            tracing::warn!(error = %e, task = held, "cannot fail a preempted import task");
+        }
+    }
+    Ok(Some(held.to_owned()))
+}
+
+/// The store the data goes to, and whether it is one of several. With one store every store
+/// option is ignored (as Glance ignores them without `enabled_backends`); with several, the
+/// request names one (`stores`, `X-Image-Meta-Store`, `all_stores`) or gets the default. An
+/// image's data is in one store: a request for several is refused.
+fn target_store(ctx: &Ctx, fields: &Map<String, Value>, all_stores: bool) -> Result<(String, bool), Fault> {
+    let data = &ctx.state.data;
+    if !data.is_multi() {
+        return Ok((data.default_name().to_owned(), false));
+    }
+    let header = ctx.header("x-image-meta-store").map(str::trim);
+    let stores: Vec<String> = if all_stores {
+        if fields.contains_key("stores") || header.is_some() {
+            return Err(bad_request(
+                "All_stores parameter can't be used with x-image-meta-store header or stores parameter",
+            ));
+        }
+        data.all().map(|(name, _)| name.to_owned()).collect()
+    } else if let Some(stores) = fields.get("stores") {
+        if header.is_some() {
+            return Err(bad_request("Stores parameter and x-image-meta-store header can't be both specified"));
+        }
+        let Some(stores) = stores.as_array() else {
+            return Err(bad_request("'stores' must be a list of store identifiers"));
+        };
+        stores.iter().map(|s| s.as_str().map(str::to_owned).unwrap_or_else(|| s.to_string())).collect()
+    } else {
+        vec![header.unwrap_or(data.default_name()).to_owned()]
+    };
+    for s in &stores {
+        if data.get(s).is_none() {
+            return Err(conflict(format!("Store for identifier {s} not found")));
+        }
+    }
+    match stores.as_slice() {
+        [one] => Ok((one.clone(), true)),
+        _ => Err(conflict(format!(
+            "An image's data is kept in one store: import it to one store of {} (with 'stores' or \
+             X-Image-Meta-Store)",
+            stores.join(", ")
+        ))),
+    }
+}
+
+/// `web-download`'s URI, if it passes the site's filter and its host name resolves.
+async fn checked_uri(ctx: &Ctx, uri: Option<&Value>) -> Result<String, Fault> {
+    let text = uri.and_then(Value::as_str);
+    let refused = || bad_request(format!("URI for web-download does not pass filtering: {}", text.unwrap_or("None")));
+    let Some(text) = text else { return Err(refused()) };
+    let passed = ctx.state.settings.import.filter.check(text).ok_or_else(refused)?;
+    if passed.is_name {
+        let port = passed.url.port_or_known_default().unwrap_or(80);
+        let lookup = tokio::net::lookup_host((passed.host.as_str(), port));
+        let resolved = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addresses)) => addresses.count() > 0,
+            _ => false,
+        };
+        if !resolved {
+            return Err(refused());
+        }
+    }
+    Ok(text.to_owned())
+}
