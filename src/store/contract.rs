@@ -457,3 +457,26 @@ async fn tasks_are_recorded_changed_listed_and_expire() {
         assert!(matches!(b.a.update_task("t1", Box::new(|_| {})).await, Err(StoreError::NotFound)), "{n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_lookups_by_text_no_store_can_hold_find_nothing() {
+    use crate::domain::task::{TaskQuery, TaskSortKey};
+    for b in backends().await {
+        let n = b.name;
+        assert_eq!(b.a.get_task("a\0b").await.unwrap(), None, "{n}");
+        assert!(matches!(b.a.update_task("a\0b", Box::new(|_| {})).await, Err(StoreError::NotFound)), "{n}");
+        let q = TaskQuery {
+            owner: Some("p\0".into()),
+            status: None,
+            kind: None,
+            image_id: None,
+            sort_key: TaskSortKey::Id,
+            descending: false,
+            marker: None,
+            limit: 10,
+        };
+        assert_eq!(b.a.list_tasks(&q).await.unwrap(), vec![], "{n}");
+        let q = TaskQuery { owner: None, marker: Some("m\0".into()), ..q };
+        assert!(matches!(b.a.list_tasks(&q).await, Err(StoreError::MarkerNotFound(_))), "{n}");
+    }
+}

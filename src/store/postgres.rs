@@ -1019,10 +1019,16 @@ impl Store for PgStore {
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        if impossible(id) {
+            return Ok(None);
+        }
         self.with(async |c| load_task(&*c, id, false).await).await
     }
 
     async fn update_task(&self, id: &str, change: TaskChange) -> Result<Task, StoreError> {
+        if impossible(id) {
+            return Err(StoreError::NotFound);
+        }
         self.with(async |c| {
             let tx = c.transaction().await?;
             let mut task = load_task(&tx, id, true).await?.ok_or(StoreError::NotFound)?;
@@ -1037,6 +1043,14 @@ impl Store for PgStore {
     }
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<Task>, StoreError> {
+        // Text PostgreSQL cannot hold (a NUL) names no task.
+        let texts = [&query.owner, &query.kind, &query.image_id];
+        if texts.iter().any(|t| t.as_deref().is_some_and(impossible)) {
+            return Ok(Vec::new());
+        }
+        if let Some(marker) = query.marker.as_deref().filter(|m| impossible(m)) {
+            return Err(StoreError::MarkerNotFound(marker.to_owned()));
+        }
         self.with(async |c| {
             let marker = match &query.marker {
                 None => None,
