@@ -8,7 +8,7 @@ SWIFT_PYTHON="${SWIFT_PYTHON:-python3}"
 # Only loopback, ever. Not configurable on purpose.
 SWIFT_HOST=127.0.0.1
 # Everything start.sh runs, in start order (stop.sh stops them in reverse).
-SWIFT_SERVICES="memcached account-server container-server object-server proxy-server container-updater object-updater"
+SWIFT_SERVICES="memcached account-server container-server object-server proxy-server proxy-server-keystone container-updater object-updater"
 
 HARNESS_NAME=swift-harness
 # log, die, pid_alive, group_alive, port_open

@@ -336,3 +336,84 @@ async fn the_admin_role_outside_the_admin_project() {
     let own = glance.call("POST", "/v2/images").token(&alpha_admin).json(&json!({"name": "own"})).send().await;
     assert_eq!(own.status, 201, "{}", own.text());
 }
+
+/// Image data in a Swift that authenticates with Keystone v3 (`swift://…?auth_url=…/v3`): the
+/// store logs in as a project member, finds its endpoint in the catalog, and every upload,
+/// download and delete goes through Swift's `authtoken` and `keystoneauth`.
+/// `IMAGEMETA_TEST_SWIFT_KEYSTONE`: the JSON of `ci/swift/start_keystone_proxy.sh`.
+#[tokio::test]
+#[ignore = "needs a Keystone and a Swift behind it: run by .ci/run (ci/keystone, ci/swift)"]
+async fn image_data_in_swift_behind_keystone() {
+    let spec: Value = serde_json::from_str(
+        &std::env::var("IMAGEMETA_TEST_SWIFT_KEYSTONE").expect("IMAGEMETA_TEST_SWIFT_KEYSTONE (ci/swift/start_keystone_proxy.sh)"),
+    )
+    .unwrap();
+    let text = |k: &str| spec[k].as_str().unwrap().to_owned();
+    let container = format!("images-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let store = format!("swift=swift://{container}?auth_url={}", text("auth_url"));
+    let env_with = |password: &str| {
+        vec![
+            ("IMAGEMETA_SWIFT_USER".to_owned(), text("user")),
+            ("IMAGEMETA_SWIFT_KEY".to_owned(), password.to_owned()),
+            ("IMAGEMETA_SWIFT_PROJECT".to_owned(), text("project")),
+        ]
+    };
+    let opts = |password: &str| ServerOpts {
+        extra_args: vec!["--image-store".into(), store.clone()],
+        env: env_with(password),
+        ..Default::default()
+    };
+
+    // Wrong credentials: the server says so and does not start.
+    let env = Env::new();
+    let (status, stderr) = env.start_fails(&opts("not-the-password"));
+    assert!(!status.success());
+    assert!(stderr.contains("swift"), "{stderr}");
+
+    let server = env.start_with(&opts(&text("password")));
+    let glance = server.image();
+    let created = glance
+        .call("POST", "/v2/images")
+        .token(TOK_A)
+        .json(&json!({"name": "in swift", "disk_format": "raw", "container_format": "bare"}))
+        .send()
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let put = glance
+        .call("PUT", &format!("/v2/images/{id}/file"))
+        .token(TOK_A)
+        .content_type("application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await;
+    assert_eq!(put.status, 204, "{}", put.text());
+    let got = glance.call("GET", &format!("/v2/images/{id}/file")).token(TOK_A).send().await;
+    assert!(got.status == 200 && got.body == data, "download: {} {} bytes", got.status, got.body.len());
+
+    // In Swift, as the same Keystone user sees its account.
+    let http = reqwest::Client::new();
+    let login = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": text("user"), "domain": {"id": "default"}, "password": text("password")}}},
+        "scope": {"project": {"name": text("project"), "domain": {"id": "default"}}}}});
+    let r = http.post(format!("{}/auth/tokens?nocatalog", text("auth_url"))).json(&login).send().await.unwrap();
+    let token = r.headers()["x-subject-token"].to_str().unwrap().to_owned();
+    let listing = |token: String| {
+        let url = format!("{}/{container}?format=json", text("storage_url"));
+        let http = http.clone();
+        async move {
+            let r = http.get(url).header("X-Auth-Token", token).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            r.json::<Vec<Value>>().await.unwrap()
+        }
+    };
+    let objects = listing(token.clone()).await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0]["bytes"], json!(data.len()));
+
+    let deleted = glance.call("DELETE", &format!("/v2/images/{id}")).token(TOK_A).send().await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(listing(token).await, Vec::<Value>::new(), "the delete removed the object");
+}
