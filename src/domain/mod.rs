@@ -5,6 +5,7 @@
 
 pub mod import;
 pub mod metadata;
+pub mod metadefs;
 pub mod policy;
 pub mod task;
 pub mod update;

@@ -1,6 +1,8 @@
-//! Who may see and change an image: Glance's default rules under secure RBAC (nova-images §9),
-//! as pure functions so every API and every store applies the same ones.
+//! Who may see and change an image, and the metadata definitions catalogue: Glance's default
+//! rules under secure RBAC (nova-images §9, metadefs-spec §9), as pure functions so every API
+//! and every store applies the same ones.
 
+use super::metadefs::Namespace;
 use super::{Image, ImageStatus, MemberStatus, Visibility};
 
 /// The caller, as an authenticated token describes it.
@@ -28,6 +30,12 @@ impl Principal {
     /// only a `reader` may read.
     pub fn may_write(&self) -> bool {
         self.is_admin || self.roles.iter().any(|r| r == "member" || r == "_member_")
+    }
+
+    /// Holds the `reader` role, itself or through Keystone's default implied roles (`admin`
+    /// implies `member`, which implies `reader`): what Glance's metadef read rules ask for.
+    pub fn reads(&self) -> bool {
+        self.is_admin || self.roles.iter().any(|r| r == "reader" || r == "member" || r == "_member_")
     }
 
     fn owns(&self, image: &Image) -> bool {
@@ -183,6 +191,149 @@ pub enum Rule {
     /// imagemeta's own bookkeeping: the end of an upload a request was authorized for, the
     /// recovery of a dead node's uploads, a data move. Always allowed.
     Bookkeeping,
+    /// One of Glance's metadata definitions rules, on the namespace it is about (none for the
+    /// listings, creates and the global resource types: the caller's own project is the
+    /// target then).
+    Metadef(MetadefRule, Option<NamespaceTarget>),
+}
+
+/// What a metadef rule looks at in a namespace: Glance's policy target
+/// `{"project_id": owner, "visibility": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceTarget {
+    pub owner: String,
+    pub public: bool,
+}
+
+impl NamespaceTarget {
+    pub fn of(ns: &Namespace) -> NamespaceTarget {
+        NamespaceTarget { owner: ns.fields.owner.clone(), public: ns.is_public() }
+    }
+}
+
+/// Glance's metadef policies (glance/policies/metadef.py), by their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadefRule {
+    GetNamespaces,
+    GetNamespace,
+    AddNamespace,
+    ModifyNamespace,
+    DeleteNamespace,
+    GetObjects,
+    GetObject,
+    AddObject,
+    ModifyObject,
+    DeleteObject,
+    ListResourceTypes,
+    GetResourceType,
+    AddResourceTypeAssociation,
+    RemoveResourceTypeAssociation,
+    GetProperties,
+    GetProperty,
+    AddProperty,
+    ModifyProperty,
+    RemoveProperty,
+    GetTags,
+    GetTag,
+    AddTag,
+    AddTags,
+    ModifyTag,
+    DeleteTag,
+    DeleteTags,
+}
+
+impl MetadefRule {
+    pub fn name(self) -> &'static str {
+        use MetadefRule::*;
+        match self {
+            GetNamespaces => "get_metadef_namespaces",
+            GetNamespace => "get_metadef_namespace",
+            AddNamespace => "add_metadef_namespace",
+            ModifyNamespace => "modify_metadef_namespace",
+            DeleteNamespace => "delete_metadef_namespace",
+            GetObjects => "get_metadef_objects",
+            GetObject => "get_metadef_object",
+            AddObject => "add_metadef_object",
+            ModifyObject => "modify_metadef_object",
+            DeleteObject => "delete_metadef_object",
+            ListResourceTypes => "list_metadef_resource_types",
+            GetResourceType => "get_metadef_resource_type",
+            AddResourceTypeAssociation => "add_metadef_resource_type_association",
+            RemoveResourceTypeAssociation => "remove_metadef_resource_type_association",
+            GetProperties => "get_metadef_properties",
+            GetProperty => "get_metadef_property",
+            AddProperty => "add_metadef_property",
+            ModifyProperty => "modify_metadef_property",
+            RemoveProperty => "remove_metadef_property",
+            GetTags => "get_metadef_tags",
+            GetTag => "get_metadef_tag",
+            AddTag => "add_metadef_tag",
+            AddTags => "add_metadef_tags",
+            ModifyTag => "modify_metadef_tag",
+            DeleteTag => "delete_metadef_tag",
+            DeleteTags => "delete_metadef_tags",
+        }
+    }
+
+    /// Whether `who` passes the rule's default check string on `target`: `metadef_admin`
+    /// (admins) for every change; `ADMIN_OR_PROJECT_READER` for the namespace listing; and
+    /// `ADMIN_OR_PROJECT_READER_GET_NAMESPACE` (a reader of the owner project, or of any
+    /// project for a public namespace) for every other read.
+    fn allows(self, who: &Principal, target: Option<&NamespaceTarget>) -> bool {
+        use MetadefRule::*;
+        // Without a namespace, the target's project is the caller's own.
+        let own = target.is_none_or(|t| t.owner == who.project_id);
+        let public = target.is_some_and(|t| t.public);
+        match self {
+            GetNamespaces => who.is_admin || (who.reads() && own),
+            GetNamespace | GetObjects | GetObject | GetProperties | GetProperty | GetTags | GetTag
+            | ListResourceTypes | GetResourceType => who.is_admin || (who.reads() && (own || public)),
+            AddNamespace
+            | ModifyNamespace
+            | DeleteNamespace
+            | AddObject
+            | ModifyObject
+            | DeleteObject
+            | AddResourceTypeAssociation
+            | RemoveResourceTypeAssociation
+            | AddProperty
+            | ModifyProperty
+            | RemoveProperty
+            | AddTag
+            | AddTags
+            | ModifyTag
+            | DeleteTag
+            | DeleteTags => who.is_admin,
+        }
+    }
+}
+
+/// How a refused metadef rule is answered (Glance's `MetadefAPIPolicy._enforce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller may not even read the namespace: answered as if it did not exist.
+    Hidden,
+    /// Answered 403, naming the rule.
+    Forbidden,
+}
+
+/// Whether `who` may do metadef `rule` on `target`, and if not, how the refusal shows.
+pub fn metadef_refusal(who: &Principal, rule: MetadefRule, target: Option<&NamespaceTarget>) -> Option<Refusal> {
+    let allowed = |r: MetadefRule| authorize(who, &Rule::Metadef(r, target.cloned()), None);
+    if allowed(rule) {
+        None
+    } else if rule == MetadefRule::GetNamespace || !allowed(MetadefRule::GetNamespace) {
+        Some(Refusal::Hidden)
+    } else {
+        Some(Refusal::Forbidden)
+    }
+}
+
+/// Which namespaces exist for `who` at all, before any rule (Glance's database layer): all for
+/// an admin; otherwise those its project owns and the public ones. A namespace loaded without
+/// a visibility is private.
+pub fn sees_namespace(who: &Principal, ns: &Namespace) -> bool {
+    who.is_admin || ns.fields.owner == who.project_id || ns.is_public()
 }
 
 impl Rule {
@@ -203,6 +354,7 @@ impl Rule {
             Rule::OtherProjectLimits => "os_compute_api:limits:other_project",
             Rule::TasksApiAccess => "tasks_api_access",
             Rule::Bookkeeping => "bookkeeping",
+            Rule::Metadef(rule, _) => rule.name(),
         }
     }
 }
@@ -225,6 +377,7 @@ pub fn authorize(who: &Principal, rule: &Rule, image: Option<&Image>) -> bool {
         | Rule::OtherProjectLimits
         | Rule::TasksApiAccess => who.is_admin,
         Rule::Bookkeeping => true,
+        Rule::Metadef(rule, target) => rule.allows(who, target.as_ref()),
     }
 }
 
@@ -253,6 +406,34 @@ mod tests {
         assert!(can_see(&member, &image("p2", Visibility::Public)));
         assert!(can_see(&member, &image("p2", Visibility::Community)));
         assert!(can_see(&who("p3", &["admin"]), &image("p2", Visibility::Private)));
+    }
+
+    /// The metadef defaults (metadefs-spec §9.2): changes are the admins'; a reader reads its
+    /// own project's namespaces and public ones; a token without the reader role reads nothing,
+    /// and its refusals hide the namespace.
+    #[test]
+    fn metadef_matrix() {
+        use MetadefRule::*;
+        let ns = |owner: &str, public: bool| Some(NamespaceTarget { owner: owner.into(), public });
+        let reader = who("p1", &["reader"]);
+        let member = who("p1", &["member"]);
+        let admin = who("p9", &["admin"]);
+        let nobody = who("p1", &[]);
+        for r in [&reader, &member] {
+            assert_eq!(metadef_refusal(r, GetNamespace, ns("p1", false).as_ref()), None);
+            assert_eq!(metadef_refusal(r, GetTags, ns("p2", true).as_ref()), None);
+            assert_eq!(metadef_refusal(r, GetObject, ns("p2", false).as_ref()), Some(Refusal::Hidden));
+            assert_eq!(metadef_refusal(r, ModifyNamespace, ns("p1", false).as_ref()), Some(Refusal::Forbidden));
+            assert_eq!(metadef_refusal(r, AddNamespace, None), Some(Refusal::Forbidden));
+            assert_eq!(metadef_refusal(r, GetNamespaces, None), None);
+        }
+        assert_eq!(metadef_refusal(&reader, DeleteNamespace, ns("p2", false).as_ref()), Some(Refusal::Hidden));
+        assert_eq!(metadef_refusal(&nobody, GetNamespaces, None), Some(Refusal::Hidden));
+        assert_eq!(metadef_refusal(&nobody, ListResourceTypes, None), Some(Refusal::Hidden));
+        for rule in [AddNamespace, DeleteTags, RemoveResourceTypeAssociation, GetNamespace] {
+            assert_eq!(metadef_refusal(&admin, rule, ns("p2", false).as_ref()), None);
+        }
+        assert_eq!(Rule::Metadef(AddTags, None).name(), "add_metadef_tags");
     }
 
     #[test]

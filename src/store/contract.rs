@@ -480,3 +480,412 @@ async fn task_lookups_by_text_no_store_can_hold_find_nothing() {
         assert!(matches!(b.a.list_tasks(&q).await, Err(StoreError::MarkerNotFound(_))), "{n}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The metadata definitions catalogue (metadefs-spec).
+// ---------------------------------------------------------------------------------------------
+
+mod metadefs {
+    use super::backends;
+    use crate::domain::Principal;
+    use crate::domain::metadefs::{
+        Association, Contents, MAX_PER_NAMESPACE, NamespaceFields, NewNamespace, NsVisibility, Object, PropertyDef,
+    };
+    use crate::domain::policy::{MetadefRule, Refusal};
+    use crate::store::metadefs::{
+        Duplicate, Limited, MetadefError, NamespaceColumn, NamespaceQuery, SortDir, TagColumn, TagQuery,
+    };
+
+    fn admin() -> Principal {
+        Principal::new("admin".into(), "padmin".into(), vec!["admin".into()])
+    }
+
+    fn reader(project: &str) -> Principal {
+        Principal::new("r".into(), project.into(), vec!["reader".into()])
+    }
+
+    fn fields(name: &str, owner: &str, visibility: NsVisibility) -> NamespaceFields {
+        NamespaceFields {
+            name: name.into(),
+            display_name: None,
+            description: None,
+            visibility: Some(visibility),
+            protected: Some(false),
+            owner: owner.into(),
+        }
+    }
+
+    fn bare(name: &str, owner: &str, visibility: NsVisibility) -> NewNamespace {
+        NewNamespace {
+            fields: fields(name, owner, visibility),
+            associations: None,
+            properties: None,
+            objects: None,
+            tags: None,
+        }
+    }
+
+    fn prop(title: &str) -> PropertyDef {
+        PropertyDef { kind: Some("string".into()), title: Some(title.into()), ..PropertyDef::default() }
+    }
+
+    fn object(name: &str) -> Object {
+        Object {
+            name: name.into(),
+            description: None,
+            required: None,
+            properties: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    fn association(name: &str, prefix: Option<&str>) -> Association {
+        Association {
+            name: name.into(),
+            prefix: prefix.map(str::to_owned),
+            properties_target: None,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<String> {
+        items.iter().map(|i| name(i).to_owned()).collect()
+    }
+
+    /// A namespace created with contents reads back whole, in Glance's orders: objects and
+    /// properties by name (byte order), tags newest first, associations as they came; on
+    /// either node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_namespace_and_its_contents_round_trip() {
+        for b in backends().await {
+            let mut new = bare("FullNS", "p", NsVisibility::Public);
+            new.fields.display_name = Some("Full".into());
+            new.fields.protected = Some(true);
+            new.associations =
+                Some(vec![association("OS::Nova::Flavor", Some("hw:")), association("OS::Glance::Image", None)]);
+            new.objects = Some(vec![object("beta"), object("Alpha"), object("alpha")]);
+            new.tags = Some(vec!["t1".into(), "t2".into()]);
+            new.properties = Some(vec![("zeta".into(), prop("Z")), ("Mid".into(), prop("M"))]);
+            let created = b.a.create_namespace(&admin(), new).await.unwrap();
+            assert_eq!(created.updated_at, Some(created.created_at), "{}", b.name);
+            let got = b.b.namespace(&reader("q"), "FullNS").await.unwrap();
+            assert_eq!(got.namespace, created, "{}", b.name);
+            assert_eq!(names(&got.objects, |o| &o.name), ["Alpha", "alpha", "beta"], "{}", b.name);
+            assert_eq!(got.objects[0].required, Some(vec![]), "{}", b.name);
+            assert_eq!(got.objects[0].properties, Some(vec![]), "{}", b.name);
+            assert_eq!(names(&got.properties, |p| &p.0), ["Mid", "zeta"], "{}", b.name);
+            assert_eq!(got.properties[1].1, prop("Z"), "{}", b.name);
+            assert_eq!(names(&got.tags, |t| &t.name), ["t2", "t1"], "{}: newest first", b.name);
+            assert_eq!(names(&got.associations, |a| &a.name), ["OS::Nova::Flavor", "OS::Glance::Image"], "{}", b.name);
+            assert_eq!(got.associations[0].prefix.as_deref(), Some("hw:"), "{}", b.name);
+            let types = b.a.resource_types(&reader("q")).await.unwrap();
+            assert_eq!(names(&types, |t| &t.name), ["OS::Nova::Flavor", "OS::Glance::Image"], "{}", b.name);
+
+            // Protected: nothing in it can be deleted, but it can be unprotected.
+            let refused = b.a.delete_namespace(&admin(), "FullNS").await;
+            assert!(matches!(refused, Err(MetadefError::Protected)), "{}: {refused:?}", b.name);
+            for what in [Contents::Objects, Contents::Properties, Contents::Tags] {
+                assert!(matches!(b.a.delete_contents(&admin(), "FullNS", what).await, Err(MetadefError::Protected)));
+            }
+            assert!(matches!(b.a.delete_tag(&admin(), "FullNS", "t1").await, Err(MetadefError::Protected)));
+            let mut unprotected = fields("FullNS", "p", NsVisibility::Public);
+            unprotected.protected = Some(false);
+            let before = b.a.update_namespace(&admin(), "FullNS", unprotected).await.unwrap();
+            assert_eq!(before.updated_at, created.updated_at, "{}: the answer keeps the old updated_at", b.name);
+            assert!(b.b.namespace(&admin(), "FullNS").await.unwrap().namespace.updated_at > created.updated_at);
+            b.b.delete_namespace(&admin(), "FullNS").await.unwrap();
+            assert!(matches!(b.a.namespace(&admin(), "FullNS").await, Err(MetadefError::NamespaceNotFound)));
+            // Its resource types stay.
+            assert_eq!(b.a.resource_types(&admin()).await.unwrap().len(), 2, "{}", b.name);
+        }
+    }
+
+    /// Who sees what (metadefs-spec §9): other projects see public namespaces only, readers
+    /// change nothing, a token without the reader role reads nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn visibility_and_rules_are_the_stores_to_check() {
+        for b in backends().await {
+            b.a.create_namespace(&admin(), bare("Priv", "p", NsVisibility::Private)).await.unwrap();
+            b.a.create_namespace(&admin(), bare("Pub", "p", NsVisibility::Public)).await.unwrap();
+            b.a.create_namespace(&admin(), bare("Other", "q", NsVisibility::Private)).await.unwrap();
+            let listed = |who: Principal| {
+                let store = b.b.clone();
+                async move {
+                    let page = store.list_namespaces(&who, &NamespaceQuery::default()).await.unwrap();
+                    let mut names: Vec<String> = page.into_iter().map(|(n, _)| n.fields.name).collect();
+                    names.sort();
+                    names
+                }
+            };
+            assert_eq!(listed(reader("p")).await, ["Priv", "Pub"], "{}", b.name);
+            assert_eq!(listed(reader("q")).await, ["Other", "Pub"], "{}", b.name);
+            assert_eq!(listed(admin()).await, ["Other", "Priv", "Pub"], "{}", b.name);
+            assert!(matches!(b.a.namespace(&reader("q"), "Priv").await, Err(MetadefError::NamespaceInvisible)));
+            assert!(b.a.namespace(&reader("q"), "Pub").await.is_ok(), "{}", b.name);
+            let denied = b.a.create_object(&reader("p"), "Priv", object("o")).await;
+            assert!(
+                matches!(denied, Err(MetadefError::Refused(MetadefRule::AddObject, Refusal::Forbidden))),
+                "{}: {denied:?}",
+                b.name
+            );
+            let denied = b.a.create_namespace(&reader("p"), bare("X", "p", NsVisibility::Public)).await;
+            assert!(matches!(denied, Err(MetadefError::Refused(MetadefRule::AddNamespace, Refusal::Forbidden))));
+            let nobody = Principal::new("n".into(), "p".into(), vec![]);
+            let hidden = b.a.namespace(&nobody, "Priv").await;
+            assert!(matches!(hidden, Err(MetadefError::Refused(_, Refusal::Hidden))), "{}: {hidden:?}", b.name);
+            assert!(b.a.objects(&reader("p"), "Priv").await.unwrap().is_empty());
+        }
+    }
+
+    /// Names are unique under concurrency: of writers racing for one name on both nodes,
+    /// exactly one wins and the others hear the conflict (never a failure of the store); a new
+    /// resource type that several associations create at once exists once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_writers_get_conflicts_not_failures() {
+        for b in backends().await {
+            let mut tasks = Vec::new();
+            for n in 0..8 {
+                let store = if n % 2 == 0 { b.a.clone() } else { b.b.clone() };
+                tasks.push(tokio::spawn(async move {
+                    let ns = store.create_namespace(&admin(), bare("Race", "p", NsVisibility::Public)).await;
+                    let own = format!("ns{n}");
+                    store.create_namespace(&admin(), bare(&own, "p", NsVisibility::Public)).await.unwrap();
+                    let rt = store.create_association(&admin(), &own, association("OS::New::Type", None)).await;
+                    (ns.map(drop), rt.map(drop))
+                }));
+            }
+            let mut won = 0;
+            for t in tasks {
+                let (ns, rt) = t.await.unwrap();
+                match ns {
+                    Ok(()) => won += 1,
+                    Err(MetadefError::Duplicate(Duplicate::Namespace(name))) => assert_eq!(name, "Race"),
+                    Err(e) => panic!("{}: {e:?}", b.name),
+                }
+                rt.unwrap();
+            }
+            assert_eq!(won, 1, "{}", b.name);
+            assert_eq!(b.a.resource_types(&admin()).await.unwrap().len(), 1, "{}", b.name);
+
+            // Tags on one namespace, with names differing only in case.
+            let mut tasks = Vec::new();
+            for n in 0..8 {
+                let store = if n % 2 == 0 { b.a.clone() } else { b.b.clone() };
+                let name = if n % 2 == 0 { "Tag" } else { "TAG" };
+                tasks.push(tokio::spawn(async move { store.create_tag(&admin(), "Race", name).await }));
+            }
+            let mut won = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => won += 1,
+                    Err(MetadefError::Duplicate(Duplicate::Tag(_))) => {}
+                    Err(e) => panic!("{}: {e:?}", b.name),
+                }
+            }
+            assert_eq!(won, 1, "{}: tag names are unique case-insensitively", b.name);
+        }
+    }
+
+    /// Conflicts change nothing: a namespace whose contents clash is not created, a tag list
+    /// with a clash leaves the tags as they were; renames onto taken names are conflicts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conflicts_roll_back_and_renames_are_checked() {
+        for b in backends().await {
+            let mut clash = bare("Clash", "p", NsVisibility::Public);
+            clash.objects = Some(vec![object("o"), object("o")]);
+            let refused = b.a.create_namespace(&admin(), clash).await;
+            assert!(
+                matches!(refused, Err(MetadefError::Duplicate(Duplicate::Object(ref o))) if o == "o"),
+                "{refused:?}"
+            );
+            assert!(matches!(b.a.namespace(&admin(), "Clash").await, Err(MetadefError::NamespaceNotFound)));
+
+            b.a.create_namespace(&admin(), bare("N", "p", NsVisibility::Public)).await.unwrap();
+            b.a.create_namespace(&admin(), bare("M", "p", NsVisibility::Public)).await.unwrap();
+            b.a.create_tags(&admin(), "N", vec!["a".into(), "b".into()], false).await.unwrap();
+            let refused = b.b.create_tags(&admin(), "N", vec!["c".into(), "C".into()], false).await;
+            assert!(matches!(refused, Err(MetadefError::Duplicate(Duplicate::Tag(ref t))) if t == "C"), "{refused:?}");
+            let refused = b.b.create_tags(&admin(), "N", vec!["A".into()], true).await;
+            assert!(matches!(refused, Err(MetadefError::Duplicate(Duplicate::Tag(_)))), "{refused:?}");
+            b.b.create_tags(&admin(), "N", vec![], false).await.unwrap();
+            let tags = b.a.tags(&admin(), "N", &TagQuery::default()).await.unwrap();
+            assert_eq!(names(&tags, |t| &t.name), ["b", "a"], "{}: kept", b.name);
+            b.b.create_tags(&admin(), "N", vec!["c".into()], false).await.unwrap();
+            let tags = b.a.tags(&admin(), "N", &TagQuery::default()).await.unwrap();
+            assert_eq!(names(&tags, |t| &t.name), ["c"], "{}: replaced", b.name);
+
+            let renamed = b.a.update_namespace(&admin(), "N", fields("M", "p", NsVisibility::Public)).await;
+            assert!(matches!(renamed, Err(MetadefError::Duplicate(Duplicate::Namespace(_)))), "{renamed:?}");
+            b.a.create_object(&admin(), "N", object("o1")).await.unwrap();
+            b.a.create_object(&admin(), "N", object("o2")).await.unwrap();
+            let renamed = b.b.update_object(&admin(), "N", "o1", object("o2")).await;
+            assert!(matches!(renamed, Err(MetadefError::Duplicate(Duplicate::Object(_)))), "{renamed:?}");
+            b.a.create_property(&admin(), "N", "p1", prop("1")).await.unwrap();
+            b.a.create_property(&admin(), "N", "p2", prop("2")).await.unwrap();
+            let renamed = b.b.update_property(&admin(), "N", "p1", "p2", prop("x")).await;
+            assert!(matches!(renamed, Err(MetadefError::Duplicate(Duplicate::Property(_)))), "{renamed:?}");
+            b.a.create_tag(&admin(), "N", "d").await.unwrap();
+            let renamed = b.b.update_tag(&admin(), "N", "d", "C").await;
+            assert!(matches!(renamed, Err(MetadefError::Duplicate(Duplicate::Tag(_)))), "{renamed:?}");
+            // A rename elsewhere works, and the old name is gone.
+            b.b.update_object(&admin(), "N", "o1", object("o3")).await.unwrap();
+            assert!(matches!(b.a.object(&admin(), "N", "o1").await, Err(MetadefError::ObjectNotFound)));
+            b.a.update_namespace(&admin(), "N", fields("N2", "p", NsVisibility::Public)).await.unwrap();
+            assert_eq!(b.b.objects(&admin(), "N2").await.unwrap().len(), 2, "{}", b.name);
+        }
+    }
+
+    /// Namespace pages walk the whole listing in order whatever the sort key (NULLs first
+    /// ascending); filters by visibility and resource type.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn namespace_pages_walk_the_listing() {
+        for b in backends().await {
+            for n in 0..9 {
+                let mut new = bare(&format!("ns-{n}"), if n % 3 == 0 { "q" } else { "p" }, NsVisibility::Public);
+                if n % 2 == 0 {
+                    new.fields.visibility = Some(NsVisibility::Private);
+                    new.fields.display_name = Some(format!("d{}", n % 4));
+                }
+                if n % 4 == 1 {
+                    new.associations = Some(vec![association(if n == 1 { "A" } else { "B" }, None)]);
+                }
+                b.a.create_namespace(&admin(), new).await.unwrap();
+            }
+            let who = reader("p");
+            for (sort_key, sort_dir) in [
+                (NamespaceColumn::CreatedAt, SortDir::Desc),
+                (NamespaceColumn::Namespace, SortDir::Asc),
+                (NamespaceColumn::DisplayName, SortDir::Asc),
+                (NamespaceColumn::DisplayName, SortDir::Desc),
+                (NamespaceColumn::Owner, SortDir::Desc),
+            ] {
+                let whole = NamespaceQuery { limit: 100, sort_key, sort_dir, ..NamespaceQuery::default() };
+                let once: Vec<String> =
+                    b.a.list_namespaces(&who, &whole).await.unwrap().into_iter().map(|(n, _)| n.fields.name).collect();
+                let mut query = NamespaceQuery { limit: 2, ..whole.clone() };
+                let mut paged = Vec::new();
+                loop {
+                    let page = b.b.list_namespaces(&who, &query).await.unwrap();
+                    paged.extend(page.iter().map(|(n, _)| n.fields.name.clone()));
+                    if page.len() < query.limit {
+                        break;
+                    }
+                    query.marker = page.last().map(|(n, _)| n.fields.name.clone());
+                }
+                assert_eq!(paged, once, "{}: {sort_key:?} {sort_dir:?}", b.name);
+                // The reader sees its project's namespaces and public ones.
+                let mut expected: Vec<String> =
+                    (0..9).filter(|n| n % 3 != 0 || n % 2 != 0).map(|n| format!("ns-{n}")).collect();
+                let mut got = once.clone();
+                got.sort();
+                expected.sort();
+                assert_eq!(got, expected, "{}", b.name);
+            }
+            let newest = b.a.list_namespaces(&admin(), &NamespaceQuery { limit: 1, ..NamespaceQuery::default() }).await;
+            assert_eq!(newest.unwrap()[0].0.fields.name, "ns-8", "{}: newest first", b.name);
+            let private =
+                NamespaceQuery { visibility: Some(NsVisibility::Private), limit: 100, ..NamespaceQuery::default() };
+            assert_eq!(b.a.list_namespaces(&admin(), &private).await.unwrap().len(), 5, "{}", b.name);
+            let typed =
+                NamespaceQuery { resource_types: Some(vec!["A".into(), "Z".into()]), ..NamespaceQuery::default() };
+            let found = b.a.list_namespaces(&admin(), &typed).await.unwrap();
+            assert_eq!(found.len(), 1, "{}", b.name);
+            assert_eq!(names(&found[0].1, |a| &a.name), ["A"], "{}: with its associations", b.name);
+            let missing = NamespaceQuery { marker: Some("nope".into()), ..NamespaceQuery::default() };
+            assert!(matches!(b.a.list_namespaces(&admin(), &missing).await, Err(MetadefError::MarkerNotFound)));
+            let hidden = NamespaceQuery { marker: Some("ns-0".into()), ..NamespaceQuery::default() };
+            assert!(matches!(b.a.list_namespaces(&who, &hidden).await, Err(MetadefError::MarkerInvisible)));
+        }
+    }
+
+    /// Tag pages sort and page; a property is found through a resource type's prefix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tags_page_and_properties_resolve_prefixes() {
+        for b in backends().await {
+            let mut new = bare("N", "p", NsVisibility::Public);
+            new.associations = Some(vec![association("OS::Nova::Flavor", Some("hw:")), association("OS::X", None)]);
+            new.properties = Some(vec![("cpu".into(), prop("CPU"))]);
+            b.a.create_namespace(&admin(), new).await.unwrap();
+            b.a.create_namespace(&admin(), bare("Other", "p", NsVisibility::Public)).await.unwrap();
+            b.a.create_tags(&admin(), "N", (1..=5).map(|n| format!("t{n}")).collect(), false).await.unwrap();
+            let query = TagQuery {
+                limit: Some(2),
+                sort_key: TagColumn::Name,
+                sort_dir: SortDir::Asc,
+                marker: Some("T2".into()),
+            };
+            let page = b.b.tags(&admin(), "N", &query).await.unwrap();
+            assert_eq!(names(&page, |t| &t.name), ["t3", "t4"], "{}", b.name);
+            let missing = TagQuery { marker: Some("nope".into()), ..TagQuery::default() };
+            assert!(matches!(b.b.tags(&admin(), "N", &missing).await, Err(MetadefError::MarkerNotFound)));
+
+            let who = reader("q");
+            let (name, def) = b.a.property(&who, "N", "hw:cpu", Some("OS::Nova::Flavor")).await.unwrap();
+            assert_eq!((name.as_str(), def), ("cpu", prop("CPU")), "{}", b.name);
+            let err = |r: Result<(String, PropertyDef), MetadefError>| r.unwrap_err();
+            assert!(matches!(err(b.a.property(&who, "N", "cpu", Some("OS::Nova::Flavor")).await),
+                MetadefError::PrefixMismatch(Some(ref p)) if p == "hw:"));
+            assert!(matches!(
+                err(b.a.property(&who, "N", "cpu", Some("OS::X")).await),
+                MetadefError::PrefixMismatch(None)
+            ));
+            assert!(matches!(
+                err(b.a.property(&who, "N", "cpu", Some("OS::Nope")).await),
+                MetadefError::ResourceTypeNotFound
+            ));
+            assert!(matches!(
+                err(b.a.property(&who, "Other", "cpu", Some("OS::X")).await),
+                MetadefError::AssociationNotFound
+            ));
+            assert!(matches!(
+                err(b.a.property(&who, "N", "hw:gpu", Some("OS::Nova::Flavor")).await),
+                MetadefError::PropertyNotFound
+            ));
+            b.a.delete_association(&admin(), "N", "OS::X").await.unwrap();
+            assert!(matches!(
+                b.a.delete_association(&admin(), "N", "OS::X").await,
+                Err(MetadefError::AssociationNotFound)
+            ));
+        }
+    }
+
+    /// The operator's load creates a namespace as Glance's loader does (no `updated_at`, its
+    /// resource types protected), once; the limits hold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_are_idempotent_and_limits_hold() {
+        for b in backends().await {
+            let mut new = bare("OS::Loaded", "admin", NsVisibility::Public);
+            new.fields.visibility = None;
+            new.fields.protected = None;
+            new.associations = Some(vec![association("OS::Glance::Image", Some("hw_"))]);
+            new.objects = Some(vec![object("o")]);
+            assert!(b.a.load_namespace(new.clone()).await.unwrap(), "{}", b.name);
+            assert!(!b.b.load_namespace(new).await.unwrap(), "{}: loaded once", b.name);
+            let got = b.a.namespace(&admin(), "OS::Loaded").await.unwrap();
+            assert_eq!(got.namespace.updated_at, None, "{}", b.name);
+            assert_eq!(got.namespace.fields.visibility, None, "{}", b.name);
+            assert_eq!(got.associations[0].updated_at, None, "{}", b.name);
+            assert_eq!(got.objects[0].updated_at, None, "{}", b.name);
+            assert!(b.a.namespace(&reader("admin"), "OS::Loaded").await.is_ok(), "{}: owned by project admin", b.name);
+            assert!(matches!(b.a.namespace(&reader("p"), "OS::Loaded").await, Err(MetadefError::NamespaceInvisible)));
+
+            b.a.create_namespace(&admin(), bare("Full", "p", NsVisibility::Public)).await.unwrap();
+            let tags: Vec<String> = (0..MAX_PER_NAMESPACE).map(|n| format!("t{n}")).collect();
+            b.a.create_tags(&admin(), "Full", tags, false).await.unwrap();
+            let over = b.a.create_tag(&admin(), "Full", "one-more").await;
+            assert!(
+                matches!(over, Err(MetadefError::TooMany { what: Limited::Tags, attempted, max }) if attempted == max + 1),
+                "{}: {over:?}",
+                b.name
+            );
+            let too_many = (0..=MAX_PER_NAMESPACE).map(|n| format!("u{n}")).collect();
+            assert!(matches!(
+                b.a.create_tags(&admin(), "Full", too_many, false).await,
+                Err(MetadefError::TooMany { .. })
+            ));
+            assert_eq!(b.a.tags(&admin(), "Full", &TagQuery::default()).await.unwrap().len(), MAX_PER_NAMESPACE);
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod cache;
 #[cfg(test)]
 mod contract;
 pub mod data;
+pub mod metadefs;
 pub mod plan;
 pub mod postgres;
 pub mod sql;
@@ -279,8 +280,10 @@ pub enum Filter {
     Tag(String),
 }
 
+/// The image catalogue; the metadata definitions catalogue ([`metadefs::MetadefStore`]) lives
+/// in the same database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: metadefs::MetadefStore + Send + Sync + 'static {
     /// The image `id`, if `who` may see it (shared: it may come from a cache).
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError>;
 

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_catalogue.sql"),
     include_str!("migrations/postgres/0002_image_store_and_location.sql"),
     include_str!("migrations/postgres/0003_tasks.sql"),
+    include_str!("migrations/postgres/0004_metadefs.sql"),
 ];
 
 /// Taken while migrating: any value unique to imagemeta.
@@ -228,7 +229,7 @@ impl ToSql for PgNull {
     to_sql_checked!();
 }
 
-fn bind(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+pub(super) fn bind(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
     args.into_iter()
         .map(|a| -> Box<dyn ToSql + Sync + Send> {
             match a {
@@ -241,7 +242,7 @@ fn bind(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
         .collect()
 }
 
-fn refs(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+pub(super) fn refs(args: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
@@ -676,7 +677,7 @@ impl PgStore {
 
     /// Runs `f` with a pooled connection within [`OP_TIMEOUT`]; a connection that failed or
     /// ran out of time is discarded rather than returned to the pool.
-    async fn with<R>(
+    pub(super) async fn with<R>(
         &self,
         f: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {

@@ -33,6 +33,15 @@ pub fn micros(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
 }
 
+/// A sort key of a listing: the column as it compares ([`Sql::collated`]), its direction, and
+/// the value the marker row has in it (for the keyset after the marker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub column: String,
+    pub dir: SortDir,
+    pub value: Arg,
+}
+
 /// A statement under construction: its text and positional arguments.
 #[derive(Debug, Clone)]
 pub struct Sql {
@@ -62,10 +71,78 @@ impl Sql {
 
     /// Appends a column of `images i`, as it compares and sorts (text in byte order).
     fn column(&mut self, c: Column) {
-        self.push(column_name(c));
-        if self.dialect == Dialect::Postgres && is_text(c) {
-            self.push(r#" COLLATE "C""#);
+        let text = self.column_text(c);
+        self.push(&text);
+    }
+
+    /// A column of `images i` as it compares and sorts.
+    fn column_text(&self, c: Column) -> String {
+        self.collated(column_name(c), is_text(c))
+    }
+
+    /// `column` as it compares and sorts: text in byte order.
+    pub fn collated(&self, column: &str, text: bool) -> String {
+        if self.dialect == Dialect::Postgres && text { format!(r#"{column} COLLATE "C""#) } else { column.to_owned() }
+    }
+
+    /// ` ORDER BY` the keys, NULLs first in ascending order (as SQLite orders them).
+    pub fn order_by(&mut self, keys: &[Key]) {
+        self.push(" ORDER BY ");
+        for (n, key) in keys.iter().enumerate() {
+            if n > 0 {
+                self.push(", ");
+            }
+            self.push(&key.column);
+            self.push(match (self.dialect, key.dir) {
+                (Dialect::Sqlite, SortDir::Asc) => " ASC",
+                (Dialect::Sqlite, SortDir::Desc) => " DESC",
+                (Dialect::Postgres, SortDir::Asc) => " ASC NULLS FIRST",
+                (Dialect::Postgres, SortDir::Desc) => " DESC NULLS LAST",
+            });
         }
+    }
+
+    /// `(k1, k2, …)` strictly after the marker's values (each key's `value`), each key in its
+    /// own direction, NULLs first in ascending order.
+    pub fn after(&mut self, keys: &[Key]) {
+        self.push("(");
+        for i in 0..keys.len() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("(");
+            for key in &keys[..i] {
+                self.push(&key.column);
+                let eq = self.null_safe_eq();
+                self.push(eq);
+                self.arg(key.value.clone());
+                self.push(" AND ");
+            }
+            let key = &keys[i];
+            match (&key.value, key.dir) {
+                (Arg::Null, SortDir::Asc) => {
+                    self.push(&key.column);
+                    self.push(" IS NOT NULL");
+                }
+                (Arg::Null, SortDir::Desc) => self.push("1 = 0"),
+                (v, SortDir::Asc) => {
+                    self.push(&key.column);
+                    self.push(" > ");
+                    self.arg(v.clone());
+                }
+                (v, SortDir::Desc) => {
+                    self.push("(");
+                    self.push(&key.column);
+                    self.push(" IS NULL OR ");
+                    self.push(&key.column);
+                    self.push(" < ");
+                    self.arg(v.clone());
+                    self.push(")");
+                }
+            }
+            self.push(")");
+        }
+        self.push(")");
     }
 
     /// `=` that treats NULL as a value.
@@ -256,24 +333,19 @@ pub fn list(dialect: Dialect, columns: &str, caller: Caller<'_>, q: &ListQuery, 
         sql.push(" AND ");
         filter(&mut sql, f);
     }
-    let keys = sort_keys(q);
-    if let Some(m) = marker {
+    let keys: Vec<Key> = sort_keys(q)
+        .into_iter()
+        .map(|(c, dir)| Key {
+            column: sql.column_text(c),
+            dir,
+            value: marker.map_or(Arg::Null, |m| column_value(m, c)),
+        })
+        .collect();
+    if marker.is_some() {
         sql.push(" AND ");
-        after(&mut sql, &keys, m);
+        sql.after(&keys);
     }
-    sql.push(" ORDER BY ");
-    for (n, (c, dir)) in keys.iter().enumerate() {
-        if n > 0 {
-            sql.push(", ");
-        }
-        sql.column(*c);
-        sql.push(match (dialect, dir) {
-            (Dialect::Sqlite, SortDir::Asc) => " ASC",
-            (Dialect::Sqlite, SortDir::Desc) => " DESC",
-            (Dialect::Postgres, SortDir::Asc) => " ASC NULLS FIRST",
-            (Dialect::Postgres, SortDir::Desc) => " DESC NULLS LAST",
-        });
-    }
+    sql.order_by(&keys);
     sql.push(" LIMIT ");
     sql.arg(Arg::Int(q.limit as i64));
     sql
@@ -337,49 +409,6 @@ fn filter(sql: &mut Sql, f: &Filter) {
             sql.push(")");
         }
     }
-}
-
-/// `(k1, k2, …)` strictly after the marker's values, each key in its own direction, NULLs
-/// first in ascending order.
-fn after(sql: &mut Sql, keys: &[(Column, SortDir)], m: &Image) {
-    sql.push("(");
-    for i in 0..keys.len() {
-        if i > 0 {
-            sql.push(" OR ");
-        }
-        sql.push("(");
-        for (c, _) in &keys[..i] {
-            sql.column(*c);
-            let eq = sql.null_safe_eq();
-            sql.push(eq);
-            sql.arg(column_value(m, *c));
-            sql.push(" AND ");
-        }
-        let (c, dir) = keys[i];
-        match (column_value(m, c), dir) {
-            (Arg::Null, SortDir::Asc) => {
-                sql.column(c);
-                sql.push(" IS NOT NULL");
-            }
-            (Arg::Null, SortDir::Desc) => sql.push("1 = 0"),
-            (v, SortDir::Asc) => {
-                sql.column(c);
-                sql.push(" > ");
-                sql.arg(v);
-            }
-            (v, SortDir::Desc) => {
-                sql.push("(");
-                sql.column(c);
-                sql.push(" IS NULL OR ");
-                sql.column(c);
-                sql.push(" < ");
-                sql.arg(v);
-                sql.push(")");
-            }
-        }
-        sql.push(")");
-    }
-    sql.push(")");
 }
 
 // --- Tasks ----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_nodes_and_upload_leases.sql"),
     include_str!("migrations/sqlite/0006_image_store_and_location.sql"),
     include_str!("migrations/sqlite/0007_tasks.sql"),
+    include_str!("migrations/sqlite/0008_metadefs.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
@@ -271,7 +272,7 @@ struct Job {
 
 /// What a write does to the disk, for the admission of writes while the disk is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     /// Adds or changes data.
     Grows,
     /// Removes data (a delete): taken even when the disk is full.
@@ -488,7 +489,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in a read snapshot on a blocking thread.
-    async fn read<R: Send + 'static>(
+    pub(super) async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
@@ -519,7 +520,7 @@ impl SqliteStore {
     /// Queues `f` for the writer, inside its own savepoint; resolves once the transaction
     /// holding it has committed. `touches` names the images it may change: they are dropped
     /// from the read cache after the commit, before the caller hears of it.
-    async fn write<R: Send + 'static>(
+    pub(super) async fn write<R: Send + 'static>(
         &self,
         kind: Kind,
         touches: Vec<String>,
@@ -533,6 +534,23 @@ impl SqliteStore {
                 batch.changed.insert(id, None);
             }
             let outcome = if result.is_ok() { Outcome::Done } else { Outcome::Refused };
+            (outcome, result)
+        })
+        .await
+    }
+
+    /// [`SqliteStore::write`] for a write that refuses with its own error `E`: a refusal
+    /// (`Ok(Err(_))` from `f`) rolls its savepoint back as a failure does, and reaches the
+    /// caller once the batch's commit is decided.
+    pub(super) async fn write_refusable<R: Send + 'static, E: Send + 'static>(
+        &self,
+        kind: Kind,
+        f: impl FnOnce(&Connection) -> Result<Result<R, E>, StoreError> + Send + 'static,
+    ) -> Result<Result<R, E>, StoreError> {
+        self.enqueue(kind, true, move |batch| {
+            let result = f(batch.conn);
+            batch.full |= matches!(result, Err(StoreError::Full(_)));
+            let outcome = if matches!(result, Ok(Ok(_))) { Outcome::Done } else { Outcome::Refused };
             (outcome, result)
         })
         .await
@@ -1085,7 +1103,7 @@ fn modify_image_tx(
 }
 
 /// An argument as SQLite binds it (booleans are integers).
-fn bind(arg: Arg) -> Value {
+pub(super) fn bind(arg: Arg) -> Value {
     match arg {
         Arg::Null => Value::Null,
         Arg::Int(n) => Value::Integer(n),
