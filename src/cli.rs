@@ -34,6 +34,21 @@ pub struct Cli {
 // Parsed once per process: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
+enum MetadefsCommand {
+    /// Load Glance's predefined namespaces (built in; or the `*.json` files of `--from DIR`),
+    /// as `glance-manage db_load_metadefs` does: a namespace present already is left as it is.
+    /// Every file is checked before any is loaded. Prints the namespaces loaded and skipped
+    /// as JSON.
+    Load {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A directory of definition files to load instead of the built-in ones.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Compute API and the image API.
     Serve(ServeArgs),
@@ -46,6 +61,9 @@ enum Command {
     /// Operate on image data.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Manage the metadata definitions catalogue.
+    #[command(subcommand)]
+    Metadefs(MetadefsCommand),
     /// Take a consistent copy of a SQLite catalogue while servers write to it (SQLite's online
     /// backup): checked with integrity_check, then moved over FILE atomically. Prints what it
     /// copied as JSON. A PostgreSQL catalogue is backed up with pg_dump (see the README).
@@ -508,6 +526,7 @@ impl Cli {
                 Command::Catalogue(CatalogueCommand::Copy { from, to }) => copy_catalogue(&from, &to).await,
                 Command::Data(DataCommand::Move { store, data, from, to }) => move_data(store, data, &from, &to).await,
                 Command::Backup { database, to } => backup(&database, to).await,
+                Command::Metadefs(MetadefsCommand::Load { store, from }) => load_metadefs(store, from).await,
                 Command::Completions { shell } => {
                     use clap::CommandFactory;
                     clap_complete::generate(shell, &mut Cli::command(), "imagemeta", &mut std::io::stdout());
@@ -749,6 +768,19 @@ async fn copy_catalogue(from: &str, to: &str) -> anyhow::Result<()> {
     target.close().await;
     let copied = copied?;
     println!("{}", json!({"images": copied.images, "deleted_ids": copied.deleted_ids}));
+    Ok(())
+}
+
+async fn load_metadefs(store: StoreArgs, from: Option<PathBuf>) -> anyhow::Result<()> {
+    let files = match from {
+        Some(dir) => crate::metadefs::read_dir(&dir)?,
+        None => crate::metadefs::BUNDLED.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect(),
+    };
+    let store = store.open().await?;
+    let loaded = crate::metadefs::load(&*store, &files).await;
+    store.close().await;
+    let loaded = loaded?;
+    println!("{}", json!({"loaded": loaded.loaded, "skipped": loaded.skipped}));
     Ok(())
 }
 

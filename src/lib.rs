@@ -36,6 +36,7 @@ pub mod copy;
 pub mod docs;
 pub mod domain;
 pub mod import;
+pub mod metadefs;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -1,13 +1,17 @@
-//! JSON bodies as Python's `json.dumps` writes them: `", "` and `": "` separators and non-ASCII
-//! characters escaped as `\uXXXX` (`ensure_ascii`), so byte-exact clients see what Nova sends.
+//! JSON bodies as Python's `json.dumps` writes them: `", "` and `": "` separators, and non-ASCII
+//! characters escaped as `\uXXXX` (`ensure_ascii`, [`to_vec`]) or not ([`to_vec_unicode`]), so
+//! byte-exact clients see what Nova and Glance send.
 
 use serde::Serialize;
 use serde_json::ser::Formatter;
 use std::io::{self, Write};
 
-struct AsciiFormatter;
+/// Python's separators; `ascii`: non-ASCII characters escaped.
+struct PythonFormatter {
+    ascii: bool,
+}
 
-impl Formatter for AsciiFormatter {
+impl Formatter for PythonFormatter {
     fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
@@ -21,6 +25,9 @@ impl Formatter for AsciiFormatter {
     }
 
     fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+        if !self.ascii {
+            return w.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c.is_ascii() {
@@ -39,8 +46,17 @@ impl Formatter for AsciiFormatter {
 
 /// Serializes `value` with every non-ASCII character escaped.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    python(value, true)
+}
+
+/// Serializes `value` with non-ASCII characters as they are (`ensure_ascii=False`).
+pub fn to_vec_unicode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    python(value, false)
+}
+
+fn python<T: Serialize + ?Sized>(value: &T, ascii: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter { ascii });
     // Serializing a `serde_json::Value` or a plain struct into memory cannot fail.
     value.serialize(&mut ser).expect("JSON serialization to memory");
     out
@@ -52,5 +68,6 @@ mod tests {
     fn escapes_non_ascii_like_python() {
         let v = serde_json::json!({"name": "é😀", "n": [1, 2]});
         assert_eq!(super::to_vec(&v), br#"{"name": "\u00e9\ud83d\ude00", "n": [1, 2]}"#.to_vec());
+        assert_eq!(super::to_vec_unicode(&v), r#"{"name": "é😀", "n": [1, 2]}"#.as_bytes().to_vec());
     }
 }

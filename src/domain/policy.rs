@@ -32,10 +32,11 @@ impl Principal {
         self.is_admin || self.roles.iter().any(|r| r == "member" || r == "_member_")
     }
 
-    /// Holds the `reader` role, itself or through Keystone's default implied roles (`admin`
-    /// implies `member`, which implies `reader`): what Glance's metadef read rules ask for.
+    /// Holds the `reader` role: what Glance's metadef read rules ask for (`role:reader`). A
+    /// Keystone token lists the roles its roles imply (`member` implies `reader`); a static
+    /// token must name it.
     pub fn reads(&self) -> bool {
-        self.is_admin || self.roles.iter().any(|r| r == "reader" || r == "member" || r == "_member_")
+        self.roles.iter().any(|r| r == "reader")
     }
 
     fn owns(&self, image: &Image) -> bool {
@@ -416,9 +417,9 @@ mod tests {
         use MetadefRule::*;
         let ns = |owner: &str, public: bool| Some(NamespaceTarget { owner: owner.into(), public });
         let reader = who("p1", &["reader"]);
-        let member = who("p1", &["member"]);
         let admin = who("p9", &["admin"]);
         let nobody = who("p1", &[]);
+        let member = who("p1", &["member", "reader"]);
         for r in [&reader, &member] {
             assert_eq!(metadef_refusal(r, GetNamespace, ns("p1", false).as_ref()), None);
             assert_eq!(metadef_refusal(r, GetTags, ns("p2", true).as_ref()), None);
@@ -430,6 +431,9 @@ mod tests {
         assert_eq!(metadef_refusal(&reader, DeleteNamespace, ns("p2", false).as_ref()), Some(Refusal::Hidden));
         assert_eq!(metadef_refusal(&nobody, GetNamespaces, None), Some(Refusal::Hidden));
         assert_eq!(metadef_refusal(&nobody, ListResourceTypes, None), Some(Refusal::Hidden));
+        // `member` alone is not `reader` (Keystone's tokens list the implied role).
+        let member_only = who("p1", &["member"]);
+        assert_eq!(metadef_refusal(&member_only, GetNamespace, ns("p1", true).as_ref()), Some(Refusal::Hidden));
         for rule in [AddNamespace, DeleteTags, RemoveResourceTypeAssociation, GetNamespace] {
             assert_eq!(metadef_refusal(&admin, rule, ns("p2", false).as_ref()), None);
         }

@@ -841,7 +841,7 @@ mod metadefs {
             ));
             assert!(matches!(
                 err(b.a.property(&who, "N", "hw:gpu", Some("OS::Nova::Flavor")).await),
-                MetadefError::PropertyNotFound
+                MetadefError::PropertyNotFound(ref p) if p == "gpu"
             ));
             b.a.delete_association(&admin(), "N", "OS::X").await.unwrap();
             assert!(matches!(

@@ -8,6 +8,7 @@ mod image_data;
 pub(crate) mod images;
 mod import;
 mod members;
+pub mod metadefs;
 mod routes;
 pub mod schemas;
 mod stores;
@@ -205,6 +206,7 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Reply, Fault>
         DeleteTask(_) => tasks::delete(ctx),
         TaskSchema => Ok(Reply::ok(&tasks::task_schema())),
         TasksSchema => Ok(Reply::ok(&tasks::tasks_schema())),
+        Metadef(md) => metadefs::dispatch(ctx, md, body).await,
     }
 }
 

@@ -227,7 +227,7 @@ fn storable(key: &str, value: &Value) -> Result<(), Fault> {
 }
 
 /// Python's `str.title()`: each run of letters capitalised.
-fn py_title(s: &str) -> String {
+pub(crate) fn py_title(s: &str) -> String {
     let mut after_letter = false;
     s.chars()
         .flat_map(|c| {

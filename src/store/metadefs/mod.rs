@@ -43,7 +43,8 @@ pub enum MetadefError {
     /// A delete in (or of) a protected namespace.
     Protected,
     ObjectNotFound,
-    PropertyNotFound,
+    /// No property of that name (the name looked for, its prefix taken off).
+    PropertyNotFound(String),
     TagNotFound,
     /// No resource type of that name.
     ResourceTypeNotFound,

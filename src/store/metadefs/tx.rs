@@ -744,12 +744,12 @@ async fn namespace_properties<C: Conn>(c: &C, ns: i64) -> Result<Vec<(String, Pr
 
 async fn find_property<C: Conn>(c: &C, ns: i64, name: &str) -> Result<(i64, PropertyDef)> {
     if impossible(name) {
-        return Err(MetadefError::PropertyNotFound);
+        return Err(MetadefError::PropertyNotFound(name.to_owned()));
     }
     let found =
         row(c, "SELECT id, json_schema FROM metadef_properties WHERE namespace_id = ? AND name = ?", args![ns, name])
             .await?
-            .ok_or(MetadefError::PropertyNotFound)?;
+            .ok_or_else(|| MetadefError::PropertyNotFound(name.to_owned()))?;
     Ok((found.int(0)?, stored_property(&found.text(1)?)?))
 }
 
