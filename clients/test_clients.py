@@ -122,6 +122,9 @@ def _start_server() -> Server:
     ]
     env = dict(os.environ)
     env.setdefault("IMAGEMETA_SYNCHRONOUS", "off")
+    # Glance's predefined metadata definitions, as devstack loads them.
+    subprocess.run([str(binary), "metadefs", "load", "--database", f"sqlite:{workdir / 'db'}"],
+                   check=True, capture_output=True, env=env, timeout=60)
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env,
@@ -1660,3 +1663,110 @@ def test_glanceclient_stage_and_import(server, payload):
     assert gc.images.get(img["id"])["checksum"] == payload.md5
     gc.images.delete(img["id"])
 
+
+
+# --------------------------------------------------------------------------------------
+# Metadata definitions (metadefs)
+# --------------------------------------------------------------------------------------
+
+
+def test_sdk_metadef_calls(sdk_admin, sdk_a):
+    """openstacksdk's metadef proxy calls, as Horizon and tooling make them."""
+    types = {t.name for t in sdk_a.image.metadef_resource_types()}
+    assert {"OS::Glance::Image", "OS::Nova::Flavor", "OS::Cinder::Volume"} <= types, types
+    loaded = sdk_a.image.get_metadef_namespace("OS::Compute::Watchdog")
+    assert (loaded.visibility, loaded.is_protected, loaded.owner) == ("public", True, "admin")
+    names = [n.namespace for n in sdk_a.image.metadef_namespaces(resource_types="OS::Nova::Flavor")]
+    assert "OS::Compute::Watchdog" in names and len(names) == len(set(names)) > 10, names
+
+    name = unique("sdk-ns")
+    ns = sdk_admin.image.create_metadef_namespace(namespace=name, visibility="public", display_name="D")
+    assert (ns.namespace, ns.visibility, ns.is_protected, ns.owner) == (name, "public", False, PROJECT_ADMIN)
+    ns = sdk_admin.image.update_metadef_namespace(name, display_name="Changed", visibility="public")
+    assert ns.display_name == "Changed"
+    obj = sdk_admin.image.create_metadef_object(name, name="obj", description="o", required=[], properties={
+        "p": {"type": "string", "title": "P"}})
+    assert obj.name == "obj"
+    assert [o.name for o in sdk_a.image.metadef_objects(name)] == ["obj"]
+    prop = sdk_admin.image.create_metadef_property(name, name="speed", title="Speed", type="integer", minimum=1)
+    assert (prop.name, prop.type, prop.minimum) == ("speed", "integer", 1)
+    assert sdk_a.image.get_metadef_property("speed", name).title == "Speed"
+    assoc = sdk_admin.image.create_metadef_resource_type_association(name, name="OS::Nova::Flavor", prefix="hw:")
+    assert (assoc.name, assoc.prefix) == ("OS::Nova::Flavor", "hw:")
+    assert [a.name for a in sdk_a.image.metadef_resource_type_associations(name)] == ["OS::Nova::Flavor"]
+    sdk_admin.image.add_tag_to_metadef_namespace(name, "t1")
+    ns = sdk_admin.image.get_metadef_namespace(name)
+    ns.set_tags(sdk_admin.image, ["t2", "t3"], append=True)
+    assert sorted(t["name"] for t in sdk_a.image.get_metadef_namespace(name).tags) == ["t1", "t2", "t3"]
+    # Members read it, but may not change it.
+    with pytest.raises(sdk_exc.ForbiddenException):
+        sdk_a.image.delete_metadef_namespace(name)
+    sdk_admin.image.delete_metadef_resource_type_association("OS::Nova::Flavor", name)
+    sdk_admin.image.delete_metadef_property("speed", name)
+    sdk_admin.image.delete_all_metadef_objects(name)
+    sdk_admin.image.delete_metadef_namespace(name)
+    with pytest.raises(sdk_exc.NotFoundException):
+        sdk_a.image.get_metadef_namespace(name)
+    schema = sdk_a.image.get_metadef_namespace_schema()
+    assert schema.required == ["namespace"] and schema.additional_properties is False
+
+
+def test_cli_metadef_commands(server, cli_home):
+    """`openstack image metadef …` as an operator types them."""
+    name = unique("cli-ns")
+    out = run_cli(server, cli_home, "image", "metadef", "namespace", "create", "--public",
+                  "--description", "made by the CLI", name, token=TOKEN_ADMIN, json_out=True)
+    assert (out["namespace"], out["visibility"]) == (name, "public"), out
+    listed = run_cli(server, cli_home, "image", "metadef", "namespace", "list", json_out=True)
+    assert name in [n["namespace"] for n in listed] and "OS::Compute::Watchdog" in [n["namespace"] for n in listed]
+    run_cli(server, cli_home, "image", "metadef", "namespace", "set", "--display-name", "Shown", "--public",
+            name, token=TOKEN_ADMIN)
+    shown = run_cli(server, cli_home, "image", "metadef", "namespace", "show", name, json_out=True)
+    assert shown["display_name"] == "Shown", shown
+    run_cli(server, cli_home, "image", "metadef", "property", "create", "--name", "mode", "--type", "string",
+            "--title", "Mode", "--schema", json.dumps({"enum": ["a", "b"]}), name, token=TOKEN_ADMIN)
+    prop = run_cli(server, cli_home, "image", "metadef", "property", "show", name, "mode", json_out=True)
+    assert (prop["name"], prop["title"], prop["enum"]) == ("mode", "Mode", ["a", "b"]), prop
+    props = run_cli(server, cli_home, "image", "metadef", "property", "list", name, json_out=True)
+    assert [p["name"] for p in props] == ["mode"], props
+    run_cli(server, cli_home, "image", "metadef", "object", "create", "--namespace", name, "obj", token=TOKEN_ADMIN)
+    objects = run_cli(server, cli_home, "image", "metadef", "object", "list", name, json_out=True)
+    assert [o["name"] for o in objects] == ["obj"], objects
+    types = run_cli(server, cli_home, "image", "metadef", "resource", "type", "list", json_out=True)
+    assert "OS::Glance::Image" in [t["Name"] for t in types], types
+    run_cli(server, cli_home, "image", "metadef", "resource", "type", "association", "create", name,
+            "OS::Glance::Image", token=TOKEN_ADMIN)
+    assocs = run_cli(server, cli_home, "image", "metadef", "resource", "type", "association", "list", name,
+                     json_out=True)
+    assert [a["Name"] for a in assocs] == ["OS::Glance::Image"], assocs
+    denied = run_cli(server, cli_home, "image", "metadef", "namespace", "delete", name, check=False)
+    assert denied.returncode != 0 and "403" in denied.stderr
+    run_cli(server, cli_home, "image", "metadef", "namespace", "delete", name, token=TOKEN_ADMIN)
+    gone = run_cli(server, cli_home, "image", "metadef", "namespace", "show", name, check=False)
+    assert gone.returncode != 0 and "404" in gone.stderr
+
+
+def test_glanceclient_metadefs(server):
+    """python-glanceclient checks every body against the metadefs schemas it fetches first, and
+    updates by sending the whole document it read back."""
+    gc = glanceclient.Client("2", endpoint=server.image_url, token=TOKEN_ADMIN)
+    name = unique("gc-ns")
+    ns = gc.metadefs_namespace.create(namespace=name, visibility="public", description="d")
+    assert ns["namespace"] == name
+    gc.metadefs_property.create(name, name="p1", title="P1", type="string")
+    gc.metadefs_object.create(name, name="o1", properties={"x": {"type": "integer", "title": "X"}})
+    # (generators: the requests go out as they are read)
+    assert [t["name"] for t in gc.metadefs_tag.create_multiple(name, tags=["a", "b"])] == ["a", "b"]
+    # (glanceclient's append=True fails in the client itself: its header value is a bool)
+    gc.metadefs_tag.create(name, "c")
+    ns = gc.metadefs_namespace.update(name, display_name="Updated")
+    assert ns["display_name"] == "Updated"
+    full = gc.metadefs_namespace.get(name)
+    assert sorted(t["name"] for t in full["tags"]) == ["a", "b", "c"], full
+    assert list(full["properties"]) == ["p1"] and [o["name"] for o in full["objects"]] == ["o1"], full
+    prop = gc.metadefs_property.update(name, "p1", name="p1", title="Renamed", type="string")
+    assert prop["title"] == "Renamed"
+    assert name in [n["namespace"] for n in gc.metadefs_namespace.list(filters={"visibility": "public"})]
+    gc.metadefs_namespace.delete(name)
+    with pytest.raises(glance_exc.HTTPNotFound):
+        gc.metadefs_namespace.get(name)

@@ -31,8 +31,6 @@ pub struct Cli {
     command: Command,
 }
 
-// Parsed once per process: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum MetadefsCommand {
     /// Load Glance's predefined namespaces (built in; or the `*.json` files of `--from DIR`),
@@ -48,6 +46,8 @@ enum MetadefsCommand {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Compute API and the image API.

@@ -8,14 +8,18 @@
 //! * [`admin`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and the metrics.
 //! * [`api`]: HTTP only. [`api::compute`] is the Compute API: its request pipeline, route
 //!   table, request schemas, views and actions. [`api::image_v2`] is the Glance v2 API in the
-//!   same pattern (images, image data, members, schemas). [`api::fault`] owns every error
+//!   same pattern (images, image data, members, schemas, import and tasks, and the metadata
+//!   definitions in [`api::image_v2::metadefs`]). [`api::fault`] owns every error
 //!   wire format; [`api::access`] what each answered request leaves: metrics, access log.
 //! * [`auth`]: token validators (`static`, `noauth`, [`auth::keystone`]) behind one trait.
 //! * [`domain`]: images, metadata keys and values, Glance's update rules, the quota rules and
 //!   the access policy; no HTTP, no SQL.
 //! * [`store`]: the async store trait, its SQLite implementation (group commit, read cache),
 //!   its PostgreSQL implementation, and the image data stores ([`store::data`]: directories,
-//!   S3, Swift).
+//!   S3, Swift). [`store::metadefs`] holds the metadata definitions catalogue: each of its
+//!   transactions is written once, over a statement runner both backends provide.
+//! * [`metadefs`]: Glance's predefined metadata definitions, built in, and their load
+//!   (`imagemeta metadefs load`).
 //! * [`import`]: the image import task (`glance-direct`, `web-download`), run in the
 //!   background after `POST /v2/images/{id}/import`.
 //! * [`copy`]: moving a whole catalogue between backends (`imagemeta catalogue copy`).

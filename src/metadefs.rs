@@ -9,8 +9,14 @@ use crate::store::metadefs::{MetadefError, MetadefStore};
 
 /// The definition files shipped with imagemeta: (file name, contents).
 pub const BUNDLED: &[(&str, &str)] = &[
-    ("cim-processor-allocation-setting-data.json", include_str!("../metadefs/cim-processor-allocation-setting-data.json")),
-    ("cim-resource-allocation-setting-data.json", include_str!("../metadefs/cim-resource-allocation-setting-data.json")),
+    (
+        "cim-processor-allocation-setting-data.json",
+        include_str!("../metadefs/cim-processor-allocation-setting-data.json"),
+    ),
+    (
+        "cim-resource-allocation-setting-data.json",
+        include_str!("../metadefs/cim-resource-allocation-setting-data.json"),
+    ),
     ("cim-storage-allocation-setting-data.json", include_str!("../metadefs/cim-storage-allocation-setting-data.json")),
     ("cim-virtual-system-setting-data.json", include_str!("../metadefs/cim-virtual-system-setting-data.json")),
     ("compute-aggr-disk-filter.json", include_str!("../metadefs/compute-aggr-disk-filter.json")),
@@ -85,7 +91,8 @@ pub async fn load(store: &dyn MetadefStore, files: &[(String, String)]) -> anyho
     let mut parsed = Vec::with_capacity(files.len());
     for (name, text) in files {
         let value: Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{name}: not JSON: {e}"))?;
-        let new = crate::api::image_v2::metadefs::definition_file(&value).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let new =
+            crate::api::image_v2::metadefs::definition_file(&value).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         parsed.push((name, new));
     }
     let mut done = Loaded::default();

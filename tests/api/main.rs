@@ -28,6 +28,7 @@ mod images;
 mod limits;
 mod logging;
 mod metadata;
+mod metadefs;
 mod object_stores;
 mod pagination;
 mod postgres;

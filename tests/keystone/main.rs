@@ -345,7 +345,8 @@ async fn the_admin_role_outside_the_admin_project() {
 #[ignore = "needs a Keystone and a Swift behind it: run by .ci/run (ci/keystone, ci/swift)"]
 async fn image_data_in_swift_behind_keystone() {
     let spec: Value = serde_json::from_str(
-        &std::env::var("IMAGEMETA_TEST_SWIFT_KEYSTONE").expect("IMAGEMETA_TEST_SWIFT_KEYSTONE (ci/swift/start_keystone_proxy.sh)"),
+        &std::env::var("IMAGEMETA_TEST_SWIFT_KEYSTONE")
+            .expect("IMAGEMETA_TEST_SWIFT_KEYSTONE (ci/swift/start_keystone_proxy.sh)"),
     )
     .unwrap();
     let text = |k: &str| spec[k].as_str().unwrap().to_owned();

@@ -157,7 +157,9 @@ impl Md {
             ListNamespaces | CreateNamespace => "/v2/metadefs/namespaces",
             ShowNamespace(_) | UpdateNamespace(_) | DeleteNamespace(_) => "/v2/metadefs/namespaces/{namespace}",
             ListObjects(_) | CreateObject(_) | DeleteObjects(_) => "/v2/metadefs/namespaces/{namespace}/objects",
-            ShowObject(..) | UpdateObject(..) | DeleteObject(..) => "/v2/metadefs/namespaces/{namespace}/objects/{object}",
+            ShowObject(..) | UpdateObject(..) | DeleteObject(..) => {
+                "/v2/metadefs/namespaces/{namespace}/objects/{object}"
+            }
             ListProperties(_) | CreateProperty(_) | DeleteProperties(_) => {
                 "/v2/metadefs/namespaces/{namespace}/properties"
             }
@@ -165,7 +167,9 @@ impl Md {
                 "/v2/metadefs/namespaces/{namespace}/properties/{property}"
             }
             ListTags(_) | CreateTags(_) | DeleteTags(_) => "/v2/metadefs/namespaces/{namespace}/tags",
-            ShowTag(..) | CreateTag(..) | UpdateTag(..) | DeleteTag(..) => "/v2/metadefs/namespaces/{namespace}/tags/{tag}",
+            ShowTag(..) | CreateTag(..) | UpdateTag(..) | DeleteTag(..) => {
+                "/v2/metadefs/namespaces/{namespace}/tags/{tag}"
+            }
             ListResourceTypes => "/v2/metadefs/resource_types",
             ListAssociations(_) | CreateAssociation(_) => "/v2/metadefs/namespaces/{namespace}/resource_types",
             DeleteAssociation(..) => "/v2/metadefs/namespaces/{namespace}/resource_types/{resource_type}",
@@ -242,9 +246,7 @@ fn metadef(method: &Method, segments: &[&str]) -> Result<Action, Option<&'static
             0 => ListAssociations(s(1)),
             _ => CreateAssociation(s(1)),
         }),
-        ["namespaces", _, "resource_types", _] => {
-            pick(method, "DELETE", &[delete], |_| DeleteAssociation(s(1), s(3)))
-        }
+        ["namespaces", _, "resource_types", _] => pick(method, "DELETE", &[delete], |_| DeleteAssociation(s(1), s(3))),
         ["resource_types"] => pick(method, "GET", &[get], |_| ListResourceTypes),
         _ => Err(None),
     }?;

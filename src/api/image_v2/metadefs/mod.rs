@@ -162,7 +162,8 @@ impl<'a> On<'a> {
             MetadefError::Refused(_, Refusal::Hidden) => Fault::bare(StatusCode::NOT_FOUND),
             MetadefError::Refused(rule, Refusal::Forbidden) => not_authorized(&Rule::Metadef(rule, None)),
             MetadefError::Protected => {
-                let (noun, name) = if self.kind == Kind::Namespace { ("namespace", ns) } else { (self.kind.noun(), item) };
+                let (noun, name) =
+                    if self.kind == Kind::Namespace { ("namespace", ns) } else { (self.kind.noun(), item) };
                 status(
                     StatusCode::FORBIDDEN,
                     format!("Metadata definition {noun} {name} is protected and cannot be deleted."),
@@ -267,7 +268,9 @@ async fn body(ctx: &Ctx, body: Body, entity: Entity) -> Result<Map<String, Value
     schemas::validate(entity, &value)?;
     match value {
         Value::Object(m) => Ok(m),
-        other => Err(schemas::invalid(entity, &format!("{} is not of type 'object'", crate::api::pyrepr::repr(&other)))),
+        other => {
+            Err(schemas::invalid(entity, &format!("{} is not of type 'object'", crate::api::pyrepr::repr(&other))))
+        }
     }
 }
 
@@ -321,12 +324,20 @@ fn sort_dir(params: &[(String, String)]) -> Result<crate::store::SortDir, Fault>
 }
 
 /// A sort key among `keys` (Glance fails with a 500 on any other).
-fn sort_key<T: Copy>(params: &[(String, String)], keys: &[T], name: impl Fn(T) -> &'static str, default: T) -> Result<T, Fault> {
+fn sort_key<T: Copy>(
+    params: &[(String, String)],
+    keys: &[T],
+    name: impl Fn(T) -> &'static str,
+    default: T,
+) -> Result<T, Fault> {
     match param(params, "sort_key") {
         None => Ok(default),
         Some(key) => keys.iter().copied().find(|k| name(*k) == key).ok_or_else(|| {
             let available: Vec<&str> = keys.iter().map(|k| name(*k)).collect();
-            bad_request(format!("Invalid sort key: {key}. It should be one of the following: {}.", available.join(", ")))
+            bad_request(format!(
+                "Invalid sort key: {key}. It should be one of the following: {}.",
+                available.join(", ")
+            ))
         }),
     }
 }

@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 use super::schemas::{self, Entity};
 use super::views::{self, Embedded};
 use super::{Kind, Missing, On, bad_request, body, created_at, ok, param, params, py_int, sort_dir, sort_key, text};
+use crate::api::fault::Fault;
 use crate::api::image_v2::{Ctx, Reply};
 use crate::api::quote_plus;
-use crate::api::fault::Fault;
 use crate::domain::metadefs::{
     Association, Contents, NamespaceFields, NewNamespace, NsVisibility, Object, properties_from_json,
 };
@@ -201,9 +201,8 @@ pub async fn show(ctx: &Ctx, ns: &str) -> Result<Reply, Fault> {
         .namespace(&ctx.principal, ns)
         .await
         .map_err(|e| On { missing: Missing::Show, ..on(ns) }.fault(e))?;
-    let prefix = param(&params, "resource_type").and_then(|rt| {
-        contents.associations.iter().find(|a| a.name == rt).and_then(|a| a.prefix.clone())
-    });
+    let prefix = param(&params, "resource_type")
+        .and_then(|rt| contents.associations.iter().find(|a| a.name == rt).and_then(|a| a.prefix.clone()));
     Ok(ok(&views::namespace_contents(&contents, prefix.as_deref())))
 }
 
@@ -212,7 +211,8 @@ pub async fn show(ctx: &Ctx, ns: &str) -> Result<Reply, Fault> {
 pub async fn update(ctx: &Ctx, ns: &str, request: Body) -> Result<Reply, Fault> {
     let m = body(ctx, request, Entity::Namespace).await?;
     let fields = fields(&m, &ctx.principal.project_id, false);
-    let updated = ctx.state.store.update_namespace(&ctx.principal, ns, fields).await.map_err(|e| on(ns).updating().fault(e))?;
+    let updated =
+        ctx.state.store.update_namespace(&ctx.principal, ns, fields).await.map_err(|e| on(ns).updating().fault(e))?;
     Ok(ok(&views::namespace(&updated, Embedded::default())))
 }
 

@@ -14,8 +14,10 @@ use super::views;
 /// An object from a body that passed the object schema (or a namespace's, for its objects):
 /// what it leaves out stays out of the answer; why not, when Glance's model cannot read it.
 pub fn parse(m: &Map<String, Value>) -> Result<Object, String> {
-    let required =
-        m.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    let required = m
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect());
     let properties = match m.get("properties").and_then(Value::as_object) {
         None => None,
         Some(p) => Some(properties_from_json(p)?),
@@ -54,14 +56,19 @@ pub async fn create(ctx: &Ctx, ns: &str, request: Body) -> Result<Reply, Fault> 
     }
     let object = parse(&m).map_err(|why| schemas::invalid(Entity::Object, &why))?;
     let name = object.name.clone();
-    let made =
-        ctx.state.store.create_object(&ctx.principal, ns, object).await.map_err(|e| On::new(Kind::Object, ns, &name).fault(e))?;
+    let made = ctx
+        .state
+        .store
+        .create_object(&ctx.principal, ns, object)
+        .await
+        .map_err(|e| On::new(Kind::Object, ns, &name).fault(e))?;
     Ok(created(&views::object(ns, &made)))
 }
 
 /// `GET …/objects/{o}`.
 pub async fn show(ctx: &Ctx, ns: &str, name: &str) -> Result<Reply, Fault> {
-    let o = ctx.state.store.object(&ctx.principal, ns, name).await.map_err(|e| On::new(Kind::Object, ns, name).fault(e))?;
+    let o =
+        ctx.state.store.object(&ctx.principal, ns, name).await.map_err(|e| On::new(Kind::Object, ns, name).fault(e))?;
     Ok(ok(&views::object(ns, &o)))
 }
 
@@ -80,6 +87,10 @@ pub async fn update(ctx: &Ctx, ns: &str, name: &str, request: Body) -> Result<Re
 
 /// `DELETE …/objects/{o}`.
 pub async fn delete(ctx: &Ctx, ns: &str, name: &str) -> Result<Reply, Fault> {
-    ctx.state.store.delete_object(&ctx.principal, ns, name).await.map_err(|e| On::new(Kind::Object, ns, name).fault(e))?;
+    ctx.state
+        .store
+        .delete_object(&ctx.principal, ns, name)
+        .await
+        .map_err(|e| On::new(Kind::Object, ns, name).fault(e))?;
     Ok(Reply::no_content())
 }

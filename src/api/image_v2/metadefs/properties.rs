@@ -29,7 +29,11 @@ pub async fn list(ctx: &Ctx, ns: &str) -> Result<Reply, Fault> {
 /// `POST …/properties`.
 pub async fn create(ctx: &Ctx, ns: &str, request: Body) -> Result<Reply, Fault> {
     let (name, def) = parse(&body(ctx, request, Entity::Property).await?)?;
-    ctx.state.store.create_property(&ctx.principal, ns, &name, def.clone()).await.map_err(|e| on(ns, &name).fault(e))?;
+    ctx.state
+        .store
+        .create_property(&ctx.principal, ns, &name, def.clone())
+        .await
+        .map_err(|e| on(ns, &name).fault(e))?;
     Ok(created(&views::property(&name, &def)))
 }
 

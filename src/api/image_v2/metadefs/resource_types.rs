@@ -2,11 +2,11 @@
 
 use axum::body::Body;
 
+use super::schemas::Entity;
 use super::{Kind, On, body, created, ok, text, views};
 use crate::api::fault::Fault;
 use crate::api::image_v2::{Ctx, Reply};
 use crate::domain::metadefs::Association;
-use super::schemas::Entity;
 
 fn on<'a>(ns: &'a str, name: &'a str) -> On<'a> {
     On::new(Kind::Association, ns, name)
@@ -36,8 +36,12 @@ pub async fn create_association(ctx: &Ctx, ns: &str, request: Body) -> Result<Re
         updated_at: None,
     };
     let name = association.name.clone();
-    let made =
-        ctx.state.store.create_association(&ctx.principal, ns, association).await.map_err(|e| on(ns, &name).fault(e))?;
+    let made = ctx
+        .state
+        .store
+        .create_association(&ctx.principal, ns, association)
+        .await
+        .map_err(|e| on(ns, &name).fault(e))?;
     Ok(created(&views::association(&made)))
 }
 

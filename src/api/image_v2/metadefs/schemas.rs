@@ -136,7 +136,10 @@ impl Schema {
 
     /// `DictCollectionSchema.raw()`: the entities as an object's values.
     fn dict_collection(&self, name: &str) -> Value {
-        self.collected(name, json!({"type": "object", "additionalProperties": Value::Object(self.without_definitions())}))
+        self.collected(
+            name,
+            json!({"type": "object", "additionalProperties": Value::Object(self.without_definitions())}),
+        )
     }
 
     fn collected(&self, name: &str, members: Value) -> Value {
@@ -438,7 +441,12 @@ fn walk(root: &Value, schema: &Value, instance: &Value, path: &mut Vec<Step>, ou
                 if let (Some(min), Some(n)) = (value.as_f64(), instance.as_f64())
                     && n < min
                 {
-                    push(out, path, mismatched, format!("{} is less than the minimum of {}", repr(instance), repr(value)));
+                    push(
+                        out,
+                        path,
+                        mismatched,
+                        format!("{} is less than the minimum of {}", repr(instance), repr(value)),
+                    );
                 }
             }
             "minItems" => {
@@ -485,7 +493,12 @@ fn walk(root: &Value, schema: &Value, instance: &Value, path: &mut Vec<Step>, ou
                     Value::Bool(false) if !extras.is_empty() => {
                         let names: Vec<String> = extras.iter().map(|k| repr(&Value::String((*k).clone()))).collect();
                         let verb = if extras.len() == 1 { "was" } else { "were" };
-                        push(out, path, mismatched, format!("Additional properties are not allowed ({} {verb} unexpected)", names.join(", ")));
+                        push(
+                            out,
+                            path,
+                            mismatched,
+                            format!("Additional properties are not allowed ({} {verb} unexpected)", names.join(", ")),
+                        );
                     }
                     Value::Object(_) => {
                         for k in extras {
@@ -575,7 +588,7 @@ mod tests {
             why(Entity::Object, json!({"name": "o", "required": ["a", "a"]})).unwrap(),
             "Provided object does not match schema 'object': ['a', 'a'] has non-unique elements"
         );
-        assert_eq!(why(Entity::Object, json!({"name": "o", "required": [1, 1.0]})).unwrap().contains("non-unique"), true);
+        assert!(why(Entity::Object, json!({"name": "o", "required": [1, 1.0]})).unwrap().contains("non-unique"));
         assert_eq!(why(Entity::Namespace, json!({"namespace": ""})), None);
         assert_eq!(why(Entity::Property, json!({"name": "n", "title": "t", "type": "integer", "minimum": 1.5})), None);
     }
@@ -590,7 +603,10 @@ mod tests {
         assert_eq!(namespaces["properties"]["namespaces"]["items"], item);
         assert_eq!(namespaces["definitions"], definitions);
         assert_eq!(document("resource_type").unwrap()["name"], "resource_type_association");
-        assert_eq!(document("properties").unwrap()["properties"]["properties"]["additionalProperties"]["required"], json!(["type", "title"]));
+        assert_eq!(
+            document("properties").unwrap()["properties"]["properties"]["additionalProperties"]["required"],
+            json!(["type", "title"])
+        );
         assert!(document("nope").is_none());
     }
 }

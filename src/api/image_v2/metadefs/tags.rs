@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 
 use super::schemas::{self, Entity};
 use super::{
-    Kind, On, bad_request, body, check_visibility, created, ok, param, params, py_int, sort_dir, sort_key, text, truthy,
-    views,
+    Kind, On, bad_request, body, check_visibility, created, ok, param, params, py_int, sort_dir, sort_key, text,
+    truthy, views,
 };
 use crate::api::fault::Fault;
 use crate::api::image_v2::{Ctx, Reply};
@@ -73,8 +73,12 @@ pub async fn show(ctx: &Ctx, ns: &str, name: &str) -> Result<Reply, Fault> {
 pub async fn update(ctx: &Ctx, ns: &str, name: &str, request: Body) -> Result<Reply, Fault> {
     let m = body(ctx, request, Entity::Tag).await?;
     let new_name = text(&m, "name").unwrap_or_default();
-    let tag =
-        ctx.state.store.update_tag(&ctx.principal, ns, name, &new_name).await.map_err(|e| on(ns, name).updating().fault(e))?;
+    let tag = ctx
+        .state
+        .store
+        .update_tag(&ctx.principal, ns, name, &new_name)
+        .await
+        .map_err(|e| on(ns, name).updating().fault(e))?;
     Ok(ok(&views::tag(&tag)))
 }
 

@@ -79,7 +79,10 @@ pub fn namespace_contents(c: &NamespaceContents, prefix: Option<&str>) -> Value 
         .iter()
         .map(|o| {
             let o = Object {
-                required: o.required.as_ref().map(|r| r.iter().map(|n| format!("{}{n}", prefix.unwrap_or(""))).collect()),
+                required: o
+                    .required
+                    .as_ref()
+                    .map(|r| r.iter().map(|n| format!("{}{n}", prefix.unwrap_or(""))).collect()),
                 properties: o.properties.as_deref().map(prefixed),
                 ..o.clone()
             };
