@@ -119,6 +119,8 @@ def _start_server() -> Server:
         "--tokens", str(workdir / "tokens.json"),
         # web-download from the loopback HTTP server of the import tests, on any port.
         "--import-allowed-ports=",
+        # The image cache API (`openstack cached image …`, the SDK's cache calls).
+        "--image-cache-dir", str(workdir / "cache"),
     ]
     env = dict(os.environ)
     env.setdefault("IMAGEMETA_SYNCHRONOUS", "off")
@@ -1770,3 +1772,58 @@ def test_glanceclient_metadefs(server):
     gc.metadefs_namespace.delete(name)
     with pytest.raises(glance_exc.HTTPNotFound):
         gc.metadefs_namespace.get(name)
+
+
+# --------------------------------------------------------------------------------------
+# The image cache
+# --------------------------------------------------------------------------------------
+
+
+def wait_cached(conn, image_id: str, timeout: float = 30.0):
+    deadline = time.time() + timeout
+    while True:
+        cache = conn.image.get_image_cache()
+        if image_id in [c["image_id"] for c in cache.cached_images]:
+            return cache
+        assert time.time() < deadline, f"{image_id} never got cached: {cache}"
+        time.sleep(0.1)
+
+
+def test_sdk_image_cache_calls(sdk_a, sdk_admin, payload):
+    img = sdk_create_uploaded(sdk_a, payload, unique("sdk-cache"))
+    sdk_admin.image.queue_image(img.id)
+    cache = wait_cached(sdk_admin, img.id)
+    entry = [c for c in cache.cached_images if c["image_id"] == img.id][0]
+    assert entry["size"] == len(payload.data) and entry["hits"] == 0, entry
+    # A download through the SDK is served from the copy, and counted.
+    assert b"".join(sdk_a.image.download_image(img.id, stream=True).iter_content(65536)) == payload.data
+    entry = [c for c in sdk_admin.image.get_image_cache().cached_images if c["image_id"] == img.id][0]
+    assert entry["hits"] == 1, entry
+    with pytest.raises(sdk_exc.ForbiddenException):
+        sdk_a.image.get_image_cache()
+    sdk_admin.image.cache_delete_image(img.id)
+    assert img.id not in [c["image_id"] for c in sdk_admin.image.get_image_cache().cached_images]
+    sdk_admin.image.queue_image(img.id)
+    wait_cached(sdk_admin, img.id)
+    sdk_admin.image.clear_cache("cache")
+    sdk_admin.image.clear_cache()
+    assert sdk_admin.image.get_image_cache().cached_images == []
+    sdk_a.image.delete_image(img.id)
+
+
+def test_cli_cached_image_commands(server, cli_home, sdk_a, sdk_admin, payload):
+    """`openstack cached image queue|list|delete|clear`, as an operator types them."""
+    img = sdk_create_uploaded(sdk_a, payload, unique("cli-cache"))
+    run_cli(server, cli_home, "cached", "image", "queue", img.id, token=TOKEN_ADMIN)
+    wait_cached(sdk_admin, img.id)
+    listed = run_cli(server, cli_home, "cached", "image", "list", json_out=True, token=TOKEN_ADMIN)
+    mine = [row for row in listed if row["ID"] == img.id]
+    assert len(mine) == 1 and mine[0]["State"] == "cached" and mine[0]["Hits"] == 0, listed
+    run_cli(server, cli_home, "cached", "image", "delete", img.id, token=TOKEN_ADMIN)
+    listed = run_cli(server, cli_home, "cached", "image", "list", json_out=True, token=TOKEN_ADMIN)
+    assert img.id not in [row["ID"] for row in listed], listed
+    run_cli(server, cli_home, "cached", "image", "clear", "--queue", token=TOKEN_ADMIN)
+    run_cli(server, cli_home, "cached", "image", "clear", token=TOKEN_ADMIN)
+    denied = run_cli(server, cli_home, "cached", "image", "list", check=False)
+    assert denied.returncode != 0 and "403" in denied.stderr
+    sdk_a.image.delete_image(img.id)

@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub image_data_dir: PathBuf,
     pub image_stores: Vec<StoreSpec>,
     pub default_image_store: Option<String>,
+    /// This node's image cache: its directory and its bound in bytes.
+    pub image_cache: Option<(PathBuf, u64)>,
     pub store: StoreOptions,
     pub auth: AuthMode,
     pub tokens: Option<PathBuf>,
@@ -160,9 +162,17 @@ impl Application {
         if settings.image_url.is_none() && !bound.ip().is_unspecified() {
             settings.image_url = Some(format!("http://{bound}"));
         }
+        let cache = match &config.image_cache {
+            Some((dir, max_size)) => Some(
+                crate::cache::ImageCache::open(dir, *max_size)
+                    .with_context(|| format!("cannot open the image cache directory {}", dir.display()))?,
+            ),
+            None => None,
+        };
         let state = AppState {
             store,
             data: Arc::new(data),
+            cache,
             auth,
             settings: Arc::new(settings),
             node: Arc::new(node),
@@ -214,6 +224,10 @@ impl Application {
         let connections = TaskTracker::new();
         let maintenance =
             tokio::spawn(service::maintain(state.store.clone(), state.data.clone(), Node::clone(&state.node), sweep));
+        let prefetcher = state
+            .cache
+            .clone()
+            .map(|cache| tokio::spawn(cache.run_prefetcher(state.store.clone(), state.data.clone())));
         let listeners = tokio::spawn({
             let (stop, cut, connections) = (stop.clone(), cut.clone(), connections.clone());
             async move {
@@ -260,6 +274,11 @@ impl Application {
         }
         maintenance.abort();
         let _ = maintenance.await;
+        if let Some(prefetcher) = prefetcher {
+            // A copy cut here is never served: it stays under `incomplete/`, emptied at start.
+            prefetcher.abort();
+            let _ = prefetcher.await;
+        }
         if let Err(e) = state.store.unregister_node(&state.node.id).await {
             tracing::warn!(error = %e, "cannot unregister this node");
         }

@@ -193,6 +193,15 @@ struct ServeArgs {
     /// Largest image upload, in bytes (Glance's `image_size_cap`).
     #[arg(long, env = "IMAGEMETA_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     image_size_cap: u64,
+    /// This node's image cache (Glance's `image_cache_dir`): local copies of the images it
+    /// serves, filled by whole downloads and by `PUT /v2/cache/{id}`. Unset: no cache, and the
+    /// cache API answers 404.
+    #[arg(long, env = "IMAGEMETA_IMAGE_CACHE_DIR", value_name = "DIR")]
+    image_cache_dir: Option<PathBuf>,
+    /// The most bytes the image cache holds (Glance's `image_cache_max_size`); past it the
+    /// least recently used copies go.
+    #[arg(long, env = "IMAGEMETA_IMAGE_CACHE_MAX_SIZE", default_value_t = 10 << 30)]
+    image_cache_max_size: u64,
     /// The image import methods on offer (Glance's `enabled_import_methods`): `glance-direct`,
     /// `web-download`; empty for none.
     #[arg(long, env = "IMAGEMETA_IMPORT_METHODS", value_delimiter = ',', default_value = "glance-direct,web-download")]
@@ -636,6 +645,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         image_listen: args.image_listen,
         admin_listen: args.admin_listen,
         image_data_dir: args.data.image_data_dir,
+        image_cache: args.image_cache_dir.map(|dir| (dir, args.image_cache_max_size)),
         image_stores: args.data.image_stores,
         default_image_store: args.data.default_image_store,
         database: DatabaseUrl::parse(&args.store.database).map_err(anyhow::Error::msg)?,

@@ -22,6 +22,8 @@
 //!   (`imagemeta metadefs load`).
 //! * [`import`]: the image import task (`glance-direct`, `web-download`), run in the
 //!   background after `POST /v2/images/{id}/import`.
+//! * [`cache`]: the node's image cache (`--image-cache-dir`): local copies of image data,
+//!   filled by downloads and the prefetcher, bounded, checked before they are served.
 //! * [`copy`]: moving a whole catalogue between backends (`imagemeta catalogue copy`).
 //! * [`backup`]: the online backup of a SQLite catalogue (`imagemeta backup`).
 //! * [`docs`]: man pages and the sample config file, generated from the command line.
@@ -35,6 +37,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod backup;
+pub mod cache;
 pub mod cli;
 pub mod copy;
 pub mod docs;

@@ -9,10 +9,12 @@
 //! partial data. Data files no image owns are swept away. Both stay correct with several
 //! processes on one catalogue.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::cache::ImageCache;
 use crate::domain::{Image, ImageStatus, Node, Principal, Rejection};
-use crate::store::data::{DataStore, Entry};
+use crate::store::data::{ByteStream, DataStore, Entry};
 use crate::store::{DynStore, StoreError};
 
 /// A data file younger than this is never swept: it may belong to an upload that is just
@@ -22,14 +24,46 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(10 * 60);
 /// How often a node sweeps the data directory (and once at start).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// Deletes image `id` for `who`, then its data: the one delete of both APIs. The record goes
-/// first (its id is never used again); data left behind by a failure here is swept later.
-pub async fn delete_image(store: &DynStore, data: &DataStore, who: &Principal, id: &str) -> Result<Image, StoreError> {
+/// Deletes image `id` for `who`, then its data and this node's cached copy: the one delete of
+/// both APIs. The record goes first (its id is never used again); data left behind by a
+/// failure here is swept later. Other nodes' copies are never served again (an image is
+/// served only while the catalogue has it) and age out of their caches.
+pub async fn delete_image(
+    store: &DynStore,
+    data: &DataStore,
+    cache: Option<&ImageCache>,
+    who: &Principal,
+    id: &str,
+) -> Result<Image, StoreError> {
     let image = store.delete_image(who, id).await?;
+    if let Some(cache) = cache {
+        cache.remove(&image.id);
+    }
     if let Err(e) = data.remove(&image).await {
         tracing::warn!(error = %e, image = %image.id, "cannot remove the data of a deleted image; the sweep will");
     }
     Ok(image)
+}
+
+/// The data of `image` (bytes `range`, inclusive) for a download: this node's cached copy
+/// when it has one; otherwise from the image's store, copied into the cache as it streams when
+/// the whole image is read. `None`: the store has no data for it.
+pub async fn read_data(
+    data: &DataStore,
+    cache: Option<&Arc<ImageCache>>,
+    image: &Image,
+    range: Option<(u64, u64)>,
+) -> std::io::Result<Option<ByteStream>> {
+    if let Some(cache) = cache
+        && let Some(copy) = cache.read(image, range).await
+    {
+        return Ok(Some(copy));
+    }
+    let stream = data.read(image, range).await?;
+    Ok(match (stream, cache) {
+        (Some(stream), Some(cache)) if range.is_none() => Some(cache.tee(image, stream)),
+        (stream, _) => stream,
+    })
 }
 
 /// Puts every upload held by a node that is gone back to `queued` and removes its partial

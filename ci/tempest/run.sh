@@ -50,7 +50,7 @@ trap cleanup EXIT
 "$BIN" metadefs load --database "sqlite:$WORK/imagemeta.db" >/dev/null
 log "imagemeta on 127.0.0.1:$COMPUTE_PORT (compute) and :$IMAGE_PORT (image), Keystone $KEYSTONE_URL"
 "$BIN" serve --compute-listen "127.0.0.1:$COMPUTE_PORT" --image-listen "127.0.0.1:$IMAGE_PORT" --admin-listen 127.0.0.1:0 \
-  --database "sqlite:$WORK/imagemeta.db" --image-data-dir "$WORK/images" \
+  --database "sqlite:$WORK/imagemeta.db" --image-data-dir "$WORK/images" --image-cache-dir "$WORK/cache" \
   --auth keystone --keystone-url "$KEYSTONE_URL" --www-authenticate-uri "$KEYSTONE_URL" \
   --keystone-username "$SVC_USER" --keystone-password "$SVC_PASSWORD" --keystone-project "$SVC_PROJECT" \
   >"$WORK/imagemeta.out" 2>"$WORK/imagemeta.log" &
@@ -96,6 +96,8 @@ swift = False
 
 [image]
 region = RegionOne
+# The image cache API (GET/PUT/DELETE /v2/cache): tempest's caching cycle.
+image_caching_enabled = True
 # imagemeta inspects qcow2 data (415 on a mismatch), as Glance's format inspection does;
 # ListUserImagesTest uploads random bytes in each of these formats.
 disk_formats = ami,ari,aki,vhd,vmdk,raw,vdi,iso,vhdx

@@ -30,6 +30,8 @@ pub struct AppState {
     pub store: DynStore,
     /// Image data files.
     pub data: Arc<DataStore>,
+    /// This node's image cache (`--image-cache-dir`), when it has one.
+    pub cache: Option<Arc<crate::cache::ImageCache>>,
     pub auth: Arc<dyn Authenticator>,
     pub settings: Arc<Settings>,
     /// This process, as it holds uploads in the catalogue.

@@ -189,6 +189,10 @@ pub enum Rule {
     OtherProjectLimits,
     /// `tasks_api_access`: the `/v2/tasks` API, admins.
     TasksApiAccess,
+    /// `cache_list`, `cache_image` and `cache_delete`: the image cache API, admins.
+    CacheList,
+    CacheImage,
+    CacheDelete,
     /// imagemeta's own bookkeeping: the end of an upload a request was authorized for, the
     /// recovery of a dead node's uploads, a data move. Always allowed.
     Bookkeeping,
@@ -354,6 +358,9 @@ impl Rule {
             Rule::DeleteImageLocation => "delete_image_location",
             Rule::OtherProjectLimits => "os_compute_api:limits:other_project",
             Rule::TasksApiAccess => "tasks_api_access",
+            Rule::CacheList => "cache_list",
+            Rule::CacheImage => "cache_image",
+            Rule::CacheDelete => "cache_delete",
             Rule::Bookkeeping => "bookkeeping",
             Rule::Metadef(rule, _) => rule.name(),
         }
@@ -376,7 +383,10 @@ pub fn authorize(who: &Principal, rule: &Rule, image: Option<&Image>) -> bool {
         | Rule::StoresInfoDetail
         | Rule::DeleteImageLocation
         | Rule::OtherProjectLimits
-        | Rule::TasksApiAccess => who.is_admin,
+        | Rule::TasksApiAccess
+        | Rule::CacheList
+        | Rule::CacheImage
+        | Rule::CacheDelete => who.is_admin,
         Rule::Bookkeeping => true,
         Rule::Metadef(rule, target) => rule.allows(who, target.as_ref()),
     }

@@ -24,6 +24,7 @@ mod glance_patch;
 mod glance_tags_actions;
 mod glance_versions;
 mod hardening;
+mod image_cache;
 mod images;
 mod limits;
 mod logging;

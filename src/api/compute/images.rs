@@ -247,11 +247,15 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
 
 /// `DELETE /images/{id}`.
 pub async fn delete(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
-    crate::service::delete_image(&ctx.state.store, &ctx.state.data, &ctx.principal, id).await.map_err(|e| match e {
-        StoreError::NotFound => Fault::not_found("Image not found."),
-        StoreError::Forbidden | StoreError::Protected => Fault::forbidden("You are not allowed to delete the image."),
-        other => Fault::store(&other, true),
-    })?;
+    crate::service::delete_image(&ctx.state.store, &ctx.state.data, ctx.state.cache.as_deref(), &ctx.principal, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Fault::not_found("Image not found."),
+            StoreError::Forbidden | StoreError::Protected => {
+                Fault::forbidden("You are not allowed to delete the image.")
+            }
+            other => Fault::store(&other, true),
+        })?;
     Ok(Reply::no_content())
 }
 

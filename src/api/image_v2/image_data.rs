@@ -269,7 +269,8 @@ pub async fn download(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
         None => (StatusCode::OK, 0, size),
     };
     let wanted = range.filter(|_| size > 0);
-    let Some(stream) = ctx.state.data.read(&image, wanted).await.map_err(|e| data_fault(e, id))? else {
+    let read = crate::service::read_data(&ctx.state.data, ctx.state.cache.as_ref(), &image, wanted).await;
+    let Some(stream) = read.map_err(|e| data_fault(e, id))? else {
         return Ok(Reply::no_content());
     };
     let body = Body::from_stream(stream);

@@ -98,7 +98,7 @@ pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
 
 /// `DELETE /v2/images/{id}`: the record, then its data.
 pub async fn delete(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    crate::service::delete_image(&ctx.state.store, &ctx.state.data, &ctx.principal, id)
+    crate::service::delete_image(&ctx.state.store, &ctx.state.data, ctx.state.cache.as_deref(), &ctx.principal, id)
         .await
         .map_err(|e| store_fault(e, id))?;
     Ok(Reply::no_content())

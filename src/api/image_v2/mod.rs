@@ -4,6 +4,7 @@
 //! route (404, 405 with `Allow`, 501) → no body where none is expected → the action. Every
 //! error is a WebOb page whose format follows `Accept` (§12).
 
+mod cache;
 mod image_data;
 pub(crate) mod images;
 mod import;
@@ -206,6 +207,10 @@ async fn dispatch(ctx: &Ctx, action: Action, body: Body) -> Result<Reply, Fault>
         DeleteTask(_) => tasks::delete(ctx),
         TaskSchema => Ok(Reply::ok(&tasks::task_schema())),
         TasksSchema => Ok(Reply::ok(&tasks::tasks_schema())),
+        CacheState => cache::state(ctx),
+        ClearCache => cache::clear(ctx),
+        QueueCache(id) => cache::queue(ctx, &id).await,
+        DeleteCache(id) => cache::delete(ctx, &id).await,
         Metadef(md) => metadefs::dispatch(ctx, md, body).await,
     }
 }

@@ -38,6 +38,11 @@ pub enum Action {
     DeleteTask(String),
     TaskSchema,
     TasksSchema,
+    /// The image cache: `GET /v2/cache`, `DELETE /v2/cache`, `PUT` and `DELETE /v2/cache/{id}`.
+    CacheState,
+    ClearCache,
+    QueueCache(String),
+    DeleteCache(String),
     /// The metadata definitions API.
     Metadef(Md),
 }
@@ -120,6 +125,8 @@ impl Action {
             ShowTask(_) | DeleteTask(_) => "/v2/tasks/{id}",
             TaskSchema => "/v2/schemas/task",
             TasksSchema => "/v2/schemas/tasks",
+            CacheState | ClearCache => "/v2/cache",
+            QueueCache(_) | DeleteCache(_) => "/v2/cache/{id}",
             Metadef(md) => md.template(),
         }
     }
@@ -140,6 +147,7 @@ impl Action {
                     | Reactivate(_)
                     | InfoImport
                     | ImageTasks(_)
+                    | CacheState
             ),
         }
     }
@@ -300,6 +308,11 @@ pub fn resolve(method: &Method, path: &str) -> Result<Action, Option<&'static st
         ["info", "import"] => pick(method, "GET", &[get], |_| InfoImport),
         ["schemas", "task"] => pick(method, "GET", &[get], |_| TaskSchema),
         ["schemas", "tasks"] => pick(method, "GET", &[get], |_| TasksSchema),
+        ["cache"] => pick(method, "GET, DELETE", &[get, delete], |m| [CacheState, ClearCache][m].clone()),
+        ["cache", _] => pick(method, "DELETE, PUT", &[delete, put], |m| match m {
+            0 => DeleteCache(id(1)),
+            _ => QueueCache(id(1)),
+        }),
         ["images", _, "actions", "deactivate"] => pick(method, "POST", &[post], |_| Deactivate(id(1))),
         ["images", _, "actions", "reactivate"] => pick(method, "POST", &[post], |_| Reactivate(id(1))),
         ["images", _, "members"] => pick(method, "GET, POST", &[get, post], |m| match m {
