@@ -124,9 +124,12 @@ def _start_server() -> Server:
     ]
     env = dict(os.environ)
     env.setdefault("IMAGEMETA_SYNCHRONOUS", "off")
-    # Glance's predefined metadata definitions, as devstack loads them.
-    subprocess.run([str(binary), "metadefs", "load", "--database", f"sqlite:{workdir / 'db'}"],
-                   check=True, capture_output=True, env=env, timeout=60)
+    # Glance's predefined metadata definitions, as devstack loads them: from Glance's package
+    # on PyPI when run.sh fetched it (GLANCE_METADEFS), else imagemeta's built-in copies.
+    load = [str(binary), "metadefs", "load", "--database", f"sqlite:{workdir / 'db'}"]
+    if os.environ.get("GLANCE_METADEFS"):
+        load += ["--from", os.environ["GLANCE_METADEFS"]]
+    subprocess.run(load, check=True, capture_output=True, env=env, timeout=60)
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env,
@@ -1827,3 +1830,15 @@ def test_cli_cached_image_commands(server, cli_home, sdk_a, sdk_admin, payload):
     denied = run_cli(server, cli_home, "cached", "image", "list", check=False)
     assert denied.returncode != 0 and "403" in denied.stderr
     sdk_a.image.delete_image(img.id)
+
+
+def test_builtin_metadefs_are_glances_own():
+    """imagemeta's built-in definition files (metadefs/) are byte for byte the ones Glance's
+    package on PyPI installs."""
+    pypi = os.environ.get("GLANCE_METADEFS")
+    if not pypi:
+        pytest.fail("GLANCE_METADEFS is not set: run the client tests with clients/run.sh")
+    theirs = {p.name: p.read_bytes() for p in Path(pypi).glob("*.json")}
+    ours = {p.name: p.read_bytes() for p in (REPO / "metadefs").glob("*.json")}
+    assert len(theirs) > 30 and sorted(ours) == sorted(theirs), (sorted(ours), sorted(theirs))
+    assert [n for n in ours if ours[n] != theirs[n]] == []

@@ -9,20 +9,13 @@ use crate::store::metadefs::{MetadefError, MetadefStore};
 
 /// The definition files shipped with imagemeta: (file name, contents).
 pub const BUNDLED: &[(&str, &str)] = &[
-    (
-        "cim-processor-allocation-setting-data.json",
-        include_str!("../metadefs/cim-processor-allocation-setting-data.json"),
-    ),
-    (
-        "cim-resource-allocation-setting-data.json",
-        include_str!("../metadefs/cim-resource-allocation-setting-data.json"),
-    ),
+    ("cim-processor-allocation-setting-data.json", include_str!("../metadefs/cim-processor-allocation-setting-data.json")),
+    ("cim-resource-allocation-setting-data.json", include_str!("../metadefs/cim-resource-allocation-setting-data.json")),
     ("cim-storage-allocation-setting-data.json", include_str!("../metadefs/cim-storage-allocation-setting-data.json")),
     ("cim-virtual-system-setting-data.json", include_str!("../metadefs/cim-virtual-system-setting-data.json")),
     ("compute-aggr-disk-filter.json", include_str!("../metadefs/compute-aggr-disk-filter.json")),
     ("compute-aggr-iops-filter.json", include_str!("../metadefs/compute-aggr-iops-filter.json")),
     ("compute-aggr-num-instances.json", include_str!("../metadefs/compute-aggr-num-instances.json")),
-    ("compute-cpu-mode.json", include_str!("../metadefs/compute-cpu-mode.json")),
     ("compute-cpu-pinning.json", include_str!("../metadefs/compute-cpu-pinning.json")),
     ("compute-guest-memory-backing.json", include_str!("../metadefs/compute-guest-memory-backing.json")),
     ("compute-guest-shutdown.json", include_str!("../metadefs/compute-guest-shutdown.json")),
@@ -120,7 +113,7 @@ mod tests {
 
     #[test]
     fn every_bundled_file_is_a_namespace_glance_would_load() {
-        assert_eq!(BUNDLED.len(), 33);
+        assert_eq!(BUNDLED.len(), 32);
         for (name, text) in BUNDLED {
             let value: Value = serde_json::from_str(text).unwrap();
             let new = crate::api::image_v2::metadefs::definition_file(&value).unwrap_or_else(|e| panic!("{name}: {e}"));
