@@ -32,6 +32,8 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
 
+mod batch;
+
 use super::cache::ImageCache;
 use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
@@ -78,10 +80,10 @@ const DETAIL_COLUMNS: &str = ", ARRAY(SELECT p.name FROM image_properties p WHER
      ARRAY(SELECT p.value FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
      ARRAY(SELECT t.tag FROM image_tags t WHERE t.image_id = i.id ORDER BY t.tag COLLATE \"C\")";
 
-/// One whole image by id, in one statement and one scan of each table: the columns of
-/// [`IMAGE_COLUMNS_AS_I`], the arrays of [`DETAIL_COLUMNS`], then the members' (by lateral
-/// joins).
-const LOAD: &str = "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
+/// The select of [`LOAD`] and [`LOAD_MANY`], without their `WHERE`.
+macro_rules! load_select {
+    () => {
+        "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
      i.location, coalesce(p.names, '{}'), coalesce(p.vals, '{}'), coalesce(t.tags, '{}'), \
@@ -94,8 +96,16 @@ const LOAD: &str = "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.prot
        array_agg(status ORDER BY created_at, member COLLATE \"C\") AS statuses, \
        array_agg(created_at ORDER BY created_at, member COLLATE \"C\") AS created, \
        array_agg(updated_at ORDER BY created_at, member COLLATE \"C\") AS updated \
-       FROM image_members WHERE image_id = i.id) m ON TRUE \
-     WHERE i.id = $1";
+       FROM image_members WHERE image_id = i.id) m ON TRUE "
+    };
+}
+
+/// One whole image by id, in one statement and one scan of each table: the columns of
+/// [`IMAGE_COLUMNS_AS_I`], the arrays of [`DETAIL_COLUMNS`], then the members' (by lateral
+/// joins).
+const LOAD: &str = concat!(load_select!(), "WHERE i.id = $1");
+/// The images of the ids in `$1` (an array), each as [`LOAD`] reads one.
+const LOAD_MANY: &str = concat!(load_select!(), "WHERE i.id = ANY($1)");
 
 /// A `postgres://` URL, as libpq takes it: `sslmode` (`disable`, `prefer` (the default),
 /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` are read here, the rest by
@@ -320,49 +330,6 @@ const INSERT_PROPERTY: &str = "INSERT INTO image_properties (image_id, name, val
      ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value";
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const LOCK: &str = "SELECT 1 FROM images WHERE id = $1 FOR UPDATE";
-/// Locks the row by changing its `updated_at`, which the write does anyway.
-const LOCK_AND_TOUCH: &str = "UPDATE images SET updated_at = $2 WHERE id = $1 RETURNING 1";
-
-/// Begins a transaction on `c`, locks image `id` (setting its `updated_at` to `touch`, when
-/// given: the write's own change) and loads it, in one round trip: the load is a statement of
-/// its own after the lock, so it sees every write committed before the lock was granted.
-async fn begin_locked(
-    c: &deadpool_postgres::Client,
-    id: &str,
-    touch: Option<i64>,
-) -> Result<Option<Image>, StoreError> {
-    let lock = c.prepare_cached(if touch.is_some() { LOCK_AND_TOUCH } else { LOCK }).await?;
-    let load = c.prepare_cached(LOAD).await?;
-    let client: &tokio_postgres::Client = c;
-    let params: [&(dyn ToSql + Sync); 1] = [&id];
-    let touched = touch.unwrap_or(0);
-    let lock_params: Vec<&(dyn ToSql + Sync)> = if touch.is_some() { vec![&id, &touched] } else { vec![&id] };
-    let (begun, locked, row) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.query_opt(&lock, &lock_params),
-        client.query_opt(&load, &params)
-    );
-    begun?;
-    locked?;
-    match row? {
-        Some(row) => Ok(Some(image_from_row(&row)?)),
-        None => Ok(None),
-    }
-}
-
-/// Ends the transaction `begin_locked` opened without a change, and answers `e`. A connection
-/// that cannot roll back is not returned to the pool.
-async fn rollback<R>(c: &deadpool_postgres::Client, e: StoreError) -> Result<R, StoreError> {
-    match c.batch_execute("ROLLBACK").await {
-        Ok(()) => Err(e),
-        Err(failed) if e.is_failure() => {
-            tracing::debug!(error = %failed, "rollback after a failure");
-            Err(e)
-        }
-        Err(failed) => Err(failed.into()),
-    }
-}
-
 /// The whole image `id`; when `for_update`, its row is locked for the transaction first.
 ///
 /// The lock is a statement of its own: under READ COMMITTED a statement sees the data as of
@@ -618,6 +585,9 @@ pub struct PgStore {
     /// Whether the cache may be used: set while the notification connection listens.
     coherent: Arc<AtomicBool>,
     listener: tokio::task::JoinHandle<()>,
+    /// The metadata writes' queue, and the writers that batch them ([`batch`]).
+    writes: tokio::sync::mpsc::Sender<batch::Job>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
     new: bool,
 }
 
@@ -625,6 +595,9 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
         self.notifier.abort();
+        for writer in &self.writers {
+            writer.abort();
+        }
         self.pool.close();
     }
 }
@@ -672,7 +645,11 @@ impl PgStore {
         };
         let (notify, changed) = tokio::sync::mpsc::channel(10_000);
         let notifier = tokio::spawn(notifier(pool.clone(), changed));
-        Ok(PgStore { pool, notify, notifier, cache, coherent, listener, new: before == 0 })
+        let (writes, writers) = batch::start(pool.clone(), {
+            let (cache, notify) = (cache.clone(), notify.clone());
+            Arc::new(move |id: &str| invalidate(&cache, &notify, id))
+        });
+        Ok(PgStore { pool, notify, notifier, cache, coherent, listener, writes, writers, new: before == 0 })
     }
 
     /// Runs `f` with a pooled connection within [`OP_TIMEOUT`]; a connection that failed or
@@ -721,10 +698,15 @@ impl PgStore {
     /// write is acknowledged. (Not its new state: transactions on other connections commit
     /// in one order and return in another, so the last to return may not be the newest.)
     fn changed(&self, id: &str) {
-        self.cache.publish(HashMap::from([(id.to_owned(), None)]));
-        // Full: the other nodes' caches expire it within their TTL.
-        let _ = self.notify.try_send(id.to_owned());
+        invalidate(&self.cache, &self.notify, id);
     }
+}
+
+/// Drops image `id` from this node's cache and has the notifier tell the other nodes.
+fn invalidate(cache: &ImageCache, notify: &tokio::sync::mpsc::Sender<String>, id: &str) {
+    cache.publish(HashMap::from([(id.to_owned(), None)]));
+    // Full: the other nodes' caches expire it within their TTL.
+    let _ = notify.try_send(id.to_owned());
 }
 
 fn pool<T>(config: tokio_postgres::Config, tls: T) -> Result<Pool, StoreError>
@@ -882,55 +864,13 @@ impl Store for PgStore {
         if impossible(id) {
             return Err(StoreError::NotFound);
         }
-        let changed = self
-            .with(async |c| {
-                // Two round trips: the lock (with the new `updated_at`) and the load; then
-                // every write and the commit.
-                let updated_at = now();
-                let image =
-                    match begin_locked(c, id, Some(micros(updated_at))).await.and_then(|image| visible(image, who)) {
-                        Ok(image) => image,
-                        Err(e) => return rollback(c, e).await,
-                    };
-                let plan = match plan::metadata(&image, who, change, quota) {
-                    Ok(plan) => plan,
-                    Err(refused) => return rollback(c, refused).await,
-                };
-                let mut changed = image;
-                changed.properties = plan.after;
-                changed.updated_at = updated_at;
-                let delete = c.prepare_cached(DELETE_PROPERTY).await?;
-                let update = c.prepare_cached(UPDATE_PROPERTY).await?;
-                let insert = c.prepare_cached(INSERT_PROPERTY).await?;
-                let client: &tokio_postgres::Client = c;
-                // Every statement with its arguments, first; then all of them sent at once.
-                let mut calls: Vec<(&tokio_postgres::Statement, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
-                for k in &plan.deletes {
-                    calls.push((&delete, vec![&id, k]));
-                }
-                for (k, v, exists) in &plan.upserts {
-                    calls.push((if *exists { &update } else { &insert }, vec![&id, k, v]));
-                }
-                let mut writes: Vec<
-                    std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + '_>>,
-                > = calls
-                    .iter()
-                    .map(|(statement, args)| -> std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> {
-                        Box::pin(client.execute(*statement, args))
-                    })
-                    .collect();
-                writes.push(Box::pin(async { client.batch_execute("COMMIT").await.map(|()| 0) }));
-                // In order on the connection: a failed statement aborts the transaction, and
-                // the COMMIT after it rolls back.
-                for result in futures_util::future::join_all(writes).await {
-                    result?;
-                }
-                Ok(changed)
-            })
-            .await?;
-        let properties = changed.properties.clone();
-        self.changed(id);
-        Ok(properties)
+        // Batched with the writes waiting beside it (see `batch`), which answers every write
+        // within OP_TIMEOUT of its arrival.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job =
+            batch::Job { who: who.clone(), id: id.to_owned(), change, quota, queued: std::time::Instant::now(), reply };
+        batch::submit(&self.writes, job)?;
+        answer.await.map_err(|_| StoreError::Unavailable("the database writers stopped".into()))?
     }
 
     async fn modify_image(

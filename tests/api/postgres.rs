@@ -122,9 +122,15 @@ async fn two_nodes_serve_one_catalogue() {
         assert_eq!(node.get(&image_path(pid)).send().await.status, 200);
     }
 
-    // Deleted through one node: gone on both, data too.
+    // Deleted through one node: gone on both (on the other within the cache's bound, 1 s),
+    // data too.
     assert_no_content(&b.delete(&image_path(&id)).send().await);
-    assert_eq!(a.get(&image_path(&id)).send().await.status, 404);
+    assert_eq!(b.get(&image_path(&id)).send().await.status, 404, "at once on the node that deleted it");
+    let deleted = Instant::now();
+    while a.get(&image_path(&id)).send().await.status != 404 {
+        assert!(deleted.elapsed() < Duration::from_secs(1), "still there on the other node after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(g(&a, "GET", &file_path(&id)).send().await.status, 404);
     assert!(!std::fs::read_dir(env.dir().join("images")).unwrap().flatten().any(|e| {
         e.file_name().to_string_lossy().starts_with(&id.bytes().map(|b| format!("{b:02x}")).collect::<String>())
