@@ -1590,7 +1590,7 @@ def wait_active(conn, image_id: str, timeout: float = 30.0):
 
 def test_cli_image_import_info(server, cli_home):
     out = run_cli(server, cli_home, "image", "import", "info", json_out=True)
-    assert out["import-methods"] == ["glance-direct", "web-download"], out
+    assert out["import-methods"] == ["glance-direct", "web-download", "copy-image"], out
 
 
 def test_cli_create_with_import(server, cli_home, sdk_a, payload):
@@ -1638,9 +1638,9 @@ def test_cli_web_download_import_and_task_list(server, cli_home, sdk_a, sdk_admi
 
 def test_sdk_import_calls(server, sdk_a, payload, web):
     info = sdk_a.image.get_import_info()
-    assert info.import_methods["value"] == ["glance-direct", "web-download"], info
+    assert info.import_methods["value"] == ["glance-direct", "web-download", "copy-image"], info
     img = sdk_a.image.create_image(unique("sdk-import"), disk_format="raw", container_format="bare")
-    assert img.image_import_methods == ["glance-direct", "web-download"], img
+    assert img.image_import_methods == ["glance-direct", "web-download", "copy-image"], img
     sdk_a.image.import_image(img, method="web-download", uri=web)
     assert wait_active(sdk_a, img.id).size == len(payload.data)
     # A bad URL is refused with Glance's words (the SDK does not raise on it: the raw answer),
@@ -1657,7 +1657,7 @@ def test_sdk_import_calls(server, sdk_a, payload, web):
 def test_glanceclient_stage_and_import(server, payload):
     """python-glanceclient (what Nova uses): stage, import, and the image's tasks."""
     gc = glanceclient.Client("2", endpoint=server.image_url, token=TOKEN_A)
-    assert gc.images.get_import_info()["import-methods"]["value"] == ["glance-direct", "web-download"]
+    assert gc.images.get_import_info()["import-methods"]["value"] == ["glance-direct", "web-download", "copy-image"]
     img = gc.images.create(name=unique("gc-import"), disk_format="raw", container_format="bare")
     gc.images.stage(img["id"], open(payload.path, "rb"))
     gc.images.image_import(img["id"], method="glance-direct")

@@ -203,8 +203,13 @@ struct ServeArgs {
     #[arg(long, env = "IMAGEMETA_IMAGE_CACHE_MAX_SIZE", default_value_t = 10 << 30)]
     image_cache_max_size: u64,
     /// The image import methods on offer (Glance's `enabled_import_methods`): `glance-direct`,
-    /// `web-download`; empty for none.
-    #[arg(long, env = "IMAGEMETA_IMPORT_METHODS", value_delimiter = ',', default_value = "glance-direct,web-download")]
+    /// `web-download`, `copy-image`; empty for none.
+    #[arg(
+        long,
+        env = "IMAGEMETA_IMPORT_METHODS",
+        value_delimiter = ',',
+        default_value = "glance-direct,web-download,copy-image"
+    )]
     import_methods: Vec<String>,
     /// URL schemes `web-download` may fetch (empty: any but the disallowed ones).
     #[arg(long, env = "IMAGEMETA_IMPORT_ALLOWED_SCHEMES", value_delimiter = ',', default_value = "http,https")]
@@ -700,7 +705,9 @@ fn import_settings(args: &ServeArgs) -> anyhow::Result<ImportSettings> {
         .iter()
         .map(|m| {
             ImportMethod::parse(m).with_context(|| {
-                format!("--import-methods: unknown method {m:?} (imagemeta runs glance-direct and web-download)")
+                format!(
+                    "--import-methods: unknown method {m:?} (imagemeta runs glance-direct, web-download and copy-image)"
+                )
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -83,9 +83,11 @@ pub struct Moved {
     pub skipped: usize,
 }
 
-/// Moves the data of every image in store `from` to store `to`: each copied with its md5
-/// checked, committed in `to`, recorded in the image (only if the image still has the data
-/// that was copied), then removed from `from`.
+/// Moves the data of every image in store `from` to store `to`: each copy in `from` copied
+/// with its md5 checked, committed in `to`, recorded in the image in the place of the old one
+/// (only if the image still has the data that was copied), then removed from `from`. An image
+/// that already has a copy in `to` just loses the one in `from`. The image's other copies
+/// (replicas in further stores) stay as they are.
 pub async fn data(
     catalogue: &DynStore,
     stores: &DataStore,
@@ -100,13 +102,14 @@ pub async fn data(
     loop {
         let page = catalogue.list_images(Caller::Operator, &query).await?;
         for listed in &page {
-            let in_from = listed.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == from;
+            let first_in_from = listed.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == from;
+            let in_from = first_in_from || listed.replicas.iter().any(|r| r.store == from);
             let has_data =
                 matches!(listed.status, crate::domain::ImageStatus::Active | crate::domain::ImageStatus::Deactivated);
-            if !in_from || !has_data {
+            if !in_from || !has_data || from == to {
                 continue;
             }
-            match move_one(catalogue, stores, &target, to, listed).await {
+            match move_one(catalogue, stores, &target, from, to, listed).await {
                 Ok(Some(bytes)) => {
                     moved.moved += 1;
                     moved.bytes += bytes;
@@ -124,78 +127,110 @@ pub async fn data(
     Ok(moved)
 }
 
-/// Moves one image's data; `None` when it was skipped (and why is logged).
+/// Moves one image's copy in `from` to `to`; `None` when it was skipped (and why is logged).
 async fn move_one(
     catalogue: &DynStore,
     stores: &DataStore,
     target: &std::sync::Arc<dyn crate::store::data::Backend>,
+    from: &str,
     to: &str,
     image: &Image,
 ) -> Result<Option<u64>, CopyError> {
     use futures_util::StreamExt;
     use md5::Digest;
     let io = |e: std::io::Error| CopyError::Data(e.to_string());
-    let Some(mut stream) = stores.read(image, None).await.map_err(io)? else {
-        tracing::warn!(image = %image.id, "no data to move");
-        return Ok(None);
-    };
-    let staging = crate::store::data::DataStore::new_staging(to, &image.id);
-    let name = staging.split_once('/').map_or("", |(_, n)| n);
-    let mut sink = target.begin(&image.id, name, image.size.map(|s| s as u64)).await.map_err(io)?;
-    let mut md5 = md5::Md5::new();
-    let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    let old = image.only_copy_in(from);
+    // Already in `to`: the copy in `from` only goes.
+    let new = if image.in_store(to) {
+        None
+    } else {
+        let Some(mut stream) = stores.read(&old, None).await.map_err(io)? else {
+            tracing::warn!(image = %image.id, "no data to move");
+            return Ok(None);
+        };
+        let staging = crate::store::data::DataStore::new_staging(to, &image.id);
+        let name = staging.split_once('/').map_or("", |(_, n)| n);
+        let mut sink = target.begin(&image.id, name, image.size.map(|s| s as u64)).await.map_err(io)?;
+        let mut md5 = md5::Md5::new();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    sink.abort().await;
+                    return Err(io(e));
+                }
+            };
+            md5.update(&chunk);
+            bytes += chunk.len() as u64;
+            if let Err(e) = sink.write(chunk).await {
                 sink.abort().await;
                 return Err(io(e));
             }
-        };
-        md5.update(&chunk);
-        bytes += chunk.len() as u64;
-        if let Err(e) = sink.write(chunk).await {
-            sink.abort().await;
-            return Err(io(e));
         }
-    }
-    let sum = crate::store::data::hex(&md5.finalize());
-    if image.checksum.as_deref().is_some_and(|c| c != sum) {
-        tracing::error!(image = %image.id, "the data does not match its checksum: not moved");
-        sink.abort().await;
-        return Ok(None);
-    }
-    let location = sink.commit().await.map_err(io)?;
-    let (old_store, old_location) = (image.store.clone(), image.location.clone());
-    let (store, new_location) = (to.to_owned(), location.clone());
+        let sum = crate::store::data::hex(&md5.finalize());
+        if image.checksum.as_deref().is_some_and(|c| c != sum) {
+            tracing::error!(image = %image.id, "the data does not match its checksum: not moved");
+            sink.abort().await;
+            return Ok(None);
+        }
+        Some((sink.commit().await.map_err(io)?, bytes))
+    };
+    let before = (image.store.clone(), image.location.clone(), image.replicas.clone());
+    let (from_store, to_store, new_location) = (from.to_owned(), to.to_owned(), new.as_ref().map(|(l, _)| l.clone()));
     let recorded = catalogue
         .modify_image(
             &crate::domain::Principal::system(),
             &image.id,
             crate::domain::policy::Rule::Bookkeeping,
             Box::new(move |i| {
-                if i.store != old_store || i.location != old_location {
+                if (i.store.clone(), i.location.clone(), i.replicas.clone()) != before {
                     return Err(crate::domain::Rejection::conflict("the image's data changed meanwhile"));
                 }
-                i.store = Some(store);
-                i.location = Some(new_location);
+                let first_in_from = i.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == from_store;
+                match (new_location, first_in_from) {
+                    (Some(location), true) => {
+                        i.store = Some(to_store);
+                        i.location = Some(location);
+                    }
+                    (Some(location), false) => {
+                        for r in i.replicas.iter_mut().filter(|r| r.store == from_store) {
+                            *r = crate::domain::Replica { store: to_store.clone(), location: location.clone() };
+                        }
+                    }
+                    // Already in `to`: that copy takes the place of the one in `from`.
+                    (None, true) => {
+                        let Some(at) = i.replicas.iter().position(|r| r.store == to_store) else {
+                            return Err(crate::domain::Rejection::conflict("the image's data changed meanwhile"));
+                        };
+                        let promoted = i.replicas.remove(at);
+                        i.store = Some(promoted.store);
+                        i.location = Some(promoted.location);
+                    }
+                    (None, false) => i.replicas.retain(|r| r.store != from_store),
+                }
                 Ok(())
             }),
         )
         .await;
+    let discard_new = || async {
+        if let Some((location, _)) = &new {
+            let _ = target.remove(&image.id, Some(location)).await;
+        }
+    };
     match recorded {
         Ok(_) => {
-            if let Err(e) = stores.remove(image).await {
+            if let Err(e) = stores.remove(&old).await {
                 tracing::warn!(error = %e, image = %image.id, "moved, but the old copy could not be removed; the sweep will");
             }
-            Ok(Some(bytes))
+            Ok(Some(new.map_or(0, |(_, bytes)| bytes)))
         }
         Err(StoreError::Rejected(_) | StoreError::NotFound) => {
-            let _ = target.remove(&image.id, Some(&location)).await;
+            discard_new().await;
             Ok(None)
         }
         Err(e) => {
-            let _ = target.remove(&image.id, Some(&location)).await;
+            discard_new().await;
             Err(e.into())
         }
     }

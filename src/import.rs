@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::domain::import::{ImportMethod, UriFilter};
 use crate::domain::policy::Rule;
 use crate::domain::task::TaskStatus;
-use crate::domain::{Image, ImageStatus, Principal, Rejection, UploadLease, now};
+use crate::domain::{Image, ImageStatus, Principal, Rejection, Replica, UploadLease, now};
 use crate::store::data::{ByteStream, DataStore, UploadError, check_format};
 use crate::store::{DynStore, StoreError};
 
@@ -49,11 +49,14 @@ pub struct Job {
     pub task_id: String,
     pub image_id: String,
     pub method: ImportMethod,
-    /// The store the data goes to.
-    pub store: String,
-    /// Whether the store names one of several (they are then listed in the `os_glance_*`
+    /// The stores the data goes to, in order (the one store, without several).
+    pub stores: Vec<String>,
+    /// Whether the stores are named among several (they are then listed in the `os_glance_*`
     /// properties).
     pub multi_store: bool,
+    /// Whether one store failing fails the import (Glance's `all_stores_must_succeed`); if
+    /// not, the import succeeds with the stores that did.
+    pub all_stores_must_succeed: bool,
     /// `web-download`'s URL (it passed the filter).
     pub uri: Option<String>,
     /// This node's hold on the image; `staging` is where new data is staged (empty when the
@@ -61,8 +64,16 @@ pub struct Job {
     pub lease: UploadLease,
 }
 
-/// What the import brought: the data's place and digests.
+impl Job {
+    /// The store lists' name for `store` (none without several stores).
+    fn named<'a>(&self, store: &'a str) -> Option<&'a str> {
+        self.multi_store.then_some(store)
+    }
+}
+
+/// What the import brought into one store: the data's place and digests.
 struct Brought {
+    store: String,
     location: String,
     size: u64,
     md5: String,
@@ -70,6 +81,21 @@ struct Brought {
     head: Vec<u8>,
     /// Whether `location` is the staged data itself (nothing to remove after activation).
     adopted: bool,
+}
+
+/// How far an import got: what it left in the stores, and its hold as it stands.
+pub struct Progress {
+    brought: Vec<Brought>,
+    lease: UploadLease,
+    /// The store whose failure failed the import.
+    failed: Option<String>,
+}
+
+impl Progress {
+    /// Nothing done yet under `lease`.
+    pub fn new(lease: UploadLease) -> Progress {
+        Progress { brought: Vec::new(), lease, failed: None }
+    }
 }
 
 /// Runs `job` to its end, recording it in its task.
@@ -88,7 +114,8 @@ pub async fn run(importer: Importer, job: Job) {
     if let Err(e) = started {
         tracing::warn!(error = %e, task = %job.task_id, "cannot start an import task");
     }
-    let outcome = import(&importer, &job).await;
+    let mut progress = Progress::new(job.lease.clone());
+    let outcome = import(&importer, &job, &mut progress).await;
     let ended = match outcome {
         Ok(size) => {
             tracing::info!(task = %job.task_id, image = %job.image_id, size, "image imported");
@@ -105,7 +132,7 @@ pub async fn run(importer: Importer, job: Job) {
         }
         Err(why) => {
             tracing::warn!(task = %job.task_id, image = %job.image_id, %why, "image import failed");
-            abandon(&importer, &job).await;
+            abandon(&importer, &job, &progress).await;
             importer.store.update_task(&job.task_id, Box::new(move |t| t.end(Err(why), now()))).await
         }
     };
@@ -114,39 +141,184 @@ pub async fn run(importer: Importer, job: Job) {
     }
 }
 
-/// Brings the data and activates the image: its size, or why not.
-async fn import(importer: &Importer, job: &Job) -> Result<u64, String> {
+/// Brings the data into each store in turn and activates the image with them (or, for
+/// `copy-image`, adds them to it): its size, or why not.
+async fn import(importer: &Importer, job: &Job, progress: &mut Progress) -> Result<u64, String> {
     let system = Principal::system();
     let image =
         importer.store.get_image(&system, &job.image_id).await.map_err(|e| format!("Cannot read the image: {e}"))?;
-    if image.status != ImageStatus::Importing || image.properties.get_str(LOCK) != Some(job.task_id.as_str()) {
+    let copying = job.method == ImportMethod::CopyImage;
+    let expected = if copying { ImageStatus::Active } else { ImageStatus::Importing };
+    if image.status != expected || image.properties.get_str(LOCK) != Some(job.task_id.as_str()) {
         return Err("Task was aborted externally".into());
     }
-    let brought = match job.method {
-        ImportMethod::GlanceDirect => from_stage(importer, job, &image).await?,
-        ImportMethod::WebDownload => download(importer, job).await?,
-    };
-    let activated = activate(importer, job, &image, &brought).await;
-    if let Err(why) = activated {
-        if !brought.adopted
-            && let Some(backend) = importer.data.get(&job.store)
-        {
-            let _ = backend.remove(&job.image_id, Some(&brought.location)).await;
+    for (n, store) in job.stores.iter().enumerate() {
+        if n > 0 || copying {
+            restage(importer, job, progress, store).await?;
         }
-        return Err(why);
+        let attempt = match progress.brought.first() {
+            _ if copying => copy_from(importer, progress, store, &image, Source::Image(&image)).await,
+            Some(first) => {
+                let source = Source::Store { store: first.store.clone(), location: first.location.clone() };
+                copy_from(importer, progress, store, &image, source).await
+            }
+            None => match job.method {
+                ImportMethod::GlanceDirect => from_stage(importer, job, progress, store, &image).await,
+                _ => download(importer, job, progress, store).await,
+            },
+        };
+        match attempt {
+            Ok(brought) => {
+                progress.brought.push(brought);
+                note_store(importer, job, store, false).await;
+            }
+            Err(why) if job.all_stores_must_succeed => {
+                progress.failed = job.named(store).map(str::to_owned);
+                return Err(why);
+            }
+            Err(why) => {
+                tracing::warn!(task = %job.task_id, image = %job.image_id, store, %why, "an import to one store failed; the others go on");
+                note_store(importer, job, store, true).await;
+            }
+        }
     }
-    if !brought.adopted && image.location.is_some() {
-        // The staged data now has a copy in its store: the stage goes.
+    if progress.brought.is_empty() {
+        return Err("None of the uploads finished!".into());
+    }
+    activate(importer, job, &image, progress).await?;
+    let staged_apart = !copying && !progress.brought.iter().any(|b| b.adopted);
+    if staged_apart && image.location.is_some() {
+        // The staged data now has its copies in the stores: the stage goes.
         if let Err(e) = importer.data.remove(&image).await {
             tracing::warn!(error = %e, image = %job.image_id, "cannot remove staged data; the sweep will");
         }
     }
-    Ok(brought.size)
+    Ok(progress.brought[0].size)
 }
 
-/// `glance-direct`: the staged data, adopted where it is when it is in the target store, else
-/// copied there.
-async fn from_stage(importer: &Importer, job: &Job, image: &Image) -> Result<Brought, String> {
+/// Records a new staging place in `store` in the import's hold, before anything is written
+/// there (so that a dead node's partial data is found and removed).
+async fn restage(importer: &Importer, job: &Job, progress: &mut Progress, store: &str) -> Result<(), String> {
+    let old = progress.lease.clone();
+    let new = UploadLease { node: old.node.clone(), staging: DataStore::new_staging(store, &job.image_id) };
+    if old.staging == new.staging {
+        return Ok(());
+    }
+    let (held, next, task) = (old.clone(), new.clone(), job.task_id.clone());
+    importer
+        .store
+        .modify_image(
+            &Principal::system(),
+            &job.image_id,
+            Rule::Bookkeeping,
+            Box::new(move |i| {
+                if i.upload.as_ref() != Some(&held) || i.properties.get_str(LOCK) != Some(task.as_str()) {
+                    return Err(Rejection::conflict("Task was aborted externally"));
+                }
+                i.upload = Some(next);
+                Ok(())
+            }),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => "Image has been deleted, aborting import.".to_owned(),
+            StoreError::Rejected(r) => r.message,
+            e => format!("Cannot record the import's progress: {e}"),
+        })?;
+    progress.lease = new;
+    // The previous staging place was committed or is empty.
+    if let Err(e) = importer.data.remove_staging(&old.staging).await {
+        tracing::debug!(error = %e, "cannot remove an empty staging place");
+    }
+    Ok(())
+}
+
+/// One store done (or, with `failed`, given up): out of the stores still to import to, and
+/// into the failed ones. Best effort: the end of the import sets both lists again.
+async fn note_store(importer: &Importer, job: &Job, store: &str, failed: bool) {
+    let Some(named) = job.named(store).map(str::to_owned) else { return };
+    let task = job.task_id.clone();
+    let noted = importer
+        .store
+        .modify_image(
+            &Principal::system(),
+            &job.image_id,
+            Rule::Bookkeeping,
+            Box::new(move |i| {
+                if i.properties.get_str(LOCK) != Some(task.as_str()) {
+                    return Err(Rejection::conflict("Task was aborted externally"));
+                }
+                let left = store_list(i.properties.get_str(IMPORTING_TO), &[], Some(&named));
+                i.properties.set(IMPORTING_TO.into(), Some(left));
+                if failed {
+                    let failed = store_list(i.properties.get_str(FAILED_IMPORT), &[&named], None);
+                    i.properties.set(FAILED_IMPORT.into(), Some(failed));
+                }
+                Ok(())
+            }),
+        )
+        .await;
+    if let Err(e) = noted {
+        tracing::debug!(error = %e, image = %job.image_id, "cannot record an import's progress");
+    }
+}
+
+/// Where a copy reads from: the image's data as it is served, or one store's copy.
+enum Source<'a> {
+    Image(&'a Image),
+    Store { store: String, location: String },
+}
+
+/// A copy of data already in a store into `store`, checked against the image's (or the first
+/// store's) size and digests.
+async fn copy_from(
+    importer: &Importer,
+    progress: &Progress,
+    store: &str,
+    image: &Image,
+    source: Source<'_>,
+) -> Result<Brought, String> {
+    let (read, size, md5, sha512) = match &source {
+        Source::Image(image) => (
+            importer.data.read(image, None).await,
+            image.size.and_then(|s| u64::try_from(s).ok()),
+            image.checksum.clone(),
+            image.os_hash_value.clone(),
+        ),
+        Source::Store { store, location } => {
+            let first = &progress.brought[0];
+            let read = match importer.data.get(store) {
+                Some(backend) => backend.read(&image.id, Some(location), None).await,
+                None => Err(std::io::Error::other(format!("store {store} is not configured"))),
+            };
+            (read, Some(first.size), Some(first.md5.clone()), Some(first.sha512.clone()))
+        }
+    };
+    let stream = match read {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return Err("The image's data is gone.".into()),
+        Err(e) => return Err(format!("Cannot read the image's data: {e}")),
+    };
+    let brought = copy_into(importer, &progress.lease.staging, &image.id, store, stream, size).await?;
+    let matches = size.is_none_or(|s| s == brought.size)
+        && md5.as_ref().is_none_or(|m| *m == brought.md5)
+        && sha512.as_ref().is_none_or(|h| *h == brought.sha512);
+    if !matches {
+        remove_brought(importer, &image.id, &brought).await;
+        return Err(format!("The copy of the image's data in store {store} does not match its size and checksums"));
+    }
+    Ok(brought)
+}
+
+/// `glance-direct`: the staged data, adopted where it is when it is in `store`, else copied
+/// there.
+async fn from_stage(
+    importer: &Importer,
+    job: &Job,
+    progress: &Progress,
+    store: &str,
+    image: &Image,
+) -> Result<Brought, String> {
     let staged_store = image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE);
     let Some(location) = image.location.clone() else {
         return Err("The image has no staged data.".into());
@@ -154,24 +326,25 @@ async fn from_stage(importer: &Importer, job: &Job, image: &Image) -> Result<Bro
     let read = importer.data.read(image, None).await.map_err(|e| format!("Cannot read the staged data: {e}"))?;
     let Some(stream) = read else { return Err("The staged data is gone.".into()) };
     let expected = image.size.and_then(|s| u64::try_from(s).ok());
-    if staged_store == job.store {
+    if staged_store == store && progress.lease.staging.is_empty() {
         let (size, md5, sha512, head) =
             crate::store::data::digest(stream, importer.size_cap).await.map_err(|e| upload_error(&e))?;
         if let Some(expected) = expected.filter(|e| *e != size) {
             return Err(format!("Task {}: Image size mismatch. Expected {expected} but got {size}", job.task_id));
         }
-        return Ok(Brought { location, size, md5, sha512, head, adopted: true });
+        return Ok(Brought { store: store.to_owned(), location, size, md5, sha512, head, adopted: true });
     }
-    let brought = copy_into(importer, job, stream, expected).await?;
+    let brought = copy_into(importer, &progress.lease.staging, &job.image_id, store, stream, expected).await?;
     if let Some(expected) = expected.filter(|e| *e != brought.size) {
+        remove_brought(importer, &job.image_id, &brought).await;
         return Err(format!("Task {}: Image size mismatch. Expected {expected} but got {}", job.task_id, brought.size));
     }
     Ok(brought)
 }
 
 /// `web-download`: the URL's data, fetched (every redirect passing the filter again) and
-/// staged into the target store.
-async fn download(importer: &Importer, job: &Job) -> Result<Brought, String> {
+/// staged into `store`.
+async fn download(importer: &Importer, job: &Job, progress: &Progress, store: &str) -> Result<Brought, String> {
     let uri = job.uri.as_deref().ok_or("web-download without a URI")?;
     let filter = importer.filter.clone();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
@@ -205,8 +378,9 @@ async fn download(importer: &Importer, job: &Job) -> Result<Brought, String> {
     let stream: ByteStream = Box::pin(futures_util::StreamExt::map(response.bytes_stream(), |chunk| {
         chunk.map_err(|e| std::io::Error::other(describe(&e, "the download")))
     }));
-    let brought = copy_into(importer, job, stream, declared).await?;
+    let brought = copy_into(importer, &progress.lease.staging, &job.image_id, store, stream, declared).await?;
     if let Some(expected) = declared.filter(|n| *n != brought.size) {
+        remove_brought(importer, &job.image_id, &brought).await;
         return Err(format!(
             "Task {} failed because downloaded data size {} is different from expected {expected}",
             job.task_id, brought.size
@@ -227,18 +401,35 @@ fn describe(e: &reqwest::Error, what: &str) -> String {
     text
 }
 
-/// Streams `data` into the job's staging place in the target store, hashing it, and commits.
-async fn copy_into(importer: &Importer, job: &Job, data: ByteStream, size: Option<u64>) -> Result<Brought, String> {
+/// Streams `data` into `staging` (a place in `store`), hashing it, and commits.
+async fn copy_into(
+    importer: &Importer,
+    staging: &str,
+    id: &str,
+    store: &str,
+    data: ByteStream,
+    size: Option<u64>,
+) -> Result<Brought, String> {
     let body = Body::from_stream(data);
-    let staged = importer
-        .data
-        .stage(&job.image_id, &job.lease.staging, body, importer.size_cap, size)
-        .await
-        .map_err(|e| upload_error(&e))?;
+    let staged = importer.data.stage(id, staging, body, importer.size_cap, size).await.map_err(|e| upload_error(&e))?;
     let (size, md5, sha512, head) =
         (staged.size, staged.md5_hex.clone(), staged.sha512_hex.clone(), staged.head.clone());
     let location = importer.data.commit(staged).await.map_err(|e| format!("Cannot store the image data: {e}"))?;
-    Ok(Brought { location, size, md5, sha512, head, adopted: false })
+    Ok(Brought { store: store.to_owned(), location, size, md5, sha512, head, adopted: false })
+}
+
+/// Removes what an import brought into a store (not staged data it adopted).
+async fn remove_brought(importer: &Importer, id: &str, brought: &Brought) {
+    if brought.adopted {
+        return;
+    }
+    let removed = match importer.data.get(&brought.store) {
+        Some(backend) => backend.remove(id, Some(&brought.location)).await,
+        None => Ok(()),
+    };
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, image = %id, store = %brought.store, "cannot remove a failed import's data; the sweep will");
+    }
 }
 
 fn upload_error(e: &UploadError) -> String {
@@ -248,16 +439,23 @@ fn upload_error(e: &UploadError) -> String {
     }
 }
 
-/// The data checked against the image's formats, then the image `active` with it, if the
-/// import still holds it.
-async fn activate(importer: &Importer, job: &Job, image: &Image, brought: &Brought) -> Result<(), String> {
-    let virtual_size =
-        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &brought.head, brought.size)
-            .map_err(|r| r.message)?;
-    let (task, lease, store) = (job.task_id.clone(), job.lease.clone(), job.store.clone());
-    let (location, size, md5, sha512) =
-        (brought.location.clone(), brought.size as i64, brought.md5.clone(), brought.sha512.clone());
-    let multi = job.multi_store;
+/// The data checked against the image's formats, then the image `active` with it (or, for
+/// `copy-image`, the copies added to it), if the import still holds it.
+async fn activate(importer: &Importer, job: &Job, image: &Image, progress: &Progress) -> Result<(), String> {
+    let copying = job.method == ImportMethod::CopyImage;
+    let first = &progress.brought[0];
+    let virtual_size = if copying {
+        image.virtual_size
+    } else {
+        check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &first.head, first.size)
+            .map_err(|r| r.message)?
+    };
+    let (task, lease) = (job.task_id.clone(), progress.lease.clone());
+    let (size, md5, sha512) = (first.size as i64, first.md5.clone(), first.sha512.clone());
+    let mut copies: Vec<(String, String)> =
+        progress.brought.iter().map(|b| (b.store.clone(), b.location.clone())).collect();
+    let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
+    let expected = if copying { ImageStatus::Active } else { ImageStatus::Importing };
     let done = importer
         .store
         .modify_image(
@@ -265,23 +463,31 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, brought: &Broug
             &job.image_id,
             Rule::Bookkeeping,
             Box::new(move |i| {
-                if i.status != ImageStatus::Importing
+                if i.status != expected
                     || i.properties.get_str(LOCK) != Some(task.as_str())
                     || i.upload.as_ref() != Some(&lease)
                 {
                     return Err(Rejection::conflict("Task was aborted externally"));
                 }
-                i.status = ImageStatus::Active;
-                i.store = Some(store.clone());
-                i.location = Some(location);
-                i.size = Some(size);
-                i.virtual_size = virtual_size;
-                i.checksum = Some(md5);
-                i.os_hash_algo = Some("sha512".into());
-                i.os_hash_value = Some(sha512);
+                if !copying {
+                    let (store, location) = copies.remove(0);
+                    i.status = ImageStatus::Active;
+                    i.store = Some(store);
+                    i.location = Some(location);
+                    i.replicas.clear();
+                    i.size = Some(size);
+                    i.virtual_size = virtual_size;
+                    i.checksum = Some(md5);
+                    i.os_hash_algo = Some("sha512".into());
+                    i.os_hash_value = Some(sha512);
+                }
+                i.replicas.extend(copies.into_iter().map(|(store, location)| Replica { store, location }));
                 i.upload = None;
                 i.properties.remove(LOCK);
-                let left = store_list(i.properties.get_str(IMPORTING_TO), &[], multi.then_some(store.as_str()));
+                let mut left = i.properties.get_str(IMPORTING_TO).unwrap_or("").to_owned();
+                for store in &named {
+                    left = store_list(Some(&left), &[], Some(store));
+                }
                 i.properties.set(IMPORTING_TO.into(), Some(left));
                 Ok(())
             }),
@@ -295,12 +501,17 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, brought: &Broug
     }
 }
 
-/// After a failure: the image back to `queued` without data, its lock and hold released, the
-/// store listed as failed; then whatever the attempt left in the stores removed.
-pub async fn abandon(importer: &Importer, job: &Job) {
+/// After a failure: the image's lock and hold released, its stores out of the importing list
+/// (the one that failed the import into the failed list), and an image that was not active
+/// back to `queued` without data; then whatever the attempt left in the stores removed. A
+/// `copy-image` leaves the image as it was, with the data it had.
+pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
     let system = Principal::system();
     let Ok(before) = importer.store.get_image(&system, &job.image_id).await else { return };
-    let (task, store, multi) = (job.task_id.clone(), job.store.clone(), job.multi_store);
+    let copying = job.method == ImportMethod::CopyImage;
+    let task = job.task_id.clone();
+    let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
+    let failed = progress.failed.clone();
     let requeued = importer
         .store
         .modify_image(
@@ -311,12 +522,19 @@ pub async fn abandon(importer: &Importer, job: &Job) {
                 if i.properties.get_str(LOCK) != Some(task.as_str()) {
                     return Err(Rejection::conflict("the import no longer holds the image"));
                 }
-                requeue(i);
-                let named = multi.then_some(store.as_str());
-                let left = store_list(i.properties.get_str(IMPORTING_TO), &[], named);
+                if copying {
+                    i.upload = None;
+                    i.properties.remove(LOCK);
+                } else {
+                    requeue(i);
+                }
+                let mut left = i.properties.get_str(IMPORTING_TO).unwrap_or("").to_owned();
+                for store in &named {
+                    left = store_list(Some(&left), &[], Some(store));
+                }
                 i.properties.set(IMPORTING_TO.into(), Some(left));
-                let failed =
-                    store_list(i.properties.get_str(FAILED_IMPORT), &named.into_iter().collect::<Vec<_>>(), None);
+                let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+                let failed = store_list(i.properties.get_str(FAILED_IMPORT), &failed, None);
                 i.properties.set(FAILED_IMPORT.into(), Some(failed));
                 Ok(())
             }),
@@ -325,12 +543,16 @@ pub async fn abandon(importer: &Importer, job: &Job) {
     if requeued.is_err() {
         return;
     }
-    if before.location.is_some()
+    for brought in &progress.brought {
+        remove_brought(importer, &job.image_id, brought).await;
+    }
+    if !copying
+        && before.location.is_some()
         && let Err(e) = importer.data.remove(&before).await
     {
         tracing::warn!(error = %e, image = %job.image_id, "cannot remove a failed import's data; the sweep will");
     }
-    if let Err(e) = importer.data.remove_staging(&job.lease.staging).await {
+    if let Err(e) = importer.data.remove_staging(&progress.lease.staging).await {
         tracing::warn!(error = %e, image = %job.image_id, "cannot remove a failed import's partial data; the sweep will");
     }
 }
@@ -349,6 +571,7 @@ pub fn requeue(i: &mut Image) {
         i.os_hash_value = None;
         i.store = None;
         i.location = None;
+        i.replicas.clear();
     }
     i.upload = None;
     i.properties.remove(LOCK);

@@ -9,8 +9,14 @@ use crate::store::metadefs::{MetadefError, MetadefStore};
 
 /// The definition files shipped with imagemeta: (file name, contents).
 pub const BUNDLED: &[(&str, &str)] = &[
-    ("cim-processor-allocation-setting-data.json", include_str!("../metadefs/cim-processor-allocation-setting-data.json")),
-    ("cim-resource-allocation-setting-data.json", include_str!("../metadefs/cim-resource-allocation-setting-data.json")),
+    (
+        "cim-processor-allocation-setting-data.json",
+        include_str!("../metadefs/cim-processor-allocation-setting-data.json"),
+    ),
+    (
+        "cim-resource-allocation-setting-data.json",
+        include_str!("../metadefs/cim-resource-allocation-setting-data.json"),
+    ),
     ("cim-storage-allocation-setting-data.json", include_str!("../metadefs/cim-storage-allocation-setting-data.json")),
     ("cim-virtual-system-setting-data.json", include_str!("../metadefs/cim-virtual-system-setting-data.json")),
     ("compute-aggr-disk-filter.json", include_str!("../metadefs/compute-aggr-disk-filter.json")),

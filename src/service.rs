@@ -212,7 +212,8 @@ fn owns(image: &Image, store: &str, entry: &Entry) -> bool {
             );
             // Data without a recorded location is the file store's old layout: one per image.
             let here = in_store && image.location.as_deref().is_none_or(|l| l == location);
-            (has_data && here) || image.upload.is_some()
+            let replica = image.replicas.iter().any(|r| r.store == store && r.location == *location);
+            (has_data && (here || replica)) || image.upload.is_some()
         }
         Entry::Partial { staging, .. } => {
             image.upload.as_ref().is_some_and(|u| u.staging.split_once('/') == Some((store, staging.as_str())))

@@ -8,15 +8,18 @@ pub enum ImportMethod {
     GlanceDirect,
     /// Data fetched from an http(s) URL.
     WebDownload,
+    /// An active image's data copied to further stores.
+    CopyImage,
 }
 
 impl ImportMethod {
-    pub const ALL: [ImportMethod; 2] = [Self::GlanceDirect, Self::WebDownload];
+    pub const ALL: [ImportMethod; 3] = [Self::GlanceDirect, Self::WebDownload, Self::CopyImage];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GlanceDirect => "glance-direct",
             Self::WebDownload => "web-download",
+            Self::CopyImage => "copy-image",
         }
     }
 

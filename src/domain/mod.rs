@@ -149,8 +149,83 @@ pub struct Image {
     /// names), and where in it.
     pub store: Option<String>,
     pub location: Option<String>,
+    /// Further copies of the data in other stores (Glance's further locations: `copy-image`,
+    /// an import to several stores), in the order they were added.
+    pub replicas: Vec<Replica>,
     /// What the API layer derives from this copy (see [`Memo`]).
     pub memo: Memo,
+}
+
+/// A further copy of an image's data: the store holding it, and where in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    pub store: String,
+    pub location: String,
+}
+
+impl Replica {
+    /// The database's form of a list of replicas: `None` for none, else a JSON array of
+    /// `[store, location]` pairs (one definition for both backends).
+    pub fn encode(replicas: &[Replica]) -> Option<String> {
+        if replicas.is_empty() {
+            return None;
+        }
+        let pairs: Vec<[&str; 2]> = replicas.iter().map(|r| [r.store.as_str(), r.location.as_str()]).collect();
+        Some(serde_json::to_string(&pairs).expect("strings serialize"))
+    }
+
+    /// The replicas [`Replica::encode`] wrote; `None` for text it did not write.
+    pub fn decode(text: Option<&str>) -> Option<Vec<Replica>> {
+        let Some(text) = text else { return Some(Vec::new()) };
+        let pairs: Vec<[String; 2]> = serde_json::from_str(text).ok()?;
+        Some(pairs.into_iter().map(|[store, location]| Replica { store, location }).collect())
+    }
+}
+
+impl Image {
+    /// Every copy of the image's data, as (store, location): where it was first stored, then
+    /// its replicas. Empty without data.
+    pub fn locations(&self) -> impl Iterator<Item = (&str, &str)> {
+        let first =
+            self.location.as_deref().map(|l| (self.store.as_deref().unwrap_or(crate::store::data::FILE_STORE), l));
+        first.into_iter().chain(self.replicas.iter().map(|r| (r.store.as_str(), r.location.as_str())))
+    }
+
+    /// Drops the copy in store `store` (the first replica takes the place of a first copy
+    /// dropped). The data itself is the caller's to remove.
+    pub fn drop_copy(&mut self, store: &str) {
+        if self.location.is_some() && self.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == store {
+            if self.replicas.is_empty() {
+                self.store = None;
+                self.location = None;
+            } else {
+                let next = self.replicas.remove(0);
+                self.store = Some(next.store);
+                self.location = Some(next.location);
+            }
+        } else {
+            self.replicas.retain(|r| r.store != store);
+        }
+    }
+
+    /// The image with only its copy in store `store` (its first copy when none is there):
+    /// what reading or removing that one copy takes.
+    pub fn only_copy_in(&self, store: &str) -> Image {
+        let mut one = self.clone();
+        one.replicas.clear();
+        if let Some(replica) = self.replicas.iter().find(|r| r.store == store)
+            && self.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) != store
+        {
+            one.store = Some(replica.store.clone());
+            one.location = Some(replica.location.clone());
+        }
+        one
+    }
+
+    /// Whether store `store` holds a copy of the data.
+    pub fn in_store(&self, store: &str) -> bool {
+        self.locations().any(|(s, _)| s == store)
+    }
 }
 
 /// The hold of an upload in progress: the node (process) that receives the data, and where
@@ -289,6 +364,7 @@ impl Image {
             upload: None,
             store: None,
             location: None,
+            replicas: Vec::new(),
             memo: Memo::default(),
         }
     }
@@ -368,6 +444,38 @@ pub fn bad_text(s: &str, bmp_only: bool) -> Option<BadText> {
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod replica_tests {
+    use super::*;
+
+    #[test]
+    fn replicas_encode_and_decode() {
+        assert_eq!(Replica::encode(&[]), None);
+        let two = vec![
+            Replica { store: "a,b".into(), location: "x\"y".into() },
+            Replica { store: "c".into(), location: String::new() },
+        ];
+        assert_eq!(Replica::decode(Replica::encode(&two).as_deref()), Some(two));
+        assert_eq!(Replica::decode(None), Some(Vec::new()));
+        assert_eq!(Replica::decode(Some("not json")), None);
+    }
+
+    #[test]
+    fn copies_are_dropped_and_picked() {
+        let mut i = Image::new("i".into(), now());
+        i.store = Some("a".into());
+        i.location = Some("la".into());
+        i.replicas = vec![Replica { store: "b".into(), location: "lb".into() }];
+        assert!(i.in_store("a") && i.in_store("b") && !i.in_store("c"));
+        let b = i.only_copy_in("b");
+        assert_eq!((b.store.as_deref(), b.location.as_deref(), b.replicas.len()), (Some("b"), Some("lb"), 0));
+        i.drop_copy("a");
+        assert_eq!(i.locations().collect::<Vec<_>>(), [("b", "lb")]);
+        i.drop_copy("b");
+        assert_eq!(i.locations().count(), 0);
+    }
 }
 
 #[cfg(test)]

@@ -185,6 +185,8 @@ pub enum Rule {
     StoresInfoDetail,
     /// `delete_image_location`: admins.
     DeleteImageLocation,
+    /// `copy_image`: an import copying an image's data to further stores, admins.
+    CopyImage,
     /// Nova's `os_compute_api:limits:other_project`: admins.
     OtherProjectLimits,
     /// `tasks_api_access`: the `/v2/tasks` API, admins.
@@ -356,6 +358,7 @@ impl Rule {
             Rule::ModifyMember(_) => "modify_member",
             Rule::StoresInfoDetail => "stores_info_detail",
             Rule::DeleteImageLocation => "delete_image_location",
+            Rule::CopyImage => "copy_image",
             Rule::OtherProjectLimits => "os_compute_api:limits:other_project",
             Rule::TasksApiAccess => "tasks_api_access",
             Rule::CacheList => "cache_list",
@@ -382,6 +385,7 @@ pub fn authorize(who: &Principal, rule: &Rule, image: Option<&Image>) -> bool {
         | Rule::DownloadDeactivated
         | Rule::StoresInfoDetail
         | Rule::DeleteImageLocation
+        | Rule::CopyImage
         | Rule::OtherProjectLimits
         | Rule::TasksApiAccess
         | Rule::CacheList
@@ -464,7 +468,7 @@ mod tests {
         assert!(authorize(&who("p2", &["member"]), &Rule::ModifyMember("p2".into()), None));
         assert!(!authorize(&who("p2", &["member"]), &Rule::ModifyMember("p3".into()), None));
         assert!(!authorize(&who("p2", &["reader"]), &Rule::ModifyMember("p2".into()), None));
-        for admin_only in [Rule::AddImageForOther, Rule::StoresInfoDetail, Rule::DeleteImageLocation] {
+        for admin_only in [Rule::AddImageForOther, Rule::StoresInfoDetail, Rule::DeleteImageLocation, Rule::CopyImage] {
             assert!(!authorize(&who("p1", &["member"]), &admin_only, None));
             assert!(authorize(&who("p1", &["admin"]), &admin_only, None));
         }

@@ -91,8 +91,16 @@ async fn images_round_trip_with_order_tags_members_and_leases() {
         img.tags = vec!["t2".into(), "t1".into()];
         img.members =
             vec![Member { project: "q".into(), status: MemberStatus::Pending, created_at: now(), updated_at: now() }];
+        img.store = Some("alpha".into());
+        img.location = Some("a-1".into());
+        img.replicas = vec![
+            crate::domain::Replica { store: "gamma".into(), location: "g \"1\"".into() },
+            crate::domain::Replica { store: "beta".into(), location: "b-1".into() },
+        ];
         b.a.insert_image(img.clone()).await.unwrap();
         let got = b.b.find_image("img").await.unwrap().expect(b.name);
+        assert_eq!(got.replicas, img.replicas, "{}: replicas in order", b.name);
+        assert_eq!(got.locations().collect::<Vec<_>>(), [("alpha", "a-1"), ("gamma", "g \"1\""), ("beta", "b-1")]);
         assert_eq!(keys(&got), ["zeta", "alpha"], "{}", b.name);
         assert_eq!(got.properties.get("alpha"), Some(&None), "{}", b.name);
         assert_eq!(got.tags, ["t1", "t2"], "{}: tags in order", b.name);
@@ -113,6 +121,7 @@ async fn images_round_trip_with_order_tags_members_and_leases() {
                     i.properties.set("new".into(), Some("3".into()));
                     i.properties.remove("zeta");
                     i.tags.push("t0".into());
+                    i.drop_copy("alpha");
                     Ok(())
                 }),
             )
@@ -123,6 +132,13 @@ async fn images_round_trip_with_order_tags_members_and_leases() {
         let read = b.a.find_image("img").await.unwrap().unwrap();
         assert_eq!(read.upload.as_ref(), Some(&lease), "{}", b.name);
         assert_eq!(read.tags, ["t0", "t1", "t2"], "{}", b.name);
+        let stores: Vec<_> = read.locations().collect();
+        assert_eq!(
+            stores,
+            [("gamma", "g \"1\""), ("beta", "b-1")],
+            "{}: the first replica took the first place",
+            b.name
+        );
         assert_eq!(b.b.held_uploads().await.unwrap(), vec![("img".to_owned(), lease)], "{}", b.name);
 
         // A refused modification changes nothing.

@@ -42,7 +42,8 @@ use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
 use crate::domain::task::{Task, TaskQuery};
 use crate::domain::{
-    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
+    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, Replica, UploadLease, Visibility, now,
+    policy,
 };
 use crate::tls::Verify;
 
@@ -52,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_image_store_and_location.sql"),
     include_str!("migrations/postgres/0003_tasks.sql"),
     include_str!("migrations/postgres/0004_metadefs.sql"),
+    include_str!("migrations/postgres/0005_image_replicas.sql"),
 ];
 
 /// Taken while migrating: any value unique to imagemeta.
@@ -72,7 +74,7 @@ const POOL_SIZE: usize = 16;
 const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
-     i.location";
+     i.location, i.replicas";
 
 /// An image's properties and tags as arrays, after [`IMAGE_COLUMNS_AS_I`] (one statement, one
 /// snapshot).
@@ -86,7 +88,7 @@ macro_rules! load_select {
         "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
-     i.location, coalesce(p.names, '{}'), coalesce(p.vals, '{}'), coalesce(t.tags, '{}'), \
+     i.location, i.replicas, coalesce(p.names, '{}'), coalesce(p.vals, '{}'), coalesce(t.tags, '{}'), \
      coalesce(m.projects, '{}'), coalesce(m.statuses, '{}'), coalesce(m.created, '{}'), coalesce(m.updated, '{}') \
      FROM images i \
      LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, array_agg(value ORDER BY position) AS vals \
@@ -294,17 +296,19 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     image.upload = node.map(|node| UploadLease { node, staging: staging.unwrap_or_default() });
     image.store = row.try_get(20).map_err(get)?;
     image.location = row.try_get(21).map_err(get)?;
-    if row.len() > 22 {
-        let names: Vec<String> = row.try_get(22).map_err(get)?;
-        let values: Vec<Option<String>> = row.try_get(23).map_err(get)?;
+    let replicas: Option<String> = row.try_get(22).map_err(get)?;
+    image.replicas = Replica::decode(replicas.as_deref()).ok_or_else(|| bad("replica list"))?;
+    if row.len() > 23 {
+        let names: Vec<String> = row.try_get(23).map_err(get)?;
+        let values: Vec<Option<String>> = row.try_get(24).map_err(get)?;
         image.properties = Properties::new(names.into_iter().zip(values).collect());
-        image.tags = row.try_get(24).map_err(get)?;
+        image.tags = row.try_get(25).map_err(get)?;
     }
-    if row.len() > 25 {
-        let projects: Vec<String> = row.try_get(25).map_err(get)?;
-        let statuses: Vec<String> = row.try_get(26).map_err(get)?;
-        let created: Vec<i64> = row.try_get(27).map_err(get)?;
-        let updated: Vec<i64> = row.try_get(28).map_err(get)?;
+    if row.len() > 26 {
+        let projects: Vec<String> = row.try_get(26).map_err(get)?;
+        let statuses: Vec<String> = row.try_get(27).map_err(get)?;
+        let created: Vec<i64> = row.try_get(28).map_err(get)?;
+        let updated: Vec<i64> = row.try_get(29).map_err(get)?;
         image.members = projects
             .into_iter()
             .zip(statuses)
@@ -393,18 +397,19 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
     let sql = if insert {
         "INSERT INTO images (id, name, status, visibility, owner, protected, os_hidden, size, virtual_size, \
          min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, os_hash_value, created_at, \
-         updated_at, upload_node, upload_staging, store, location) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+         updated_at, upload_node, upload_staging, store, location, replicas) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
     } else {
         "UPDATE images SET name = $2, status = $3, visibility = $4, owner = $5, protected = $6, os_hidden = $7, \
          size = $8, virtual_size = $9, min_disk = $10, min_ram = $11, disk_format = $12, container_format = $13, \
          checksum = $14, os_hash_algo = $15, os_hash_value = $16, created_at = $17, updated_at = $18, \
-         upload_node = $19, upload_staging = $20, store = $21, location = $22 WHERE id = $1"
+         upload_node = $19, upload_staging = $20, store = $21, location = $22, replicas = $23 WHERE id = $1"
     };
     let (status, visibility) = (image.status.as_str(), image.visibility.as_str());
     let (created, updated) = (micros(image.created_at), micros(image.updated_at));
     let node = image.upload.as_ref().map(|u| &u.node);
     let staging = image.upload.as_ref().map(|u| &u.staging);
+    let replicas = Replica::encode(&image.replicas);
     exec(
         c,
         sql,
@@ -431,6 +436,7 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
             &staging,
             &image.store,
             &image.location,
+            &replicas,
         ],
     )
     .await?;

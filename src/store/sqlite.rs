@@ -38,7 +38,8 @@ use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
 use crate::domain::task::{Task, TaskQuery};
 use crate::domain::{
-    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, UploadLease, Visibility, now, policy,
+    Image, ImageStatus, Member, MemberStatus, Node, Principal, Properties, Replica, UploadLease, Visibility, now,
+    policy,
 };
 
 /// Versioned schema migrations, applied in order; `PRAGMA user_version` records the last one.
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0006_image_store_and_location.sql"),
     include_str!("migrations/sqlite/0007_tasks.sql"),
     include_str!("migrations/sqlite/0008_metadefs.sql"),
+    include_str!("migrations/sqlite/0009_image_replicas.sql"),
 ];
 
 /// The most writes one commit carries: bounds the latency of the first writer in a batch.
@@ -768,13 +770,13 @@ impl Writer {
 
 const IMAGE_COLUMNS: &str = "id, name, status, visibility, owner, protected, os_hidden, size, \
      virtual_size, min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, \
-     os_hash_value, created_at, updated_at, upload_node, upload_staging, store, location";
+     os_hash_value, created_at, updated_at, upload_node, upload_staging, store, location, replicas";
 
 /// [`IMAGE_COLUMNS`] of `images i`.
 const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
-     i.location";
+     i.location, i.replicas";
 
 fn from_micros(us: i64) -> rusqlite::Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
@@ -821,6 +823,8 @@ fn image_from_row(row: &Row<'_>) -> rusqlite::Result<Image> {
         },
         store: row.get(20)?,
         location: row.get(21)?,
+        replicas: Replica::decode(row.get::<_, Option<String>>(22)?.as_deref())
+            .ok_or_else(|| bad_column(22, "replica list"))?,
         memo: Default::default(),
     })
 }
@@ -974,13 +978,13 @@ fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result
     let sql = if insert {
         format!(
             "INSERT INTO images ({IMAGE_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
         )
     } else {
         "UPDATE images SET name = ?2, status = ?3, visibility = ?4, owner = ?5, protected = ?6, os_hidden = ?7, \
          size = ?8, virtual_size = ?9, min_disk = ?10, min_ram = ?11, disk_format = ?12, container_format = ?13, \
          checksum = ?14, os_hash_algo = ?15, os_hash_value = ?16, created_at = ?17, updated_at = ?18, \
-         upload_node = ?19, upload_staging = ?20, store = ?21, location = ?22 WHERE id = ?1"
+         upload_node = ?19, upload_staging = ?20, store = ?21, location = ?22, replicas = ?23 WHERE id = ?1"
             .to_owned()
     };
     conn.prepare_cached(&sql)?.execute(params![
@@ -1006,6 +1010,7 @@ fn write_row(conn: &Connection, image: &Image, insert: bool) -> rusqlite::Result
         image.upload.as_ref().map(|u| &u.staging),
         image.store,
         image.location,
+        Replica::encode(&image.replicas),
     ])?;
     Ok(())
 }

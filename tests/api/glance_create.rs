@@ -38,7 +38,7 @@ async fn create_empty_defaults() {
     assert_eq!(r.header_all("location"), vec![format!("{}/v2/images/{id}", server.image_base)]);
     // The import methods on offer, as Glance sends them with every creation (openstacksdk's
     // `--import` reads them); no store ids with one store.
-    assert_eq!(r.header_all("openstack-image-import-methods"), vec!["glance-direct,web-download"]);
+    assert_eq!(r.header_all("openstack-image-import-methods"), vec!["glance-direct,web-download,copy-image"]);
     assert!(r.header("openstack-image-store-ids").is_none());
     // §18 #16: GET shows the same image.
     let r = g(&server, "GET", &img_path(&id)).send().await;

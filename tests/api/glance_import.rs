@@ -110,7 +110,7 @@ async fn import_info_and_the_create_header() {
         &r,
         200,
         &json!({"import-methods": {"description": "Import methods available.", "type": "array",
-                                    "value": ["glance-direct", "web-download"]}}),
+                                    "value": ["glance-direct", "web-download", "copy-image"]}}),
     );
     let r = g(&server, "GET", "/v2/info/import").content_type("application/json").body("{}").send().await;
     assert_gerr(&r, 400, "A body is not expected with this request.");
@@ -247,8 +247,8 @@ async fn import_requests_are_checked_in_glances_order() {
     bad(&import(&server, &queued, json!([1])).await, "Import request requires a 'method' field.");
     bad(&import(&server, &queued, json!({"method": {}})).await, "Import request requires a 'name' field.");
     bad(
-        &import(&server, &queued, json!({"method": {"name": "copy-image"}})).await,
-        "Unknown import method name 'copy-image'.",
+        &import(&server, &queued, json!({"method": {"name": "glance-download"}})).await,
+        "Unknown import method name 'glance-download'.",
     );
     bad(
         &import(&server, &queued, json!({"method": {"name": "glance-direct"}, "all_stores": "yes"})).await,
@@ -275,6 +275,19 @@ async fn import_requests_are_checked_in_glances_order() {
         409,
         "Image with status active cannot be target for import",
     );
+    assert_gerr(
+        &import(&server, &queued, json!({"method": {"name": "copy-image"}})).await,
+        409,
+        "Only images with status active can be targeted for copying",
+    );
+    // One store: the data is in it already.
+    let admin = |body: Value| g(&server, "POST", &format!("/v2/images/{active}/import")).token(TOK_ADMIN).json(&body);
+    assert_gerr(
+        &admin(json!({"method": {"name": "copy-image"}})).send().await,
+        400,
+        "Image is already present at store 'file'",
+    );
+    assert_eq!(admin(json!({"method": {"name": "copy-image"}, "all_stores": true})).send().await.status, 202);
     let bare = create(&server, json!({"name": "no formats"})).await["id"].as_str().unwrap().to_owned();
     assert_eq!(stage(&server, &bare, b"abc").await.status, 204, "formats are not needed to stage");
     assert_gerr(
@@ -524,4 +537,164 @@ fn data_files(env: &Env) -> Vec<String> {
     std::fs::read_dir(&dir)
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
+}
+
+/// The files of image `id` in directory `dir` (a file store's data and partial uploads).
+fn files_of(dir: &std::path::Path, id: &str) -> Vec<String> {
+    let prefix: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A server on three file stores, `alpha` (the default), `beta` and `gamma`.
+fn three_stores(env: &Env) -> Server {
+    let mut args = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        args.push("--image-store".to_owned());
+        args.push(format!("{name}=file://{}", env.dir().join(name).display()));
+    }
+    args.extend(["--default-image-store".to_owned(), "alpha".to_owned()]);
+    env.start_with(&ServerOpts { extra_args: args, ..Default::default() })
+}
+
+async fn copy_image(server: &Server, id: &str, body: Value) -> Resp {
+    let mut body = body;
+    body["method"] = json!({"name": "copy-image"});
+    g(server, "POST", &format!("/v2/images/{id}/import")).token(TOK_ADMIN).json(&body).send().await
+}
+
+/// The image once its import task ended (the task's status is returned with it).
+async fn after_import(server: &Server, id: &str, tasks: usize) -> (Value, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // As admin: copy-image tasks are the admin project's.
+        let r = g(server, "GET", &format!("/v2/images/{id}/tasks")).token(TOK_ADMIN).send().await;
+        let listed = r.json()["tasks"].as_array().cloned().unwrap_or_default();
+        if listed.len() >= tasks && listed.iter().all(|t| t["status"] == "success" || t["status"] == "failure") {
+            // Oldest first.
+            return (show(server, id).await, listed[listed.len() - 1]["status"].as_str().unwrap().to_owned());
+        }
+        assert!(std::time::Instant::now() < deadline, "the import never ended: {listed:?} {}", show(server, id).await);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn stores_of(image: &Value) -> (&Value, &Value, &Value, &Value) {
+    (&image["status"], &image["stores"], &image["os_glance_importing_to_stores"], &image["os_glance_failed_import"])
+}
+
+#[tokio::test]
+async fn imports_and_copies_go_to_several_stores() {
+    let env = Env::new();
+    let server = three_stores(&env);
+    let dir = |name: &str| env.dir().join(name);
+    let data = b"the same bytes in every store".to_vec();
+
+    // glance-direct to every store, then to two named ones (in the order asked).
+    let id = create_raw(&server).await;
+    assert_eq!(stage(&server, &id, &data).await.status, 204);
+    assert_eq!(
+        import(&server, &id, json!({"method": {"name": "glance-direct"}, "all_stores": true})).await.status,
+        202
+    );
+    let (image, task) = after_import(&server, &id, 1).await;
+    assert_eq!(task, "success");
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("alpha,beta,gamma"), &json!(""), &json!("")));
+    assert_eq!(image["checksum"], json!(md5_hex(&data)));
+    for store in ["alpha", "beta", "gamma"] {
+        assert_eq!(files_of(&dir(store), &id).len(), 1, "one whole copy in {store}, no stage left");
+    }
+    let r = g(&server, "GET", &format!("/v2/images/{id}/file")).send().await;
+    assert_eq!((r.status, r.body.as_slice()), (200, data.as_slice()));
+    let named = create_raw(&server).await;
+    assert_eq!(stage(&server, &named, &data).await.status, 204);
+    let body = json!({"method": {"name": "glance-direct"}, "stores": ["gamma", "beta"]});
+    assert_eq!(import(&server, &named, body).await.status, 202);
+    let (image, _) = after_import(&server, &named, 1).await;
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("gamma,beta"), &json!(""), &json!("")));
+    assert!(files_of(&dir("alpha"), &named).is_empty(), "the stage in the default store is gone");
+
+    // copy-image: admins only, to stores that do not hold the data yet.
+    let copied = create_raw(&server).await;
+    let r = g(&server, "PUT", &format!("/v2/images/{copied}/file"))
+        .content_type(OCTET_STREAM)
+        .body(data.clone())
+        .send()
+        .await;
+    assert_eq!(r.status, 204);
+    let r = import(&server, &copied, json!({"method": {"name": "copy-image"}, "stores": ["beta"]})).await;
+    assert_gerr(&r, 403, "You are not authorized to complete copy_image action.");
+    assert_gerr(
+        &copy_image(&server, &copied, json!({"stores": ["alpha"]})).await,
+        400,
+        "Image is already present at store 'alpha'",
+    );
+    assert_eq!(copy_image(&server, &copied, json!({"stores": ["beta"]})).await.status, 202);
+    let (image, task) = after_import(&server, &copied, 1).await;
+    assert_eq!(task, "success");
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("alpha,beta"), &json!(""), &json!("")));
+    assert_eq!(copy_image(&server, &copied, json!({"all_stores": true})).await.status, 202);
+    let (image, _) = after_import(&server, &copied, 2).await;
+    assert_eq!(image["stores"], json!("alpha,beta,gamma"));
+    // Nothing left to copy: accepted, and no task.
+    assert_eq!(copy_image(&server, &copied, json!({"all_stores": true})).await.status, 202);
+    let r = g(&server, "GET", &format!("/v2/images/{copied}/tasks")).token(TOK_ADMIN).send().await;
+    assert_eq!(r.json()["tasks"].as_array().unwrap().len(), 2);
+
+    // One store's copy deleted: the others serve the data; never the last one.
+    let delete = |store: &str| g(&server, "DELETE", &format!("/v2/stores/{store}/{copied}")).token(TOK_ADMIN).send();
+    assert_no_content(&delete("alpha").await);
+    assert!(files_of(&dir("alpha"), &copied).is_empty(), "the data left the store");
+    assert_eq!(show(&server, &copied).await["stores"], json!("beta,gamma"));
+    assert_gerr(&delete("alpha").await, 404, &format!("Image {copied} is not stored in store alpha."));
+    let r = g(&server, "GET", &format!("/v2/images/{copied}/file")).send().await;
+    assert_eq!((r.status, r.body.as_slice()), (200, data.as_slice()), "served from the next copy");
+    assert_no_content(&delete("gamma").await);
+    assert_gerr(
+        &delete("beta").await,
+        403,
+        "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+    );
+    // And the image deleted: every copy goes.
+    assert_no_content(&g(&server, "DELETE", &img_path(&id)).send().await);
+    for store in ["alpha", "beta", "gamma"] {
+        assert!(files_of(&dir(store), &id).is_empty(), "nothing of a deleted image left in {store}");
+    }
+
+    // A store that fails (its directory replaced by a file): with all_stores_must_succeed
+    // (the default) the copy fails and leaves nothing; without, the others are kept.
+    std::fs::remove_dir_all(dir("gamma")).unwrap();
+    std::fs::write(dir("gamma"), b"not a directory").unwrap();
+    let image_now = show(&server, &copied).await;
+    assert_eq!(image_now["stores"], json!("beta"));
+    assert_eq!(copy_image(&server, &copied, json!({"stores": ["alpha", "gamma"]})).await.status, 202);
+    let (image, task) = after_import(&server, &copied, 3).await;
+    assert_eq!(task, "failure");
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("beta"), &json!(""), &json!("gamma")));
+    assert!(files_of(&dir("alpha"), &copied).is_empty(), "the copy that succeeded was taken back");
+    assert!(image.get("os_glance_import_task").is_none(), "the lock is released");
+    let body = json!({"stores": ["alpha", "gamma"], "all_stores_must_succeed": false});
+    assert_eq!(copy_image(&server, &copied, body).await.status, 202);
+    let (image, task) = after_import(&server, &copied, 4).await;
+    assert_eq!(task, "success");
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("beta,alpha"), &json!(""), &json!("gamma")));
+
+    // An import to every store with one failing: back to queued, nothing left anywhere.
+    let failing = create_raw(&server).await;
+    assert_eq!(stage(&server, &failing, &data).await.status, 204);
+    let body = json!({"method": {"name": "glance-direct"}, "all_stores": true});
+    assert_eq!(import(&server, &failing, body).await.status, 202);
+    let (image, task) = after_import(&server, &failing, 1).await;
+    assert_eq!(task, "failure");
+    assert_eq!(stores_of(&image), (&json!("queued"), &Value::Null, &json!(""), &json!("gamma")));
+    for store in ["alpha", "beta"] {
+        assert!(files_of(&dir(store), &failing).is_empty(), "nothing of the failed import left in {store}");
+    }
 }

@@ -338,3 +338,48 @@ async fn an_unreachable_store_is_503_and_the_image_stays_queued() {
     assert_eq!(g(&s.server, "GET", &file_path(&id)).send().await.body, b"after the outage");
     assert_eq!(g(&s.server, "GET", &file_path(&kept)).send().await.body, b"kept in s3");
 }
+
+/// `copy-image` from the file store into Swift and S3 (Swift's two APIs), then the image
+/// served from the object stores once its file copy is deleted, and every object gone with
+/// the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_image_puts_the_data_in_every_store() {
+    let Some(swift) = swift() else { return };
+    let env = Env::new();
+    let s = start(&env, &swift, &[]);
+    let data = pattern(12 << 20, 3);
+    let id = create_raw_image(&s.server).await;
+    assert_no_content(&upload_to(&s.server, &id, Some("file"), &data).await);
+    let r = g(&s.server, "POST", &format!("/v2/images/{id}/import"))
+        .token(TOK_ADMIN)
+        .json(&json!({"method": {"name": "copy-image"}, "all_stores": true}))
+        .send()
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let image = loop {
+        let image = show(&s.server, &id).await;
+        if image.get("os_glance_import_task").is_none() {
+            break image;
+        }
+        assert!(Instant::now() < deadline, "the copy never ended: {image}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&image["status"], &image["stores"], &image["os_glance_failed_import"]),
+        (&json!("active"), &json!("file,swift,s3"), &json!(""))
+    );
+    assert!(!s.swift_objects(&s.container).await.is_empty(), "an object in Swift");
+    assert!(!s.s3_objects().await.is_empty(), "an object in the bucket");
+    for store in ["file", "swift"] {
+        let r = g(&s.server, "DELETE", &format!("/v2/stores/{store}/{id}")).token(TOK_ADMIN).send().await;
+        assert_no_content(&r);
+    }
+    assert_eq!(show(&s.server, &id).await["stores"], json!("s3"));
+    assert_eq!(s.swift_objects(&s.container).await, Vec::<String>::new(), "the Swift copy is gone");
+    let r = g(&s.server, "GET", &file_path(&id)).send().await;
+    assert!(r.status == 200 && r.body == data, "served from S3");
+    assert_no_content(&g(&s.server, "DELETE", &img_path(&id)).send().await);
+    assert_eq!(s.s3_objects().await, Vec::<String>::new(), "nothing left in the bucket");
+    assert_eq!(s.swift_objects(&format!("{}_segments", s.container)).await, Vec::<String>::new(), "no segment left");
+}

@@ -180,28 +180,47 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
         }
     }
     let all_stores = fields.get("all_stores").and_then(Value::as_bool).unwrap_or(false);
+    let must_succeed = fields.get("all_stores_must_succeed").and_then(Value::as_bool).unwrap_or(true);
 
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     ready_for(&image, method_kind)?;
-    ctx.authorize(&Rule::ModifyImage, Some(&image), || super::not_authorized(&Rule::ModifyImage))?;
+    // copy-image by its own policy; any other import changes the image, as its owner may.
+    let rule = if method_kind == ImportMethod::CopyImage { Rule::CopyImage } else { Rule::ModifyImage };
+    ctx.authorize(&rule, Some(&image), || super::not_authorized(&rule))?;
     let expected_lock = lock_to_take(ctx, &image).await?;
-    let (store, multi_store) = target_store(ctx, fields, all_stores)?;
+    let (mut stores, multi_store) = target_stores(ctx, fields, all_stores)?;
+    if method_kind == ImportMethod::CopyImage {
+        if all_stores {
+            // Copied to every store that does not hold it yet: nothing to do when all do.
+            stores.retain(|s| !image.in_store(s));
+            if stores.is_empty() {
+                return Ok(accepted());
+            }
+        } else if let Some(present) = stores.iter().find(|s| image.in_store(s)) {
+            return Err(bad_request(format!("Image is already present at store '{present}'")));
+        }
+    }
+    // Glance refuses `all_stores_must_succeed: false` without several stores; `openstack image
+    // import` sends it by default, so here it is accepted (one store: nothing to tell apart).
     let uri = match method_kind {
         ImportMethod::WebDownload => Some(checked_uri(ctx, method.get("uri")).await?),
-        ImportMethod::GlanceDirect => None,
+        ImportMethod::GlanceDirect | ImportMethod::CopyImage => None,
     };
 
     // The lock, the status and this node's hold, in one transaction.
     let task_id = uuid::Uuid::new_v4().to_string();
-    let staged_here = image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == store;
+    let first = stores[0].clone();
     let staging = match method_kind {
-        ImportMethod::GlanceDirect if staged_here => String::new(),
-        _ => DataStore::new_staging(&store, id),
+        ImportMethod::GlanceDirect if image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE) == first => {
+            String::new()
+        }
+        _ => DataStore::new_staging(&first, id),
     };
     let lease = UploadLease { node: ctx.state.node.id.clone(), staging };
-    let (lock, hold, named) = (task_id.clone(), lease.clone(), multi_store.then(|| store.clone()));
-    let denied = "You are not authorized to complete modify_image action.".to_owned();
-    modify(ctx, id, Rule::ModifyImage, denied, move |i| {
+    let (lock, hold) = (task_id.clone(), lease.clone());
+    let named: Vec<String> = if multi_store { stores.clone() } else { Vec::new() };
+    let denied = format!("You are not authorized to complete {} action.", rule.name());
+    modify(ctx, id, rule.clone(), denied, move |i| {
         if i.properties.get_str(LOCK) != expected_lock.as_deref() {
             return Err(Rejection::conflict("Image has active task"));
         }
@@ -211,7 +230,10 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
                 i.status.as_str()
             )));
         }
-        i.status = ImageStatus::Importing;
+        // A copy leaves the image active, serving the data it has.
+        if method_kind != ImportMethod::CopyImage {
+            i.status = ImageStatus::Importing;
+        }
         i.upload = Some(hold);
         i.properties.set(LOCK.into(), Some(lock));
         let requested: Vec<&str> = named.iter().map(String::as_str).collect();
@@ -227,37 +249,48 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     })
     .await?;
 
+    let backend: Vec<Option<&String>> = if multi_store { stores.iter().map(Some).collect() } else { vec![None] };
+    let input = json!({"image_id": id, "import_req": body, "backend": backend});
     let job = Job {
         task_id: task_id.clone(),
         image_id: id.to_owned(),
         method: method_kind,
-        store: store.clone(),
+        stores,
         multi_store,
-        uri: uri.clone(),
+        all_stores_must_succeed: must_succeed,
+        uri,
         lease,
     };
     let mut task = Task::new(task_id, API_IMAGE_IMPORT, ctx.principal.project_id.clone(), now());
     task.image_id = Some(id.to_owned());
     task.request_id = Some(ctx.request_id.clone());
     task.user_id = Some(ctx.principal.user_id.clone()).filter(|u| !u.is_empty());
-    task.input =
-        Some(json!({"image_id": id, "import_req": body, "backend": [if multi_store { Some(store) } else { None }]}));
+    task.input = Some(input);
     task.node = Some(ctx.state.node.id.clone());
     let importer = importer(&ctx.state);
     if let Err(e) = ctx.state.store.insert_task(task).await {
-        crate::import::abandon(&importer, &job).await;
+        crate::import::abandon(&importer, &job, &crate::import::Progress::new(job.lease.clone())).await;
         return Err(store_fault(e, id));
     }
     ctx.state.tasks.spawn(crate::import::run(importer, job));
-    Ok(Reply::empty(StatusCode::ACCEPTED).with_header(header::CONTENT_TYPE, "text/html; charset=UTF-8"))
+    Ok(accepted())
+}
+
+/// Glance's answer to an accepted import.
+fn accepted() -> Reply {
+    Reply::empty(StatusCode::ACCEPTED).with_header(header::CONTENT_TYPE, "text/html; charset=UTF-8")
 }
 
 /// Whether `image` can be the target of a `method` import (Glance's checks, in its order).
 fn ready_for(image: &Image, method: ImportMethod) -> Result<(), Fault> {
-    if image.status == ImageStatus::Active {
-        return Err(conflict("Image with status active cannot be target for import"));
-    }
     match method {
+        ImportMethod::CopyImage if image.status != ImageStatus::Active => {
+            return Err(conflict("Only images with status active can be targeted for copying"));
+        }
+        ImportMethod::CopyImage => {}
+        _ if image.status == ImageStatus::Active => {
+            return Err(conflict("Image with status active cannot be target for import"));
+        }
         ImportMethod::WebDownload if image.status != ImageStatus::Queued => {
             return Err(conflict("Image needs to be in 'queued' state to use 'web-download' method"));
         }
@@ -301,17 +334,17 @@ async fn lock_to_take(ctx: &Ctx, image: &Image) -> Result<Option<String>, Fault>
     Ok(Some(held.to_owned()))
 }
 
-/// The store the data goes to, and whether it is one of several. With one store every store
-/// option is ignored (as Glance ignores them without `enabled_backends`); with several, the
-/// request names one (`stores`, `X-Image-Meta-Store`, `all_stores`) or gets the default. An
-/// image's data is in one store: a request for several is refused.
-fn target_store(ctx: &Ctx, fields: &Map<String, Value>, all_stores: bool) -> Result<(String, bool), Fault> {
+/// The stores the data goes to, in order, and whether they are named among several. With one
+/// store every store option is ignored (as Glance ignores them without `enabled_backends`);
+/// with several, the request names them (`stores`, `X-Image-Meta-Store`, `all_stores`) or
+/// gets the default.
+fn target_stores(ctx: &Ctx, fields: &Map<String, Value>, all_stores: bool) -> Result<(Vec<String>, bool), Fault> {
     let data = &ctx.state.data;
     if !data.is_multi() {
-        return Ok((data.default_name().to_owned(), false));
+        return Ok((vec![data.default_name().to_owned()], false));
     }
     let header = ctx.header("x-image-meta-store").map(str::trim);
-    let stores: Vec<String> = if all_stores {
+    let mut stores: Vec<String> = if all_stores {
         if fields.contains_key("stores") || header.is_some() {
             return Err(bad_request(
                 "All_stores parameter can't be used with x-image-meta-store header or stores parameter",
@@ -334,14 +367,12 @@ fn target_store(ctx: &Ctx, fields: &Map<String, Value>, all_stores: bool) -> Res
             return Err(conflict(format!("Store for identifier {s} not found")));
         }
     }
-    match stores.as_slice() {
-        [one] => Ok((one.clone(), true)),
-        _ => Err(conflict(format!(
-            "An image's data is kept in one store: import it to one store of {} (with 'stores' or \
-             X-Image-Meta-Store)",
-            stores.join(", ")
-        ))),
+    let mut seen = std::collections::HashSet::new();
+    stores.retain(|s| seen.insert(s.clone()));
+    if stores.is_empty() {
+        stores.push(data.default_name().to_owned());
     }
+    Ok((stores, true))
 }
 
 /// `web-download`'s URI, if it passes the site's filter and its host name resolves.

@@ -44,8 +44,8 @@ pub fn list(ctx: &Ctx, detail: bool) -> Result<Reply, Fault> {
     Ok(Reply::ok(&json!({"stores": stores})))
 }
 
-/// `DELETE /v2/stores/{store}/{image}`: in Glance's order of checks. An image's data is in
-/// one store, so it is never deleted from its only store (delete the image instead).
+/// `DELETE /v2/stores/{store}/{image}`: the image's copy in one store, removed, in Glance's
+/// order of checks; never its only copy (delete the image instead).
 pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Reply, Fault> {
     let data = &ctx.state.data;
     if !data.is_multi() {
@@ -71,8 +71,42 @@ pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Reply, Faul
         ));
     }
     // One location: Glance refuses before it looks at the store named.
-    Err(Fault::explained(
-        StatusCode::FORBIDDEN,
-        "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
-    ))
+    if image.locations().count() <= 1 {
+        return Err(Fault::explained(
+            StatusCode::FORBIDDEN,
+            "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+        ));
+    }
+    let Some((_, location)) = image.locations().find(|(s, _)| *s == store) else {
+        return Err(Fault::explained(StatusCode::NOT_FOUND, format!("Image {id} is not stored in store {store}.")));
+    };
+    let removed = crate::domain::Replica { store: store.to_owned(), location: location.to_owned() };
+    let changed = ctx.state.store.modify_image(
+        &ctx.principal,
+        id,
+        Rule::DeleteImageLocation,
+        Box::new(move |i| {
+            if !i.locations().any(|(s, l)| s == removed.store && l == removed.location) {
+                return Err(crate::domain::Rejection::new(
+                    crate::domain::RejectionKind::NotFound,
+                    format!("Image {} is not stored in store {}.", i.id, removed.store),
+                ));
+            }
+            if i.locations().count() <= 1 {
+                return Err(crate::domain::Rejection::new(
+                    crate::domain::RejectionKind::Forbidden,
+                    "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+                ));
+            }
+            i.drop_copy(&removed.store);
+            Ok(())
+        }),
+    );
+    changed.await.map_err(|e| store_fault(e, id))?;
+    // The copy is no longer the image's: its data goes (or the sweep takes it).
+    let one = image.only_copy_in(store);
+    if let Err(e) = data.remove(&one).await {
+        tracing::warn!(error = %e, image = %id, store, "cannot remove the data of a deleted location; the sweep will");
+    }
+    Ok(Reply::no_content())
 }

@@ -59,7 +59,8 @@ pub fn image(image: &Image, multi_store: bool) -> Value {
     }
     let has_data = matches!(image.status, ImageStatus::Active | ImageStatus::Deactivated | ImageStatus::PendingDelete);
     if multi_store && has_data && image.location.is_some() {
-        v.insert("stores".into(), Value::from(image.store.as_deref().unwrap_or(crate::store::data::FILE_STORE)));
+        let stores: Vec<&str> = image.locations().map(|(store, _)| store).collect();
+        v.insert("stores".into(), Value::from(stores.join(",")));
     }
     Value::Object(v)
 }

@@ -235,18 +235,54 @@ impl DataStore {
             .ok_or_else(|| io::Error::other(format!("the image's data is in store {name}, which is not configured")))
     }
 
-    /// The data of `image`, if it has any (bytes `range`, inclusive).
+    /// The data of `image`, if it has any (bytes `range`, inclusive): from the first of its
+    /// copies that can be read (where it was first stored, then its replicas in order), as
+    /// Glance tries an image's locations in turn.
     pub async fn read(
         &self,
         image: &crate::domain::Image,
         range: Option<(u64, u64)>,
     ) -> io::Result<Option<ByteStream>> {
-        self.holding(image.store.as_deref())?.read(&image.id, image.location.as_deref(), range).await
+        let first = self.holding(image.store.as_deref())?.read(&image.id, image.location.as_deref(), range).await;
+        let failed = match first {
+            Ok(Some(stream)) => return Ok(Some(stream)),
+            Ok(None) if image.replicas.is_empty() => return Ok(None),
+            Ok(None) => io::Error::new(io::ErrorKind::NotFound, "the image's data is missing from its first store"),
+            Err(e) => e,
+        };
+        for replica in &image.replicas {
+            let Some(backend) = self.get(&replica.store) else { continue };
+            match backend.read(&image.id, Some(&replica.location), range).await {
+                Ok(Some(stream)) => {
+                    tracing::warn!(error = %failed, image = %image.id, store = %replica.store, "read from a replica");
+                    return Ok(Some(stream));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, image = %image.id, store = %replica.store, "cannot read a replica")
+                }
+            }
+        }
+        if failed.kind() == io::ErrorKind::NotFound { Ok(None) } else { Err(failed) }
     }
 
-    /// Removes the data of `image` (nothing to do when it has none).
+    /// Removes the data of `image`, every copy of it (nothing to do when it has none). Every
+    /// copy is tried; the first failure is returned.
     pub async fn remove(&self, image: &crate::domain::Image) -> io::Result<()> {
-        self.holding(image.store.as_deref())?.remove(&image.id, image.location.as_deref()).await
+        let mut result = match self.holding(image.store.as_deref()) {
+            Ok(backend) => backend.remove(&image.id, image.location.as_deref()).await,
+            Err(e) => Err(e),
+        };
+        for replica in &image.replicas {
+            let removed = match self.holding(Some(&replica.store)) {
+                Ok(backend) => backend.remove(&image.id, Some(&replica.location)).await,
+                Err(e) => Err(e),
+            };
+            if result.is_ok() {
+                result = removed;
+            }
+        }
+        result
     }
 
     /// A new place to stage an upload of image `id` into store `store` (recorded with the
