@@ -91,7 +91,9 @@ class Server:
         return "\n".join(lines[-n:])
 
 
-def _start_server() -> Server:
+def _start_server(stores: tuple = ()) -> Server:
+    """The server; `stores` names file stores (the first the default) in place of the one
+    data directory."""
     binary = Path(os.environ.get("IMAGEMETA_BIN") or DEFAULT_BIN)
     if not binary.is_file():
         pytest.fail(f"imagemeta binary not found at {binary}: run 'cargo build' first")
@@ -114,7 +116,9 @@ def _start_server() -> Server:
         "--image-listen", "127.0.0.1:0",
         "--admin-listen", "127.0.0.1:0",
         "--database", f"sqlite:{workdir / 'db'}",
-        "--image-data-dir", str(workdir / "data"),
+        *(["--image-data-dir", str(workdir / "data")] if not stores else
+          [arg for name in stores for arg in ("--image-store", f"{name}=file://{workdir / name}")]
+          + ["--default-image-store", stores[0]]),
         "--auth", "static",
         "--tokens", str(workdir / "tokens.json"),
         # web-download from the loopback HTTP server of the import tests, on any port.
@@ -199,6 +203,17 @@ def server():
             print(f"\nkept {srv.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(srv.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def multi_server():
+    """A second server with two file stores (Glance's multi-store): `file` and `remote`."""
+    srv = _start_server(stores=("file", "remote"))
+    try:
+        yield srv
+    finally:
+        _stop_server(srv)
+        shutil.rmtree(srv.workdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -1668,6 +1683,56 @@ def test_glanceclient_stage_and_import(server, payload):
     assert gc.images.get(img["id"])["checksum"] == payload.md5
     gc.images.delete(img["id"])
 
+
+
+def test_several_stores_import_copy_and_delete_from_store(multi_server, payload):
+    """Glance's multi-store calls as the SDK and `openstack image import` make them: the
+    stores, an import to named stores, copy-image to every store, a copy deleted from one.
+    (The SDK's Image has no `stores` attribute: it lands in `properties`.)"""
+    sdk = _connect(multi_server, TOKEN_A)
+    admin = _connect(multi_server, TOKEN_ADMIN)
+    home = multi_server.workdir / "cli-home"
+    home.mkdir(exist_ok=True)
+    assert [(s.id, s.is_default) for s in sdk.image.stores()] == [("file", True), ("remote", None)]
+
+    # `openstack image stage` + `image import --store remote`: the data goes to that store.
+    img = sdk.image.create_image(unique("multi-import"), disk_format="raw", container_format="bare")
+    run_cli(multi_server, home, "image", "stage", "--file", str(payload.path), img.id)
+    # (`--store` takes several values: the image goes first.)
+    run_cli(multi_server, home, "image", "import", img.id, "--method", "glance-direct", "--store", "remote")
+    got = wait_active(sdk, img.id)
+    assert (got.properties.get("stores"), got.checksum) == ("remote", payload.md5), got
+
+    # copy-image: not for members; an admin copies it to every store that lacks it.
+    denied = run_cli(multi_server, home, "image", "import", "--method", "copy-image", "--all-stores",
+                     img.id, check=False)
+    # (The SDK under `openstack image import` does not raise on the answer: OSC exits 0.)
+    assert '"POST /v2/images/%s/import HTTP/1.1" 403' % img.id in denied.stderr, denied.stderr
+    assert sdk.image.get_image(img.id).properties.get("stores") == "remote"
+    run_cli(multi_server, home, "image", "import", "--method", "copy-image", "--all-stores", img.id,
+            token=TOKEN_ADMIN)
+    deadline = time.time() + 30
+    while (got := sdk.image.get_image(img.id)).properties.get("stores") != "remote,file":
+        assert time.time() < deadline, got
+        time.sleep(0.1)
+    assert got.properties.get("os_glance_failed_import") == "", got
+
+    # The SDK's import to both stores at once, then one copy deleted through the SDK.
+    both = sdk.image.create_image(unique("multi-both"), disk_format="raw", container_format="bare")
+    sdk.image.stage_image(both, data=payload.data)
+    sdk.image.import_image(both, method="glance-direct", stores=["file", "remote"])
+    while (got := sdk.image.get_image(both.id)).properties.get("stores") != "file,remote":
+        assert time.time() < deadline, got
+        time.sleep(0.1)
+    admin.image.delete_image(both, store="file")
+    assert sdk.image.get_image(both.id).properties.get("stores") == "remote"
+    assert b"".join(sdk.image.download_image(both.id, stream=True).iter_content(65536)) == payload.data
+    for i in (img, both):
+        sdk.image.delete_image(i.id)
+    for name in ("file", "remote"):
+        assert not list((multi_server.workdir / name).iterdir()), f"nothing left in {name}"
+    sdk.close()
+    admin.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -577,6 +577,18 @@ pub fn requeue(i: &mut Image) {
     i.properties.remove(LOCK);
 }
 
+/// Moves the stores an import was still bringing the data to (`os_glance_importing_to_stores`)
+/// into the failed ones: for an import whose node died.
+pub fn fail_importing(i: &mut Image) {
+    let Some(importing) = i.properties.get_str(IMPORTING_TO).filter(|s| !s.is_empty()).map(str::to_owned) else {
+        return;
+    };
+    let stores: Vec<&str> = importing.split(',').collect();
+    let failed = store_list(i.properties.get_str(FAILED_IMPORT), &stores, None);
+    i.properties.set(FAILED_IMPORT.into(), Some(failed));
+    i.properties.set(IMPORTING_TO.into(), Some(String::new()));
+}
+
 /// A store list property (`a,b`) with `add` added and `remove` taken out, sorted.
 pub fn store_list(current: Option<&str>, add: &[&str], remove: Option<&str>) -> String {
     let mut stores: Vec<&str> = current.unwrap_or("").split(',').filter(|s| !s.is_empty()).collect();
@@ -597,6 +609,21 @@ mod tests {
         assert_eq!(store_list(Some("b,a"), &["c", "a"], None), "a,b,c");
         assert_eq!(store_list(Some("a,b"), &[], Some("a")), "b");
         assert_eq!(store_list(Some(""), &[], Some("a")), "");
+    }
+
+    #[test]
+    fn a_dead_imports_stores_are_failed() {
+        let mut i = Image::new("i".into(), now());
+        i.properties.set(IMPORTING_TO.into(), Some("b,c".into()));
+        i.properties.set(FAILED_IMPORT.into(), Some("a".into()));
+        fail_importing(&mut i);
+        assert_eq!(
+            (i.properties.get_str(IMPORTING_TO), i.properties.get_str(FAILED_IMPORT)),
+            (Some(""), Some("a,b,c"))
+        );
+        let mut none = Image::new("n".into(), now());
+        fail_importing(&mut none);
+        assert_eq!(none.properties.get(FAILED_IMPORT), None, "nothing set when nothing was importing");
     }
 
     #[test]

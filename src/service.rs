@@ -95,6 +95,8 @@ pub async fn recover_uploads(store: &DynStore, data: &DataStore, this: &Node) ->
                         return Err(Rejection::conflict("the upload moved on"));
                     }
                     crate::import::requeue(image);
+                    // The stores an import was still bringing the data to: failed.
+                    crate::import::fail_importing(image);
                     Ok(())
                 }),
             )
