@@ -203,7 +203,7 @@ struct ServeArgs {
     #[arg(long, env = "IMAGEMETA_IMAGE_CACHE_MAX_SIZE", default_value_t = 10 << 30)]
     image_cache_max_size: u64,
     /// The image import methods on offer (Glance's `enabled_import_methods`): `glance-direct`,
-    /// `web-download`, `copy-image`; empty for none.
+    /// `web-download`, `copy-image`, `glance-download` (with `--auth keystone`); empty for none.
     #[arg(
         long,
         env = "IMAGEMETA_IMPORT_METHODS",
@@ -631,6 +631,12 @@ fn keystone_config(args: &ServeArgs) -> anyhow::Result<Option<KeystoneConfig>> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let keystone = if args.auth == AuthMode::Keystone { keystone_config(&args)? } else { None };
     let import = import_settings(&args)?;
+    if import.offers(ImportMethod::GlanceDownload) && args.auth != AuthMode::Keystone {
+        anyhow::bail!(
+            "--import-methods: glance-download needs --auth keystone (it finds the other Glance in the caller's \
+             service catalog)"
+        );
+    }
     let www_authenticate_uri = args
         .www_authenticate_uri
         .clone()
@@ -706,7 +712,7 @@ fn import_settings(args: &ServeArgs) -> anyhow::Result<ImportSettings> {
         .map(|m| {
             ImportMethod::parse(m).with_context(|| {
                 format!(
-                    "--import-methods: unknown method {m:?} (imagemeta runs glance-direct, web-download and copy-image)"
+                    "--import-methods: unknown method {m:?} (imagemeta runs glance-direct, web-download, copy-image and glance-download)"
                 )
             })
         })

@@ -41,6 +41,29 @@ pub struct Importer {
     /// How long a download may go without a byte.
     pub read_timeout: Duration,
     pub filter: UriFilter,
+    /// Where `glance-download` finds the other Glance (the caller's service catalog).
+    pub auth: Arc<dyn crate::auth::Authenticator>,
+}
+
+/// `glance-download`'s source: an image of the Glance in `region` (its `interface` endpoint
+/// in the caller's catalog), reached with the caller's token.
+#[derive(Clone)]
+pub struct RemoteImage {
+    pub image_id: String,
+    pub region: String,
+    pub interface: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RemoteImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("RemoteImage")
+            .field("image_id", &self.image_id)
+            .field("region", &self.region)
+            .field("interface", &self.interface)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One accepted import.
@@ -59,6 +82,8 @@ pub struct Job {
     pub all_stores_must_succeed: bool,
     /// `web-download`'s URL (it passed the filter).
     pub uri: Option<String>,
+    /// `glance-download`'s source.
+    pub remote: Option<RemoteImage>,
     /// This node's hold on the image; `staging` is where new data is staged (empty when the
     /// staged data is adopted where it is).
     pub lease: UploadLease,
@@ -89,12 +114,21 @@ pub struct Progress {
     lease: UploadLease,
     /// The store whose failure failed the import.
     failed: Option<String>,
+    /// What `glance-download` changed in the image before its data came (the formats, and
+    /// each property it set with the value it had), to put back if the import fails.
+    revert: Option<Revert>,
+}
+
+struct Revert {
+    container_format: Option<String>,
+    disk_format: Option<String>,
+    properties: Vec<(String, Option<Option<String>>)>,
 }
 
 impl Progress {
     /// Nothing done yet under `lease`.
     pub fn new(lease: UploadLease) -> Progress {
-        Progress { brought: Vec::new(), lease, failed: None }
+        Progress { brought: Vec::new(), lease, failed: None, revert: None }
     }
 }
 
@@ -152,6 +186,14 @@ async fn import(importer: &Importer, job: &Job, progress: &mut Progress) -> Resu
     if image.status != expected || image.properties.get_str(LOCK) != Some(job.task_id.as_str()) {
         return Err("Task was aborted externally".into());
     }
+    // glance-download: the other Glance's image first, its formats and properties taken.
+    let (image, remote_file) = match &job.remote {
+        Some(remote) => {
+            let (image, file) = remote_metadata(importer, job, remote, progress).await?;
+            (std::sync::Arc::new(image), Some(file))
+        }
+        None => (image, None),
+    };
     for (n, store) in job.stores.iter().enumerate() {
         if n > 0 || copying {
             restage(importer, job, progress, store).await?;
@@ -162,9 +204,23 @@ async fn import(importer: &Importer, job: &Job, progress: &mut Progress) -> Resu
                 let source = Source::Store { store: first.store.clone(), location: first.location.clone() };
                 copy_from(importer, progress, store, &image, source).await
             }
-            None => match job.method {
-                ImportMethod::GlanceDirect => from_stage(importer, job, progress, store, &image).await,
-                _ => download(importer, job, progress, store).await,
+            None => match (job.method, &remote_file) {
+                (ImportMethod::GlanceDirect, _) => from_stage(importer, job, progress, store, &image).await,
+                (_, Some((url, size))) => {
+                    let token = job.remote.as_ref().map(|r| r.token.as_str());
+                    let fetched = download(importer, job, progress, store, url, token, false).await;
+                    fetched.and_then(|brought| match size {
+                        Some(size) if *size != brought.size => Err(format!(
+                            "Task {}: Image size mismatch. Expected {size} but got {}",
+                            job.task_id, brought.size
+                        )),
+                        _ => Ok(brought),
+                    })
+                }
+                _ => {
+                    let uri = job.uri.as_deref().ok_or("web-download without a URI")?;
+                    download(importer, job, progress, store, uri, None, true).await
+                }
             },
         };
         match attempt {
@@ -342,15 +398,14 @@ async fn from_stage(
     Ok(brought)
 }
 
-/// `web-download`: the URL's data, fetched (every redirect passing the filter again) and
-/// staged into `store`.
-async fn download(importer: &Importer, job: &Job, progress: &Progress, store: &str) -> Result<Brought, String> {
-    let uri = job.uri.as_deref().ok_or("web-download without a URI")?;
+/// An HTTP client for imports: bounded connects and reads; with `filtered`, every redirect
+/// passes `web-download`'s filter again.
+fn http_client(importer: &Importer, filtered: bool) -> Result<reqwest::Client, String> {
     let filter = importer.filter.clone();
     let redirects = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 10 {
             attempt.error("too many redirects")
-        } else if filter.check(attempt.url().as_str()).is_some() {
+        } else if !filtered || filter.check(attempt.url().as_str()).is_some() {
             attempt.follow()
         } else {
             let refused = format!("Redirect to disallowed URL: {}", attempt.url());
@@ -358,13 +413,118 @@ async fn download(importer: &Importer, job: &Job, progress: &Progress, store: &s
         }
     });
     crate::tls::install();
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .redirect(redirects)
         .connect_timeout(Duration::from_secs(15))
         .read_timeout(importer.read_timeout)
         .build()
-        .map_err(|e| format!("Cannot make an HTTP client: {e}"))?;
-    let response = client.get(uri).send().await.map_err(|e| describe(&e, uri))?;
+        .map_err(|e| format!("Cannot make an HTTP client: {e}"))
+}
+
+/// `glance-download`'s first step: the other Glance's image (found in the caller's catalog),
+/// which must be `active`; its formats and the properties Glance brings along
+/// ([`GLANCE_DOWNLOAD_PROPERTIES`]) set on this image (what they replace kept in `progress`
+/// to put back on failure). The image as it is then, and the data's URL and size.
+async fn remote_metadata(
+    importer: &Importer,
+    job: &Job,
+    remote: &RemoteImage,
+    progress: &mut Progress,
+) -> Result<(Image, (String, Option<u64>)), String> {
+    let (region, interface) = (&remote.region, &remote.interface);
+    let endpoint = match importer.auth.endpoint(&remote.token, "image", region, interface).await {
+        Ok(Some(url)) => url,
+        Ok(None) => return Err(format!("{interface} glance endpoint not found for region {region}")),
+        Err(e) => return Err(format!("Cannot read the service catalog: {e}")),
+    };
+    let base = endpoint.trim_end_matches('/').trim_end_matches("/v2");
+    let url = format!("{base}/v2/images/{}", remote.image_id);
+    let client = http_client(importer, false)?;
+    let response = client
+        .get(&url)
+        .header("x-auth-token", &remote.token)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| describe(&e, &url))?;
+    if !response.status().is_success() {
+        return Err(format!("Cannot read image {} from {url}: HTTP {}", remote.image_id, response.status()));
+    }
+    let body: serde_json::Value =
+        response.json().await.map_err(|e| format!("Cannot read image {}: {e}", remote.image_id))?;
+    let status = body["status"].as_str().unwrap_or("None");
+    if status != "active" {
+        return Err(format!("Source image status should be active instead of {status}"));
+    }
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let taken: Vec<(String, String)> = body
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| crate::domain::import::GLANCE_DOWNLOAD_PROPERTIES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), text(v)))
+        .collect();
+    let formats =
+        (body["container_format"].as_str().map(str::to_owned), body["disk_format"].as_str().map(str::to_owned));
+    let size = body["size"].as_u64();
+    let task = job.task_id.clone();
+    let before = importer
+        .store
+        .get_image(&Principal::system(), &job.image_id)
+        .await
+        .map_err(|e| format!("Cannot read the image: {e}"))?;
+    progress.revert = Some(Revert {
+        container_format: before.container_format.clone(),
+        disk_format: before.disk_format.clone(),
+        properties: taken.iter().map(|(k, _)| (k.clone(), before.properties.get(k).cloned())).collect(),
+    });
+    let changed = importer
+        .store
+        .modify_image(
+            &Principal::system(),
+            &job.image_id,
+            Rule::Bookkeeping,
+            Box::new(move |i| {
+                if i.status != ImageStatus::Importing || i.properties.get_str(LOCK) != Some(task.as_str()) {
+                    return Err(Rejection::conflict("Task was aborted externally"));
+                }
+                if let (Some(container), Some(disk)) = formats {
+                    i.container_format = Some(container);
+                    i.disk_format = Some(disk);
+                }
+                for (k, v) in taken {
+                    i.properties.set(k, Some(v));
+                }
+                Ok(())
+            }),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => "Image has been deleted, aborting import.".to_owned(),
+            StoreError::Rejected(r) => r.message,
+            e => format!("Cannot record the image's metadata: {e}"),
+        })?;
+    Ok((changed, (format!("{url}/file"), size)))
+}
+
+/// `web-download` (and `glance-download`'s data): the URL's data, fetched (with `filtered`,
+/// every redirect passing the filter again; with `token`, as that caller) and staged into
+/// `store`.
+async fn download(
+    importer: &Importer,
+    job: &Job,
+    progress: &Progress,
+    store: &str,
+    uri: &str,
+    token: Option<&str>,
+    filtered: bool,
+) -> Result<Brought, String> {
+    let client = http_client(importer, filtered)?;
+    let mut request = client.get(uri);
+    if let Some(token) = token {
+        request = request.header("x-auth-token", token);
+    }
+    let response = request.send().await.map_err(|e| describe(&e, uri))?;
     if !response.status().is_success() {
         return Err(format!("Cannot download {uri}: HTTP {}", response.status()));
     }
@@ -512,6 +672,8 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
     let task = job.task_id.clone();
     let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
     let failed = progress.failed.clone();
+    let revert =
+        progress.revert.as_ref().map(|r| (r.container_format.clone(), r.disk_format.clone(), r.properties.clone()));
     let requeued = importer
         .store
         .modify_image(
@@ -527,6 +689,19 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
                     i.properties.remove(LOCK);
                 } else {
                     requeue(i);
+                }
+                // What glance-download took from the other image: as it was.
+                if let Some((container_format, disk_format, properties)) = revert {
+                    i.container_format = container_format;
+                    i.disk_format = disk_format;
+                    for (k, v) in properties {
+                        match v {
+                            Some(v) => i.properties.set(k, v),
+                            None => {
+                                i.properties.remove(&k);
+                            }
+                        }
+                    }
                 }
                 let mut left = i.properties.get_str(IMPORTING_TO).unwrap_or("").to_owned();
                 for store in &named {

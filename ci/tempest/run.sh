@@ -16,7 +16,8 @@
 # devstack runs glance-manage db_load_metadefs), minus what cannot run here (tempest's
 # web-download test needs the internet) and the tests that boot servers (ImageDependencyTests, ImagesFormatTest, the
 # metadata-limit test of AbsoluteLimitsNegativeTestJSON: they need Nova's compute service); tempest itself skips what needs servers,
-# Neutron, glance-download imports, locations or store weights. Two file stores (`file`, the default, and `remote`, in
+# Neutron, locations or store weights. glance-download is offered: its tests import from imagemeta itself, found in the
+# catalog under RegionOne as prepare.py registers it. Two file stores (`file`, the default, and `remote`, in
 # alphabetical order as tempest's waiters compare them) make its multi-store import, copy-image and delete-from-store
 # tests run. One worker: Keystone on SQLite answers 500 ("database is
 # locked") when tempest creates credentials in parallel. TEMPEST_REGEX narrows the run (e.g. 'metadefs').
@@ -54,6 +55,7 @@ log "imagemeta on 127.0.0.1:$COMPUTE_PORT (compute) and :$IMAGE_PORT (image), Ke
 "$BIN" serve --compute-listen "127.0.0.1:$COMPUTE_PORT" --image-listen "127.0.0.1:$IMAGE_PORT" --admin-listen 127.0.0.1:0 \
   --database "sqlite:$WORK/imagemeta.db" --image-cache-dir "$WORK/cache" \
   --image-store "file=file://$WORK/images" --image-store "remote=file://$WORK/remote" --default-image-store file \
+  --import-methods glance-direct,web-download,copy-image,glance-download \
   --auth keystone --keystone-url "$KEYSTONE_URL" --www-authenticate-uri "$KEYSTONE_URL" \
   --keystone-username "$SVC_USER" --keystone-password "$SVC_PASSWORD" --keystone-project "$SVC_PROJECT" \
   >"$WORK/imagemeta.out" 2>"$WORK/imagemeta.log" &

@@ -268,8 +268,66 @@ fn parse_expiry(s: &str) -> Option<Instant> {
     Some(Instant::now() + left)
 }
 
+/// `GET /v3/auth/catalog`.
+#[derive(Deserialize)]
+struct CatalogBody {
+    catalog: Vec<CatalogService>,
+}
+
+#[derive(Deserialize)]
+struct CatalogService {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    endpoints: Vec<CatalogEndpoint>,
+}
+
+#[derive(Deserialize)]
+struct CatalogEndpoint {
+    interface: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    region_id: Option<String>,
+    url: String,
+}
+
+/// The URL of the `kind` endpoint for `interface` in `region`, as keystoneauth's `url_for`
+/// picks it (the region matched by name or id).
+fn find_endpoint(catalog: &[CatalogService], kind: &str, region: &str, interface: &str) -> Option<String> {
+    catalog.iter().filter(|s| s.kind == kind).flat_map(|s| &s.endpoints).find_map(|e| {
+        let in_region = e.region.as_deref() == Some(region) || e.region_id.as_deref() == Some(region);
+        (in_region && e.interface == interface).then(|| e.url.trim_end_matches('/').to_owned())
+    })
+}
+
 #[async_trait]
 impl Authenticator for Keystone {
+    async fn endpoint(
+        &self,
+        token: &str,
+        service_type: &str,
+        region: &str,
+        interface: &str,
+    ) -> Result<Option<String>, AuthError> {
+        let response = self
+            .http
+            .get(format!("{}/v3/auth/catalog", self.base))
+            .header("x-auth-token", token)
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("cannot reach Keystone: {}", describe(e))))?;
+        match response.status().as_u16() {
+            200 => {
+                let body: CatalogBody =
+                    response.json().await.map_err(|e| unavailable(format!("bad catalog response: {e}")))?;
+                Ok(find_endpoint(&body.catalog, service_type, region, interface))
+            }
+            401 | 403 | 404 => Err(AuthError::Invalid),
+            other => Err(unavailable(format!("Keystone answered {other} to a catalog request"))),
+        }
+    }
+
     async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
         let k = key(token);
         if let Some(v) = self.valid.get(&k).await {
@@ -329,6 +387,25 @@ mod tests {
         assert!(v.principal.is_admin && v.principal.roles.contains(&"admin".to_string()));
         assert!(v.until <= Instant::now() + minute);
         assert!(matches!(principal(info("2000-01-01T00:00:00Z", &[], None), minute, false), Err(AuthError::Invalid)));
+    }
+
+    #[test]
+    fn endpoints_are_found_by_type_region_and_interface() {
+        let catalog: CatalogBody = serde_json::from_str(
+            r#"{"catalog": [
+                {"type": "identity", "endpoints": [{"interface": "public", "region": "R1", "url": "http://k"}]},
+                {"type": "image", "endpoints": [
+                    {"interface": "internal", "region": "R1", "region_id": "R1", "url": "http://internal"},
+                    {"interface": "public", "region_id": "R2", "url": "http://two/"},
+                    {"interface": "public", "region": "R1", "url": "http://one"}]}]}"#,
+        )
+        .unwrap();
+        let find = |region, interface| find_endpoint(&catalog.catalog, "image", region, interface);
+        assert_eq!(find("R1", "public").as_deref(), Some("http://one"));
+        assert_eq!(find("R2", "public").as_deref(), Some("http://two"));
+        assert_eq!(find("R1", "internal").as_deref(), Some("http://internal"));
+        assert_eq!(find("R3", "public"), None);
+        assert_eq!(find("R1", "not an interface"), None);
     }
 
     /// Nova's and Glance's default: the admin role makes an admin in any project. With

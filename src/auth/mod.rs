@@ -27,6 +27,19 @@ pub enum AuthError {
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, AuthError>;
+
+    /// The URL of the `service_type` endpoint for `interface` in `region`, from the service
+    /// catalog `token` is scoped to (what `glance-download` finds the other Glance by). `None`
+    /// when the catalog has no such endpoint, or when there is no catalog (no Keystone).
+    async fn endpoint(
+        &self,
+        _token: &str,
+        _service_type: &str,
+        _region: &str,
+        _interface: &str,
+    ) -> Result<Option<String>, AuthError> {
+        Ok(None)
+    }
 }
 
 /// A fixed table of tokens, loaded from a JSON file:

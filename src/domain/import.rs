@@ -10,16 +10,22 @@ pub enum ImportMethod {
     WebDownload,
     /// An active image's data copied to further stores.
     CopyImage,
+    /// An image of another Glance (found in the caller's Keystone catalog by region and
+    /// interface), its data and some of its properties.
+    GlanceDownload,
 }
 
 impl ImportMethod {
-    pub const ALL: [ImportMethod; 3] = [Self::GlanceDirect, Self::WebDownload, Self::CopyImage];
+    pub const ALL: [ImportMethod; 4] = [Self::GlanceDirect, Self::WebDownload, Self::CopyImage, Self::GlanceDownload];
+    /// Glance's default `enabled_import_methods`.
+    pub const DEFAULT: [ImportMethod; 3] = [Self::GlanceDirect, Self::WebDownload, Self::CopyImage];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::GlanceDirect => "glance-direct",
             Self::WebDownload => "web-download",
             Self::CopyImage => "copy-image",
+            Self::GlanceDownload => "glance-download",
         }
     }
 
@@ -141,6 +147,10 @@ fn explicit_port(uri: &str, url: &url::Url) -> Option<u16> {
     if port.is_empty() { None } else { url.port_or_known_default() }
 }
 
+/// The properties `glance-download` brings from the other Glance's image: those whose names
+/// start with one of these (Glance's default `[glance_download_properties] extra_properties`).
+pub const GLANCE_DOWNLOAD_PROPERTIES: [&str; 5] = ["hw_", "trait:", "os_distro", "os_secure_boot", "os_type"];
+
 /// What a site's imports are: the methods on offer and the URL filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSettings {
@@ -150,7 +160,7 @@ pub struct ImportSettings {
 
 impl Default for ImportSettings {
     fn default() -> Self {
-        ImportSettings { methods: ImportMethod::ALL.to_vec(), filter: UriFilter::default() }
+        ImportSettings { methods: ImportMethod::DEFAULT.to_vec(), filter: UriFilter::default() }
     }
 }
 

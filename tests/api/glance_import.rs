@@ -115,6 +115,11 @@ async fn import_info_and_the_create_header() {
     let r = g(&server, "GET", "/v2/info/import").content_type("application/json").body("{}").send().await;
     assert_gerr(&r, 400, "A body is not expected with this request.");
 
+    // glance-download finds the other Glance in the caller's Keystone catalog: not without it.
+    let opts = ServerOpts { extra_args: vec!["--import-methods=glance-download".into()], ..Default::default() };
+    let (status, stderr) = env.start_fails(&opts);
+    assert!(!status.success() && stderr.contains("glance-download needs --auth keystone"), "{stderr}");
+
     let none = start(&env, &["--import-methods="]);
     let r = g(&none, "GET", "/v2/info/import").send().await;
     assert_eq!(r.json()["import-methods"]["value"], json!([]));

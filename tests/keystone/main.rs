@@ -418,3 +418,169 @@ async fn image_data_in_swift_behind_keystone() {
     assert_eq!(deleted.status, 204);
     assert_eq!(listing(token).await, Vec::<Value>::new(), "the delete removed the object");
 }
+
+/// `glance-download`: an image of "another" Glance (this same server, registered in the real
+/// Keystone's catalog in a region of its own, as tempest does it), found in the caller's
+/// catalog; its data, formats and Glance's chosen properties come over; a bad region, a
+/// missing image and a bad id fail as Glance's do, with the image back to `queued`.
+#[tokio::test]
+#[ignore = "needs a Keystone: run by .ci/run (ci/keystone)"]
+async fn glance_download_imports_from_the_glance_in_the_catalog() {
+    let ks = Keystone::from_env();
+    let env = Env::new();
+    let methods = "--import-methods=glance-direct,web-download,copy-image,glance-download";
+    let server = ks.serve(&env, &[methods]);
+    let glance = server.image();
+    let admin = ks.token("admin").await;
+    let alpha = ks.token("alpha-member").await;
+
+    // The image service in the catalog, in a region of its own (removed again at the end).
+    let region = format!("imagemeta-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let post = |path: &str, body: Value| {
+        ks.http.post(format!("{}/v3/{path}", ks.url())).header("X-Auth-Token", &admin).json(&body).send()
+    };
+    let r = post("regions", json!({"region": {"id": region}})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = post("services", json!({"service": {"type": "image", "name": format!("glance-{region}")}})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let service = r.json::<Value>().await.unwrap()["service"]["id"].as_str().unwrap().to_owned();
+    let endpoint = json!({"endpoint": {"service_id": service, "interface": "public", "region_id": region,
+                                       "url": server.image_base}});
+    let r = post("endpoints", endpoint).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    // A token issued after the registration sees it in its catalog.
+    let alpha = {
+        let _ = alpha;
+        ks.token("alpha-member").await
+    };
+
+    let create = |body: Value| glance.call("POST", "/v2/images").token(&alpha).json(&body).send();
+    let patch = |id: String, ops: Value| {
+        glance
+            .call("PATCH", &format!("/v2/images/{id}"))
+            .token(&alpha)
+            .content_type("application/openstack-images-v2.1-json-patch")
+            .body(serde_json::to_vec(&ops).unwrap())
+            .send()
+    };
+    let show = |id: String| glance.call("GET", &format!("/v2/images/{id}")).token(&alpha).send();
+    let import = |id: String, method: Value| {
+        glance.call("POST", &format!("/v2/images/{id}/import")).token(&alpha).json(&json!({"method": method})).send()
+    };
+    let wait = |id: String| {
+        let (glance, alpha) = (glance.clone(), alpha.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let r = glance.call("GET", &format!("/v2/images/{id}/tasks")).token(&alpha).send().await;
+                let tasks = r.json()["tasks"].as_array().cloned().unwrap_or_default();
+                if let Some(t) = tasks.last().filter(|t| t["status"] == "success" || t["status"] == "failure") {
+                    return t.clone();
+                }
+                assert!(Instant::now() < deadline, "the import never ended: {tasks:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // The source: active, with properties Glance brings (hw_*, trait:*, os_distro) and one
+    // it does not.
+    let src = create(json!({"name": "src", "disk_format": "raw", "container_format": "bare"})).await;
+    let src = src.json()["id"].as_str().unwrap().to_owned();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let put = glance
+        .call("PUT", &format!("/v2/images/{src}/file"))
+        .token(&alpha)
+        .content_type("application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await;
+    assert_eq!(put.status, 204);
+    let ops = json!([{"op": "add", "path": "/hw_cpu_cores", "value": "5"},
+                     {"op": "add", "path": "/trait:STORAGE_DISK_SSD", "value": "required"},
+                     {"op": "add", "path": "/os_distro", "value": "rhel"},
+                     {"op": "add", "path": "/speed", "value": "88mph"}]);
+    assert_eq!(patch(src.clone(), ops).await.status, 200);
+
+    // The target: other formats and conflicting values, replaced by the source's.
+    let dst = create(json!({"name": "dst", "disk_format": "iso", "container_format": "ovf"})).await;
+    let dst = dst.json()["id"].as_str().unwrap().to_owned();
+    let ops = json!([{"op": "add", "path": "/hw_cpu_cores", "value": "1"},
+                     {"op": "add", "path": "/os_distro", "value": "windows"}]);
+    assert_eq!(patch(dst.clone(), ops).await.status, 200);
+    // Glance's checks first.
+    let bad =
+        import(dst.clone(), json!({"name": "glance-download", "glance_image_id": "foo", "glance_region": region}))
+            .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("Remote image id does not look like a UUID: foo"), "{}", bad.text());
+    let bad = import(dst.clone(), json!({"name": "glance-download", "glance_image_id": src})).await;
+    assert!(
+        bad.text().contains("&#x27;glance_region&#x27; needs to be set for glance-download import method"),
+        "{}",
+        bad.text()
+    );
+
+    let method = json!({"name": "glance-download", "glance_image_id": src, "glance_region": region});
+    assert_eq!(import(dst.clone(), method).await.status, 202);
+    let task = wait(dst.clone()).await;
+    assert_eq!(task["status"], "success", "{task}");
+    assert_eq!(task["input"]["import_req"]["method"]["glance_service_interface"], "public");
+    let got = show(dst.clone()).await.json();
+    assert_eq!(
+        (&got["status"], &got["disk_format"], &got["container_format"]),
+        (&json!("active"), &json!("raw"), &json!("bare"))
+    );
+    assert_eq!(
+        (&got["hw_cpu_cores"], &got["trait:STORAGE_DISK_SSD"], &got["os_distro"]),
+        (&json!("5"), &json!("required"), &json!("rhel"))
+    );
+    assert!(got.get("speed").is_none(), "{got}");
+    let file = glance.call("GET", &format!("/v2/images/{dst}/file")).token(&alpha).send().await;
+    assert!(file.status == 200 && file.body == data, "the data came over");
+
+    // A region without that endpoint, and an image the other Glance does not have: the task
+    // fails, the image is queued again with what it had.
+    for (image_id, region, interface, message) in [
+        (
+            src.clone(),
+            "not a region".to_owned(),
+            "not an interface",
+            "not an interface glance endpoint not found for region not a region".to_owned(),
+        ),
+        ("36d4b546-64a2-4bb9-bdd0-ba676aa48f2c".to_owned(), region.clone(), "public", "HTTP 404".to_owned()),
+    ] {
+        let target = create(json!({"name": "t", "disk_format": "raw", "container_format": "bare"})).await;
+        let target = target.json()["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            patch(target.clone(), json!([{"op": "add", "path": "/os_distro", "value": "windows"}])).await.status,
+            200
+        );
+        let method = json!({"name": "glance-download", "glance_image_id": image_id, "glance_region": region,
+                            "glance_service_interface": interface});
+        assert_eq!(import(target.clone(), method).await.status, 202);
+        let task = wait(target.clone()).await;
+        assert_eq!(task["status"], "failure", "{task}");
+        assert!(task["message"].as_str().unwrap().contains(&message), "{task}");
+        let got = show(target).await.json();
+        assert_eq!((&got["status"], &got["os_distro"]), (&json!("queued"), &json!("windows")));
+    }
+
+    // The catalog as it was.
+    let delete = |path: String| ks.http.delete(format!("{}/v3/{path}", ks.url())).header("X-Auth-Token", &admin).send();
+    let endpoints = ks
+        .http
+        .get(format!("{}/v3/endpoints?service_id={service}", ks.url()))
+        .header("X-Auth-Token", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    for e in endpoints["endpoints"].as_array().unwrap() {
+        delete(format!("endpoints/{}", e["id"].as_str().unwrap())).await.unwrap();
+    }
+    delete(format!("services/{service}")).await.unwrap();
+    delete(format!("regions/{region}")).await.unwrap();
+}

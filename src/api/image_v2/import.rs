@@ -17,7 +17,7 @@ use crate::domain::import::ImportMethod;
 use crate::domain::policy::Rule;
 use crate::domain::task::{API_IMAGE_IMPORT, Task, TaskStatus};
 use crate::domain::{Image, ImageStatus, Principal, Rejection, RejectionKind, UploadLease, now};
-use crate::import::{FAILED_IMPORT, IMPORTING_TO, Importer, Job, LOCK, STAGE_HOST, store_list};
+use crate::import::{FAILED_IMPORT, IMPORTING_TO, Importer, Job, LOCK, RemoteImage, STAGE_HOST, store_list};
 use crate::store::data::DataStore;
 
 /// How long a `web-download` may go without a byte.
@@ -51,6 +51,7 @@ fn importer(state: &AppState) -> Importer {
         size_cap: state.settings.image_size_cap,
         read_timeout: DOWNLOAD_READ_TIMEOUT,
         filter: state.settings.import.filter.clone(),
+        auth: state.auth.clone(),
     }
 }
 
@@ -184,6 +185,10 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
 
     let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     ready_for(&image, method_kind)?;
+    let remote = match method_kind {
+        ImportMethod::GlanceDownload => Some(remote_image(ctx, method)?),
+        _ => None,
+    };
     // copy-image by its own policy; any other import changes the image, as its owner may.
     let rule = if method_kind == ImportMethod::CopyImage { Rule::CopyImage } else { Rule::ModifyImage };
     ctx.authorize(&rule, Some(&image), || super::not_authorized(&rule))?;
@@ -204,7 +209,7 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     // import` sends it by default, so here it is accepted (one store: nothing to tell apart).
     let uri = match method_kind {
         ImportMethod::WebDownload => Some(checked_uri(ctx, method.get("uri")).await?),
-        ImportMethod::GlanceDirect | ImportMethod::CopyImage => None,
+        _ => None,
     };
 
     // The lock, the status and this node's hold, in one transaction.
@@ -250,6 +255,11 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     .await?;
 
     let backend: Vec<Option<&String>> = if multi_store { stores.iter().map(Some).collect() } else { vec![None] };
+    let mut body = body;
+    if let Some(remote) = &remote {
+        // As Glance records it: with the interface it defaulted.
+        body["method"]["glance_service_interface"] = json!(remote.interface);
+    }
     let input = json!({"image_id": id, "import_req": body, "backend": backend});
     let job = Job {
         task_id: task_id.clone(),
@@ -259,6 +269,7 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
         multi_store,
         all_stores_must_succeed: must_succeed,
         uri,
+        remote,
         lease,
     };
     let mut task = Task::new(task_id, API_IMAGE_IMPORT, ctx.principal.project_id.clone(), now());
@@ -291,8 +302,8 @@ fn ready_for(image: &Image, method: ImportMethod) -> Result<(), Fault> {
         _ if image.status == ImageStatus::Active => {
             return Err(conflict("Image with status active cannot be target for import"));
         }
-        ImportMethod::WebDownload if image.status != ImageStatus::Queued => {
-            return Err(conflict("Image needs to be in 'queued' state to use 'web-download' method"));
+        ImportMethod::WebDownload | ImportMethod::GlanceDownload if image.status != ImageStatus::Queued => {
+            return Err(conflict(format!("Image needs to be in 'queued' state to use '{}' method", method.as_str())));
         }
         // Staged means all of it: a stage still streaming holds the image.
         ImportMethod::GlanceDirect if image.status != ImageStatus::Uploading || image.upload.is_some() => {
@@ -307,6 +318,22 @@ fn ready_for(image: &Image, method: ImportMethod) -> Result<(), Fault> {
         return Err(conflict("'disk_format' needs to be set before import"));
     }
     Ok(())
+}
+
+/// `glance-download`'s image of the other Glance: its id, region and interface (Glance's
+/// checks and words), and the caller's token to reach it with.
+fn remote_image(ctx: &Ctx, method: &Map<String, Value>) -> Result<RemoteImage, Fault> {
+    let text = |key: &str| method.get(key).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()));
+    let region = text("glance_region")
+        .ok_or_else(|| bad_request("'glance_region' needs to be set for glance-download import method"))?;
+    let image_id = text("glance_image_id")
+        .ok_or_else(|| bad_request("'glance_image_id' needs to be set for glance-download import method"))?;
+    if uuid::Uuid::parse_str(&image_id).is_err() {
+        return Err(bad_request(format!("Remote image id does not look like a UUID: {image_id}")));
+    }
+    let interface = text("glance_service_interface").unwrap_or_else(|| "public".to_owned());
+    let token = crate::api::http::token(&ctx.parts.headers).unwrap_or_default().to_owned();
+    Ok(RemoteImage { image_id, region, interface, token })
 }
 
 /// The import lock this import may take over: none, or one whose task is gone, or that has
