@@ -1,10 +1,11 @@
 """Prepares a Keystone and a running imagemeta for tempest, as an operator and devstack would:
 
 * registers imagemeta in the catalog (README, "Running behind Keystone"): services `compute`
-  and `image`, public/internal/admin endpoints in RegionOne (replacing earlier ones);
+  and `image`, public/internal/admin endpoints in RegionOne (replacing earlier ones), and
+  with REMOTE_IMAGE_URL a second node as `image_remote` (tempest's alternate image endpoint);
 * uploads a small public image as the admin, for tempest's `[compute] image_ref`.
 
-    python prepare.py KEYSTONE_URL ADMIN_PASSWORD COMPUTE_URL IMAGE_URL
+    python prepare.py KEYSTONE_URL ADMIN_PASSWORD COMPUTE_URL IMAGE_URL [REMOTE_IMAGE_URL]
 
 Prints the image's id as its last line. Stdlib only.
 """
@@ -14,6 +15,7 @@ import sys
 import urllib.request
 
 keystone, password, compute_url, image_url = sys.argv[1:5]
+remote_image_url = sys.argv[5] if len(sys.argv) > 5 else None
 
 
 def call(method, url, token=None, body=None, data=None, content_type="application/json"):
@@ -34,7 +36,10 @@ headers, _ = call("POST", keystone + "/v3/auth/tokens", body={"auth": {
     "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
 token = headers["X-Subject-Token"]
 
-for kind, name, url in (("compute", "nova", compute_url), ("image", "glance", image_url)):
+registrations = [("compute", "nova", compute_url), ("image", "glance", image_url)]
+if remote_image_url:
+    registrations.append(("image_remote", "glance-remote", remote_image_url))
+for kind, name, url in registrations:
     _, services = call("GET", f"{keystone}/v3/services?type={kind}", token)
     if services["services"]:
         service = services["services"][0]["id"]

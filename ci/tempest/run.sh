@@ -4,9 +4,10 @@
 #   ci/tempest/run.sh KEYSTONE_STATE IMAGEMETA_BINARY
 #
 # KEYSTONE_STATE: a running Keystone from ci/keystone/start.sh (its admin is admin/admin-secret).
-# Starts imagemeta (--auth keystone, the fixtures' service user, a fresh database) on free
-# loopback ports, registers it in the catalog and uploads a public image for `image_ref`
-# (prepare.py), writes a tempest workspace and runs:
+# Starts two imagemeta nodes (--auth keystone, the fixtures' service user) on free loopback
+# ports, on one fresh PostgreSQL catalogue (ci/postgres) and the same two file stores, registers
+# them in the catalog (the second as `image_remote`, tempest's alternate image endpoint) and
+# uploads a public image for `image_ref` (prepare.py), writes a tempest workspace and runs:
 #
 #   tempest.api.image.v2         Glance v2: images, data, members, tags, schemas, versions, admin
 #   tempest.api.compute.images   the Compute API's image and image-metadata calls
@@ -37,37 +38,52 @@ read -r SVC_USER SVC_PASSWORD SVC_PROJECT <<<"$SERVICE"
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 COMPUTE_PORT="$(free_port)"
 IMAGE_PORT="$(free_port)"
+REMOTE_COMPUTE_PORT="$(free_port)"
+REMOTE_IMAGE_PORT="$(free_port)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/imagemeta-tempest.XXXXXX")"
-IMAGEMETA_PID=""
+# The catalogue both nodes share: a throwaway PostgreSQL cluster (its state directory apart:
+# the postgres user must reach it).
+PG_STATE="$(mktemp -d "${TMPDIR:-/tmp}/imagemeta-tempest-pg.XXXXXX")"
+PIDS=()
 # tempest registers each workspace by name in ~/.tempest/workspace.yaml: a unique one, removed
 # again at the end.
 WORKSPACE="imagemeta-$(basename "$WORK")"
 cleanup() {
-  [ -n "$IMAGEMETA_PID" ] && kill "$IMAGEMETA_PID" 2>/dev/null && wait "$IMAGEMETA_PID" 2>/dev/null
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   "$TEMPEST_VENV/bin/tempest" workspace remove --name "$WORKSPACE" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  "$HERE/../postgres/stop.sh" "$PG_STATE" >/dev/null 2>&1 || true
+  rm -rf "$WORK" "$PG_STATE"
 }
 trap cleanup EXIT
 
-"$BIN" metadefs load --database "sqlite:$WORK/imagemeta.db" >/dev/null
-log "imagemeta on 127.0.0.1:$COMPUTE_PORT (compute) and :$IMAGE_PORT (image), Keystone $KEYSTONE_URL"
-"$BIN" serve --compute-listen "127.0.0.1:$COMPUTE_PORT" --image-listen "127.0.0.1:$IMAGE_PORT" --admin-listen 127.0.0.1:0 \
-  --database "sqlite:$WORK/imagemeta.db" --image-cache-dir "$WORK/cache" \
-  --image-store "file=file://$WORK/images" --image-store "remote=file://$WORK/remote" --default-image-store file \
-  --import-methods glance-direct,web-download,copy-image,glance-download \
-  --auth keystone --keystone-url "$KEYSTONE_URL" --www-authenticate-uri "$KEYSTONE_URL" \
-  --keystone-username "$SVC_USER" --keystone-password "$SVC_PASSWORD" --keystone-project "$SVC_PROJECT" \
-  >"$WORK/imagemeta.out" 2>"$WORK/imagemeta.log" &
-IMAGEMETA_PID=$!
-for _ in $(seq 1 100); do
-  grep -q "image API listening" "$WORK/imagemeta.out" 2>/dev/null && break
-  kill -0 "$IMAGEMETA_PID" 2>/dev/null || { cat "$WORK/imagemeta.log" >&2; exit 1; }
-  sleep 0.1
-done
+DATABASE="$("$HERE/../postgres/start.sh" "$PG_STATE" | tail -n 1)"
+"$BIN" metadefs load --database "$DATABASE" >/dev/null
+
+# Two nodes on the one catalogue and the same two stores, each with its own image cache: the
+# second is tempest's alternate image endpoint (`image_remote` in the catalog).
+start_node() { # NAME COMPUTE_PORT IMAGE_PORT
+  log "imagemeta node $1 on 127.0.0.1:$2 (compute) and :$3 (image), Keystone $KEYSTONE_URL"
+  "$BIN" serve --compute-listen "127.0.0.1:$2" --image-listen "127.0.0.1:$3" --admin-listen 127.0.0.1:0 \
+    --database "$DATABASE" --image-cache-dir "$WORK/cache-$1" \
+    --image-store "file=file://$WORK/images" --image-store "remote=file://$WORK/remote" --default-image-store file \
+    --import-methods glance-direct,web-download,copy-image,glance-download \
+    --auth keystone --keystone-url "$KEYSTONE_URL" --www-authenticate-uri "$KEYSTONE_URL" \
+    --keystone-username "$SVC_USER" --keystone-password "$SVC_PASSWORD" --keystone-project "$SVC_PROJECT" \
+    >"$WORK/imagemeta-$1.out" 2>"$WORK/imagemeta-$1.log" &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 100); do
+    grep -q "image API listening" "$WORK/imagemeta-$1.out" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/imagemeta-$1.log" >&2; exit 1; }
+    sleep 0.1
+  done
+}
+start_node a "$COMPUTE_PORT" "$IMAGE_PORT"
+start_node b "$REMOTE_COMPUTE_PORT" "$REMOTE_IMAGE_PORT"
 
 IMAGE_REF="$("$PY" "$HERE/prepare.py" "$KEYSTONE_URL" admin-secret \
-  "http://127.0.0.1:$COMPUTE_PORT/v2.1" "http://127.0.0.1:$IMAGE_PORT" | tail -n 1)"
+  "http://127.0.0.1:$COMPUTE_PORT/v2.1" "http://127.0.0.1:$IMAGE_PORT" "http://127.0.0.1:$REMOTE_IMAGE_PORT" | tail -n 1)"
 
 cd "$WORK"
 "$TEMPEST_VENV/bin/tempest" init --name "$WORKSPACE" ws >/dev/null 2>&1
@@ -101,6 +117,9 @@ swift = False
 
 [image]
 region = RegionOne
+# The second node: tempest's remote import, remote delete and two-node cache tests.
+alternate_image_endpoint = image_remote
+alternate_image_endpoint_type = publicURL
 # The image cache API (GET/PUT/DELETE /v2/cache): tempest's caching cycle.
 image_caching_enabled = True
 # imagemeta inspects qcow2 data (415 on a mismatch), as Glance's format inspection does;
@@ -137,7 +156,9 @@ status=0
   --exclude-regex 'test_image_web_download_import|test_images_dependency|test_images_formats|test_absolute_limits_negative' \
   || status=$?
 if [ "$status" -ne 0 ]; then
-  log "tempest failed; imagemeta's log:"
-  tail -n 50 "$WORK/imagemeta.log" >&2
+  for node in a b; do
+    log "tempest failed; imagemeta node $node's log:"
+    tail -n 30 "$WORK/imagemeta-$node.log" >&2
+  done
 fi
 exit "$status"
