@@ -367,9 +367,20 @@ async fn random_requests_never_break_the_server() {
     let env = Env::new();
     // Short timeouts, so that a request left incomplete costs seconds, not minutes.
     let server = env.start_with(&ServerOpts {
-        extra_args: ["--body-timeout", "2", "--header-timeout", "2", "--request-timeout", "5"]
-            .map(String::from)
-            .to_vec(),
+        extra_args: [
+            "--body-timeout".to_owned(),
+            "2".to_owned(),
+            "--header-timeout".to_owned(),
+            "2".to_owned(),
+            "--request-timeout".to_owned(),
+            "5".to_owned(),
+            // Two stores: the multi-store calls, copies and imports to several stores too.
+            "--image-store".to_owned(),
+            format!("file=file://{}", env.dir().join("file-store").display()),
+            "--image-store".to_owned(),
+            format!("other=file://{}", env.dir().join("other-store").display()),
+        ]
+        .to_vec(),
         ..Default::default()
     });
     let active = active_raw(&server, b"fuzz data").await;
