@@ -281,11 +281,10 @@ async fn restage(importer: &Importer, job: &Job, progress: &mut Progress, store:
             StoreError::Rejected(r) => r.message,
             e => format!("Cannot record the import's progress: {e}"),
         })?;
+    // The previous staging place is left as it is: committed (in an object store the
+    // committed object may keep the staging name: removing it would remove the copy), or
+    // aborted by the failed copy (the sweep takes anything left).
     progress.lease = new;
-    // The previous staging place was committed or is empty.
-    if let Err(e) = importer.data.remove_staging(&old.staging).await {
-        tracing::debug!(error = %e, "cannot remove an empty staging place");
-    }
     Ok(())
 }
 
