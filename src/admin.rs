@@ -12,6 +12,7 @@
 //! * `imagemeta_keystone_*`: token validations (latency) and the validation cache's hits.
 //! * `imagemeta_build_info{version}`: 1.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -122,11 +123,26 @@ pub fn request(
     elapsed: Duration,
 ) {
     let method = method_label(method);
-    metrics::counter!("imagemeta_http_requests_total", "api" => api, "route" => route, "method" => method,
-                      "status" => status.as_str().to_owned())
-    .increment(1);
-    metrics::histogram!("imagemeta_http_request_duration_seconds", "api" => api, "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
+    // The handles of each label set, looked up once per thread: a request then costs an
+    // increment and a record, not two keys built, hashed and found in the registry.
+    type Handles = (metrics::Counter, metrics::Histogram);
+    thread_local! {
+        static HANDLES: std::cell::RefCell<HashMap<(&'static str, &'static str, &'static str, u16), Handles>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let handles = || -> Handles {
+        let counter = metrics::counter!("imagemeta_http_requests_total", "api" => api, "route" => route,
+                                        "method" => method, "status" => status.as_str().to_owned());
+        let histogram = metrics::histogram!("imagemeta_http_request_duration_seconds", "api" => api,
+                                            "route" => route, "method" => method);
+        (counter, histogram)
+    };
+    HANDLES.with(|cell| {
+        let mut map = cell.borrow_mut();
+        let (counter, histogram) = map.entry((api, route, method, status.as_u16())).or_insert_with(handles);
+        counter.increment(1);
+        histogram.record(elapsed.as_secs_f64());
+    });
 }
 
 /// A method as a label: the ones the APIs know, every other one as `other` (the label set

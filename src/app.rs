@@ -169,7 +169,7 @@ impl Application {
             ),
             None => None,
         };
-        let state = AppState {
+        let state = AppState::new(crate::api::Shared {
             store,
             data: Arc::new(data),
             cache,
@@ -177,7 +177,7 @@ impl Application {
             settings: Arc::new(settings),
             node: Arc::new(node),
             tasks: TaskTracker::new(),
-        };
+        });
         let sweep = !(state.store.is_new() && config.allow_new_database);
         Ok(Application { compute, image, admin, state, limits: config.limits, sweep })
     }

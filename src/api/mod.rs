@@ -24,9 +24,27 @@ use time::OffsetDateTime;
 use crate::store::data::DataStore;
 use crate::store::{Cmp, Column, DynStore, Filter, Scalar};
 
-/// What every handler can reach.
+/// What every handler can reach: one allocation shared by every request (a request clones one
+/// `Arc`, not each part).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: DynStore,
     /// Image data files.
     pub data: Arc<DataStore>,
