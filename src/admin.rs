@@ -126,9 +126,10 @@ pub fn request(
     // The handles of each label set, looked up once per thread: a request then costs an
     // increment and a record, not two keys built, hashed and found in the registry.
     type Handles = (metrics::Counter, metrics::Histogram);
+    /// (api, route, method, status).
+    type Labels = (&'static str, &'static str, &'static str, u16);
     thread_local! {
-        static HANDLES: std::cell::RefCell<HashMap<(&'static str, &'static str, &'static str, u16), Handles>> =
-            std::cell::RefCell::new(HashMap::new());
+        static HANDLES: std::cell::RefCell<HashMap<Labels, Handles>> = std::cell::RefCell::new(HashMap::new());
     }
     let handles = || -> Handles {
         let counter = metrics::counter!("imagemeta_http_requests_total", "api" => api, "route" => route,
