@@ -666,7 +666,13 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, progress: &Prog
 /// `copy-image` leaves the image as it was, with the data it had.
 pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
     let system = Principal::system();
-    let Ok(before) = importer.store.get_image(&system, &job.image_id).await else { return };
+    let before = match importer.store.get_image(&system, &job.image_id).await {
+        Ok(image) => image,
+        // Deleted meanwhile: what the attempt wrote is nobody's.
+        Err(StoreError::NotFound) => return remove_attempt(importer, job, progress).await,
+        // The catalogue cannot say: the sweep removes what turns out to be nobody's.
+        Err(_) => return,
+    };
     let copying = job.method == ImportMethod::CopyImage;
     let task = job.task_id.clone();
     let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
@@ -714,8 +720,12 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
             }),
         )
         .await;
-    if requeued.is_err() {
-        return;
+    match requeued {
+        Ok(_) => {}
+        // No longer this import's image (deleted, or its lock taken over): the copies it made
+        // were never recorded in it.
+        Err(StoreError::NotFound | StoreError::Rejected(_)) => return remove_attempt(importer, job, progress).await,
+        Err(_) => return,
     }
     for brought in &progress.brought {
         remove_brought(importer, &job.image_id, brought).await;
@@ -725,6 +735,16 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
         && let Err(e) = importer.data.remove(&before).await
     {
         tracing::warn!(error = %e, image = %job.image_id, "cannot remove a failed import's data; the sweep will");
+    }
+    if let Err(e) = importer.data.remove_staging(&progress.lease.staging).await {
+        tracing::warn!(error = %e, image = %job.image_id, "cannot remove a failed import's partial data; the sweep will");
+    }
+}
+
+/// Removes what an import that no longer holds its image wrote: its copies and its partial data.
+async fn remove_attempt(importer: &Importer, job: &Job, progress: &Progress) {
+    for brought in &progress.brought {
+        remove_brought(importer, &job.image_id, brought).await;
     }
     if let Err(e) = importer.data.remove_staging(&progress.lease.staging).await {
         tracing::warn!(error = %e, image = %job.image_id, "cannot remove a failed import's partial data; the sweep will");

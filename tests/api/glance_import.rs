@@ -484,7 +484,7 @@ async fn the_tasks_api_is_for_admins() {
     let r = admin(page["next"].as_str().unwrap()).send().await;
     assert_eq!(r.json()["tasks"][0]["id"], json!(ids[2]));
     assert_eq!(admin("/v2/tasks?status=failure").send().await.json()["tasks"], json!([]));
-    assert_gerr(&admin("/v2/tasks?type=api_image_import").send().await, 400, "Invalid type value: api_image_import");
+    assert_gerr(&admin("/v2/tasks").send().await, 400, "Invalid type value: api_image_import");
     assert_gerr(&admin("/v2/tasks?status=done").send().await, 400, "Invalid status value: done");
     assert_gerr(&admin("/v2/tasks?sort_key=name").send().await, 400, "Sort key supplied was not valid.");
     assert_gerr(&admin("/v2/tasks?sort_dir=up").send().await, 400, "Invalid sort direction: up");
@@ -690,6 +690,30 @@ async fn imports_and_copies_go_to_several_stores() {
     let (image, task) = after_import(&server, &copied, 4).await;
     assert_eq!(task, "success");
     assert_eq!(stores_of(&image), (&json!("active"), &json!("beta,alpha"), &json!(""), &json!("gamma")));
+
+    // An image deleted while it is being copied: nothing of it left in any store once the
+    // copy has ended (whether the copy or the delete came first).
+    let big = vec![7u8; 48 << 20];
+    let deleted = create_raw(&server).await;
+    let r = g(&server, "PUT", &format!("/v2/images/{deleted}/file")).content_type(OCTET_STREAM).body(big).send().await;
+    assert_eq!(r.status, 204);
+    assert_eq!(copy_image(&server, &deleted, json!({"stores": ["beta"]})).await.status, 202);
+    assert_no_content(&g(&server, "DELETE", &img_path(&deleted)).send().await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = g(&server, "GET", "/v2/tasks").token(TOK_ADMIN).send().await;
+        let tasks = r.json()["tasks"].as_array().cloned().unwrap_or_default();
+        assert!(!tasks.is_empty(), "{}", r.text());
+        if tasks.iter().all(|t| t["status"] == "success" || t["status"] == "failure") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the copy never ended: {tasks:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for store in ["alpha", "beta"] {
+        let left = files_of(&dir(store), &deleted);
+        assert!(left.is_empty(), "nothing of the deleted image left in {store}: {left:?}");
+    }
 
     // An import to every store with one failing: back to queued, nothing left anywhere.
     let failing = create_raw(&server).await;
