@@ -560,7 +560,8 @@ fn files_of(dir: &std::path::Path, id: &str) -> Vec<String> {
 
 /// A server on three file stores, `alpha` (the default), `beta` and `gamma`.
 fn three_stores(env: &Env) -> Server {
-    let mut args = Vec::new();
+    // web-download from the test's loopback server, on any port.
+    let mut args = vec!["--import-allowed-ports=".to_owned()];
     for name in ["alpha", "beta", "gamma"] {
         args.push("--image-store".to_owned());
         args.push(format!("{name}=file://{}", env.dir().join(name).display()));
@@ -625,6 +626,16 @@ async fn imports_and_copies_go_to_several_stores() {
     let (image, _) = after_import(&server, &named, 1).await;
     assert_eq!(stores_of(&image), (&json!("active"), &json!("gamma,beta"), &json!(""), &json!("")));
     assert!(files_of(&dir("alpha"), &named).is_empty(), "the stage in the default store is gone");
+
+    // web-download to two stores: fetched once, copied to the second.
+    let port = web_server(data.clone()).await;
+    let fetched = create_raw(&server).await;
+    let body = json!({"method": {"name": "web-download", "uri": format!("http://127.0.0.1:{port}/data")},
+                      "stores": ["beta", "alpha"]});
+    assert_eq!(import(&server, &fetched, body).await.status, 202);
+    let (image, _) = after_import(&server, &fetched, 1).await;
+    assert_eq!(stores_of(&image), (&json!("active"), &json!("beta,alpha"), &json!(""), &json!("")));
+    assert_eq!(image["checksum"], json!(md5_hex(&data)));
 
     // copy-image: admins only, to stores that do not hold the data yet.
     let copied = create_raw(&server).await;
