@@ -484,7 +484,7 @@ async fn the_tasks_api_is_for_admins() {
     let r = admin(page["next"].as_str().unwrap()).send().await;
     assert_eq!(r.json()["tasks"][0]["id"], json!(ids[2]));
     assert_eq!(admin("/v2/tasks?status=failure").send().await.json()["tasks"], json!([]));
-    assert_gerr(&admin("/v2/tasks").send().await, 400, "Invalid type value: api_image_import");
+    assert_gerr(&admin("/v2/tasks?type=api_image_import").send().await, 400, "Invalid type value: api_image_import");
     assert_gerr(&admin("/v2/tasks?status=done").send().await, 400, "Invalid status value: done");
     assert_gerr(&admin("/v2/tasks?sort_key=name").send().await, 400, "Sort key supplied was not valid.");
     assert_gerr(&admin("/v2/tasks?sort_dir=up").send().await, 400, "Invalid sort direction: up");
