@@ -449,8 +449,18 @@ async fn remote_metadata(
     if !response.status().is_success() {
         return Err(format!("Cannot read image {} from {url}: HTTP {}", remote.image_id, response.status()));
     }
+    // An image record is a few kilobytes: more is not one.
+    const MAX_RECORD: usize = 1 << 20;
+    let mut response = response;
+    let mut record = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e, &url))? {
+        if record.len() + chunk.len() > MAX_RECORD {
+            return Err(format!("Cannot read image {}: its record is larger than {MAX_RECORD} bytes", remote.image_id));
+        }
+        record.extend_from_slice(&chunk);
+    }
     let body: serde_json::Value =
-        response.json().await.map_err(|e| format!("Cannot read image {}: {e}", remote.image_id))?;
+        serde_json::from_slice(&record).map_err(|e| format!("Cannot read image {}: {e}", remote.image_id))?;
     let status = body["status"].as_str().unwrap_or("None");
     if status != "active" {
         return Err(format!("Source image status should be active instead of {status}"));
