@@ -136,45 +136,31 @@ async fn move_one(
     to: &str,
     image: &Image,
 ) -> Result<Option<u64>, CopyError> {
-    use futures_util::StreamExt;
-    use md5::Digest;
     let io = |e: std::io::Error| CopyError::Data(e.to_string());
     let old = image.only_copy_in(from);
     // Already in `to`: the copy in `from` only goes.
     let new = if image.in_store(to) {
         None
     } else {
-        let Some(mut stream) = stores.read(&old, None).await.map_err(io)? else {
+        let Some(stream) = stores.read(&old, None).await.map_err(io)? else {
             tracing::warn!(image = %image.id, "no data to move");
             return Ok(None);
         };
+        // Streamed into `to` as an upload is, measured on the way.
         let staging = crate::store::data::DataStore::new_staging(to, &image.id);
-        let name = staging.split_once('/').map_or("", |(_, n)| n);
-        let mut sink = target.begin(&image.id, name, image.size.map(|s| s as u64)).await.map_err(io)?;
-        let mut md5 = md5::Md5::new();
-        let mut bytes = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    sink.abort().await;
-                    return Err(io(e));
-                }
-            };
-            md5.update(&chunk);
-            bytes += chunk.len() as u64;
-            if let Err(e) = sink.write(chunk).await {
-                sink.abort().await;
-                return Err(io(e));
-            }
-        }
-        let sum = crate::store::data::hex(&md5.finalize());
-        if image.checksum.as_deref().is_some_and(|c| c != sum) {
+        let body = axum::body::Body::from_stream(stream);
+        let size = image.size.and_then(|s| u64::try_from(s).ok());
+        let staged = stores
+            .stage(&image.id, &staging, body, u64::MAX, size)
+            .await
+            .map_err(|e| CopyError::Data(e.to_string()))?;
+        if image.checksum.as_deref().is_some_and(|c| c != staged.md5_hex) {
             tracing::error!(image = %image.id, "the data does not match its checksum: not moved");
-            sink.abort().await;
+            stores.discard(staged).await;
             return Ok(None);
         }
-        Some((sink.commit().await.map_err(io)?, bytes))
+        let bytes = staged.size;
+        Some((stores.commit(staged).await.map_err(io)?, bytes))
     };
     let before = (image.store.clone(), image.location.clone(), image.replicas.clone());
     let (from_store, to_store, new_location) = (from.to_owned(), to.to_owned(), new.as_ref().map(|(l, _)| l.clone()));

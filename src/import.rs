@@ -94,6 +94,11 @@ impl Job {
     fn named<'a>(&self, store: &'a str) -> Option<&'a str> {
         self.multi_store.then_some(store)
     }
+
+    /// The stores as the store lists name them (none without several stores).
+    fn named_stores(&self) -> Vec<String> {
+        if self.multi_store { self.stores.clone() } else { Vec::new() }
+    }
 }
 
 /// What the import brought into one store: the data's place and digests.
@@ -189,7 +194,7 @@ async fn import(importer: &Importer, job: &Job, progress: &mut Progress) -> Resu
     // glance-download: the other Glance's image first, its formats and properties taken.
     let (image, remote_file) = match &job.remote {
         Some(remote) => {
-            let (image, file) = remote_metadata(importer, job, remote, progress).await?;
+            let (image, file) = remote_metadata(importer, job, &image, remote, progress).await?;
             (std::sync::Arc::new(image), Some(file))
         }
         None => (image, None),
@@ -276,11 +281,7 @@ async fn restage(importer: &Importer, job: &Job, progress: &mut Progress, store:
             }),
         )
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => "Image has been deleted, aborting import.".to_owned(),
-            StoreError::Rejected(r) => r.message,
-            e => format!("Cannot record the import's progress: {e}"),
-        })?;
+        .map_err(|e| task_error(e, "record the import's progress"))?;
     // The previous staging place is left as it is: committed (in an object store the
     // committed object may keep the staging name: removing it would remove the copy), or
     // aborted by the failed copy (the sweep takes anything left).
@@ -303,11 +304,9 @@ async fn note_store(importer: &Importer, job: &Job, store: &str, failed: bool) {
                 if i.properties.get_str(LOCK) != Some(task.as_str()) {
                     return Err(Rejection::conflict("Task was aborted externally"));
                 }
-                let left = store_list(i.properties.get_str(IMPORTING_TO), &[], Some(&named));
-                i.properties.set(IMPORTING_TO.into(), Some(left));
+                edit_store_list(i, IMPORTING_TO, &[], &[&named]);
                 if failed {
-                    let failed = store_list(i.properties.get_str(FAILED_IMPORT), &[&named], None);
-                    i.properties.set(FAILED_IMPORT.into(), Some(failed));
+                    edit_store_list(i, FAILED_IMPORT, &[&named], &[]);
                 }
                 Ok(())
             }),
@@ -422,11 +421,13 @@ fn http_client(importer: &Importer, filtered: bool) -> Result<reqwest::Client, S
 
 /// `glance-download`'s first step: the other Glance's image (found in the caller's catalog),
 /// which must be `active`; its formats and the properties Glance brings along
-/// ([`GLANCE_DOWNLOAD_PROPERTIES`]) set on this image (what they replace kept in `progress`
-/// to put back on failure). The image as it is then, and the data's URL and size.
+/// ([`GLANCE_DOWNLOAD_PROPERTIES`]) set on this image (what they replace in `before`, the image
+/// as the import found it, kept in `progress` to put back on failure). The image as it is
+/// then, and the data's URL and size.
 async fn remote_metadata(
     importer: &Importer,
     job: &Job,
+    before: &Image,
     remote: &RemoteImage,
     progress: &mut Progress,
 ) -> Result<(Image, (String, Option<u64>)), String> {
@@ -477,11 +478,6 @@ async fn remote_metadata(
         (body["container_format"].as_str().map(str::to_owned), body["disk_format"].as_str().map(str::to_owned));
     let size = body["size"].as_u64();
     let task = job.task_id.clone();
-    let before = importer
-        .store
-        .get_image(&Principal::system(), &job.image_id)
-        .await
-        .map_err(|e| format!("Cannot read the image: {e}"))?;
     progress.revert = Some(Revert {
         container_format: before.container_format.clone(),
         disk_format: before.disk_format.clone(),
@@ -508,11 +504,7 @@ async fn remote_metadata(
             }),
         )
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => "Image has been deleted, aborting import.".to_owned(),
-            StoreError::Rejected(r) => r.message,
-            e => format!("Cannot record the image's metadata: {e}"),
-        })?;
+        .map_err(|e| task_error(e, "record the image's metadata"))?;
     Ok((changed, (format!("{url}/file"), size)))
 }
 
@@ -623,7 +615,7 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, progress: &Prog
     let (size, md5, sha512) = (first.size as i64, first.md5.clone(), first.sha512.clone());
     let mut copies: Vec<(String, String)> =
         progress.brought.iter().map(|b| (b.store.clone(), b.location.clone())).collect();
-    let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
+    let named = job.named_stores();
     let expected = if copying { ImageStatus::Active } else { ImageStatus::Importing };
     let done = importer
         .store
@@ -653,20 +645,22 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, progress: &Prog
                 i.replicas.extend(copies.into_iter().map(|(store, location)| Replica { store, location }));
                 i.upload = None;
                 i.properties.remove(LOCK);
-                let mut left = i.properties.get_str(IMPORTING_TO).unwrap_or("").to_owned();
-                for store in &named {
-                    left = store_list(Some(&left), &[], Some(store));
-                }
-                i.properties.set(IMPORTING_TO.into(), Some(left));
+                let named: Vec<&str> = named.iter().map(String::as_str).collect();
+                edit_store_list(i, IMPORTING_TO, &[], &named);
                 Ok(())
             }),
         )
         .await;
-    match done {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound) => Err("Image has been deleted, aborting import.".into()),
-        Err(StoreError::Rejected(r)) => Err(r.message),
-        Err(e) => Err(format!("Cannot activate the image: {e}")),
+    done.map(|_| ()).map_err(|e| task_error(e, "activate the image"))
+}
+
+/// Why the import fails when the catalogue refused or failed a change of its image made
+/// while `doing` it.
+fn task_error(e: StoreError, doing: &str) -> String {
+    match e {
+        StoreError::NotFound => "Image has been deleted, aborting import.".to_owned(),
+        StoreError::Rejected(r) => r.message,
+        e => format!("Cannot {doing}: {e}"),
     }
 }
 
@@ -685,7 +679,7 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
     };
     let copying = job.method == ImportMethod::CopyImage;
     let task = job.task_id.clone();
-    let named: Vec<String> = job.stores.iter().filter_map(|s| job.named(s)).map(str::to_owned).collect();
+    let named = job.named_stores();
     let failed = progress.failed.clone();
     let revert =
         progress.revert.as_ref().map(|r| (r.container_format.clone(), r.disk_format.clone(), r.properties.clone()));
@@ -718,14 +712,10 @@ pub async fn abandon(importer: &Importer, job: &Job, progress: &Progress) {
                         }
                     }
                 }
-                let mut left = i.properties.get_str(IMPORTING_TO).unwrap_or("").to_owned();
-                for store in &named {
-                    left = store_list(Some(&left), &[], Some(store));
-                }
-                i.properties.set(IMPORTING_TO.into(), Some(left));
+                let named: Vec<&str> = named.iter().map(String::as_str).collect();
+                edit_store_list(i, IMPORTING_TO, &[], &named);
                 let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
-                let failed = store_list(i.properties.get_str(FAILED_IMPORT), &failed, None);
-                i.properties.set(FAILED_IMPORT.into(), Some(failed));
+                edit_store_list(i, FAILED_IMPORT, &failed, &[]);
                 Ok(())
             }),
         )
@@ -788,19 +778,25 @@ pub fn fail_importing(i: &mut Image) {
         return;
     };
     let stores: Vec<&str> = importing.split(',').collect();
-    let failed = store_list(i.properties.get_str(FAILED_IMPORT), &stores, None);
-    i.properties.set(FAILED_IMPORT.into(), Some(failed));
+    edit_store_list(i, FAILED_IMPORT, &stores, &[]);
     i.properties.set(IMPORTING_TO.into(), Some(String::new()));
 }
 
 /// A store list property (`a,b`) with `add` added and `remove` taken out, sorted.
-pub fn store_list(current: Option<&str>, add: &[&str], remove: Option<&str>) -> String {
+fn store_list(current: Option<&str>, add: &[&str], remove: &[&str]) -> String {
     let mut stores: Vec<&str> = current.unwrap_or("").split(',').filter(|s| !s.is_empty()).collect();
     stores.extend(add.iter().copied());
-    stores.retain(|s| Some(*s) != remove);
+    stores.retain(|s| !remove.contains(s));
     stores.sort_unstable();
     stores.dedup();
     stores.join(",")
+}
+
+/// Sets the image's store list property `key` ([`IMPORTING_TO`], [`FAILED_IMPORT`]) to what it
+/// was with `add` added and `remove` taken out.
+pub fn edit_store_list(i: &mut Image, key: &str, add: &[&str], remove: &[&str]) {
+    let list = store_list(i.properties.get_str(key), add, remove);
+    i.properties.set(key.into(), Some(list));
 }
 
 #[cfg(test)]
@@ -809,10 +805,10 @@ mod tests {
 
     #[test]
     fn store_lists_stay_sorted_and_unique() {
-        assert_eq!(store_list(None, &[], None), "");
-        assert_eq!(store_list(Some("b,a"), &["c", "a"], None), "a,b,c");
-        assert_eq!(store_list(Some("a,b"), &[], Some("a")), "b");
-        assert_eq!(store_list(Some(""), &[], Some("a")), "");
+        assert_eq!(store_list(None, &[], &[]), "");
+        assert_eq!(store_list(Some("b,a"), &["c", "a"], &[]), "a,b,c");
+        assert_eq!(store_list(Some("a,b"), &[], &["a"]), "b");
+        assert_eq!(store_list(Some(""), &[], &["a"]), "");
     }
 
     #[test]

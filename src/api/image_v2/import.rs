@@ -17,7 +17,7 @@ use crate::domain::import::ImportMethod;
 use crate::domain::policy::Rule;
 use crate::domain::task::{API_IMAGE_IMPORT, Task, TaskStatus};
 use crate::domain::{Image, ImageStatus, Principal, Rejection, RejectionKind, UploadLease, now};
-use crate::import::{FAILED_IMPORT, IMPORTING_TO, Importer, Job, LOCK, RemoteImage, STAGE_HOST, store_list};
+use crate::import::{FAILED_IMPORT, IMPORTING_TO, Importer, Job, LOCK, RemoteImage, STAGE_HOST, edit_store_list};
 use crate::store::data::DataStore;
 
 /// How long a `web-download` may go without a byte.
@@ -242,13 +242,8 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
         i.upload = Some(hold);
         i.properties.set(LOCK.into(), Some(lock));
         let requested: Vec<&str> = named.iter().map(String::as_str).collect();
-        let importing = store_list(i.properties.get_str(IMPORTING_TO), &requested, None);
-        i.properties.set(IMPORTING_TO.into(), Some(importing));
-        let mut failed = i.properties.get_str(FAILED_IMPORT).unwrap_or("").to_owned();
-        for s in &requested {
-            failed = store_list(Some(&failed), &[], Some(s));
-        }
-        i.properties.set(FAILED_IMPORT.into(), Some(failed));
+        edit_store_list(i, IMPORTING_TO, &requested, &[]);
+        edit_store_list(i, FAILED_IMPORT, &[], &requested);
         i.properties.remove(STAGE_HOST);
         Ok(())
     })

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Reply, not_authorized, store_fault};
 use crate::api::fault::Fault;
-use crate::domain::ImageStatus;
 use crate::domain::policy::Rule;
+use crate::domain::{ImageStatus, Rejection, RejectionKind};
 
 fn not_enabled() -> Fault {
     Fault::explained(StatusCode::NOT_FOUND, "Multi backend is not supported at this site.")
@@ -70,36 +70,26 @@ pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Reply, Faul
             "It's not allowed to remove image data from store if image status is not 'active'",
         ));
     }
-    // One location: Glance refuses before it looks at the store named.
-    if image.locations().count() <= 1 {
-        return Err(Fault::explained(
-            StatusCode::FORBIDDEN,
-            "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
-        ));
-    }
-    let Some((_, location)) = image.locations().find(|(s, _)| *s == store) else {
-        return Err(Fault::explained(StatusCode::NOT_FOUND, format!("Image {id} is not stored in store {store}.")));
-    };
-    let removed = crate::domain::Replica { store: store.to_owned(), location: location.to_owned() };
+    // Checked again in the change, in Glance's order: one location is refused before the
+    // store named is looked at.
+    let only = "Cannot delete image data from the only store containing it. Consider deleting the image instead.";
+    let missing = format!("Image {id} is not stored in store {store}.");
+    let removed = image.locations().find(|(s, _)| *s == store).map(|(s, l)| (s.to_owned(), l.to_owned()));
     let changed = ctx.state.store.modify_image(
         &ctx.principal,
         id,
         Rule::DeleteImageLocation,
         Box::new(move |i| {
-            if !i.locations().any(|(s, l)| s == removed.store && l == removed.location) {
-                return Err(crate::domain::Rejection::new(
-                    crate::domain::RejectionKind::NotFound,
-                    format!("Image {} is not stored in store {}.", i.id, removed.store),
-                ));
-            }
             if i.locations().count() <= 1 {
-                return Err(crate::domain::Rejection::new(
-                    crate::domain::RejectionKind::Forbidden,
-                    "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
-                ));
+                return Err(Rejection::new(RejectionKind::Forbidden, only));
             }
-            i.drop_copy(&removed.store);
-            Ok(())
+            match removed {
+                Some((s, l)) if i.locations().any(|copy| copy == (s.as_str(), l.as_str())) => {
+                    i.drop_copy(&s);
+                    Ok(())
+                }
+                _ => Err(Rejection::new(RejectionKind::NotFound, missing)),
+            }
         }),
     );
     changed.await.map_err(|e| store_fault(e, id))?;

@@ -350,26 +350,50 @@ impl DataStore {
     }
 }
 
+/// What data is measured by while it streams: its size (bounded by a cap), md5, sha512 and
+/// first bytes (for format inspection).
+struct Measure {
+    md5: Md5,
+    sha: Sha512,
+    size: u64,
+    head: Vec<u8>,
+    cap: u64,
+}
+
+impl Measure {
+    fn new(cap: u64) -> Measure {
+        Measure { md5: Md5::new(), sha: Sha512::new(), size: 0, head: Vec::with_capacity(HEAD_LEN), cap }
+    }
+
+    /// Takes in the next chunk; `TooLarge` past the cap.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.cap {
+            return Err(UploadError::TooLarge);
+        }
+        if self.head.len() < HEAD_LEN {
+            let take = (HEAD_LEN - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        self.md5.update(chunk);
+        self.sha.update(chunk);
+        Ok(())
+    }
+
+    /// The size, md5, sha512 and first bytes.
+    fn finish(self) -> (u64, String, String, Vec<u8>) {
+        (self.size, hex(&self.md5.finalize()), hex(&self.sha.finalize()), self.head)
+    }
+}
+
 /// The size, md5, sha512 and first bytes of `data`, read to its end (at most `cap` bytes):
 /// data already in a store, checked without a copy.
 pub async fn digest(mut data: ByteStream, cap: u64) -> Result<(u64, String, String, Vec<u8>), UploadError> {
-    let (mut md5, mut sha) = (Md5::new(), Sha512::new());
-    let mut size = 0u64;
-    let mut head = Vec::with_capacity(HEAD_LEN);
+    let mut measure = Measure::new(cap);
     while let Some(chunk) = futures_util::StreamExt::next(&mut data).await {
-        let chunk = chunk?;
-        size += chunk.len() as u64;
-        if size > cap {
-            return Err(UploadError::TooLarge);
-        }
-        if head.len() < HEAD_LEN {
-            let take = (HEAD_LEN - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        md5.update(&chunk);
-        sha.update(&chunk);
+        measure.feed(&chunk?)?;
     }
-    Ok((size, hex(&md5.finalize()), hex(&sha.finalize()), head))
+    Ok(measure.finish())
 }
 
 /// Feeds `body` to `sink`: the size, md5, sha512 and first bytes of what it wrote.
@@ -378,26 +402,15 @@ async fn receive(
     mut body: Body,
     cap: u64,
 ) -> Result<(u64, String, String, Vec<u8>), UploadError> {
-    let (mut md5, mut sha) = (Md5::new(), Sha512::new());
-    let mut size = 0u64;
-    let mut head = Vec::with_capacity(HEAD_LEN);
+    let mut measure = Measure::new(cap);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UploadError::Interrupted(e.to_string()))?;
         let Ok(chunk) = frame.into_data() else { continue };
         let chunk: Bytes = chunk;
-        size += chunk.len() as u64;
-        if size > cap {
-            return Err(UploadError::TooLarge);
-        }
-        if head.len() < HEAD_LEN {
-            let take = (HEAD_LEN - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        md5.update(&chunk);
-        sha.update(&chunk);
+        measure.feed(&chunk)?;
         sink.write(chunk).await?;
     }
-    Ok((size, hex(&md5.finalize()), hex(&sha.finalize()), head))
+    Ok(measure.finish())
 }
 
 /// Glance's format rule for `bare` containers (§8.1): the data must be what `disk_format`
