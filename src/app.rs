@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::handler::Handler;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -201,18 +200,27 @@ impl Application {
         // Each listener is one handler (it routes by itself, in Nova's and Glance's order):
         // served without a `Router`, whose path matching would only lead to the fallback.
         // Outermost: a panic anywhere becomes a 500 instead of a dropped connection.
-        let compute_api = compute::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(state.clone());
-        let image_api = image_v2::handle.layer(CatchPanicLayer::custom(panic_response)).with_state(state.clone());
+        // Called straight from the connection loop: no router, no service layers, no boxes.
+        let compute_api = {
+            let state = state.clone();
+            move |request| server::catch_panic(compute::handle(State(state.clone()), request), compute_panic)
+        };
+        let image_api = {
+            let state = state.clone();
+            move |request| server::catch_panic(image_v2::handle(State(state.clone()), request), image_panic)
+        };
         let compute_busy: Arc<[u8]> = server::response_bytes(overloaded(true)).await.into();
         let image_busy: Arc<[u8]> = server::response_bytes(overloaded(false)).await.into();
 
         let (listening, stopping) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let admin_api = crate::admin::handle.with_state(crate::admin::Admin {
+        let admin_state = crate::admin::Admin {
             store: state.store.clone(),
             metrics: crate::admin::recorder(),
             listening: listening.clone(),
             stopping: stopping.clone(),
-        });
+        };
+        let upkeep = tokio::spawn(crate::admin::upkeep(admin_state.metrics.clone()));
+        let admin_api = move |request| crate::admin::handle(State(admin_state.clone()), request);
         let admin_busy: Arc<[u8]> = server::response_bytes(
             (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, RETRY_AFTER)], "too many connections\n")
                 .into_response(),
@@ -220,7 +228,7 @@ impl Application {
         .await
         .into();
 
-        let (stop, cut) = (CancellationToken::new(), CancellationToken::new());
+        let (stop, cut) = (server::Stop::new(stopping.clone()), CancellationToken::new());
         let connections = TaskTracker::new();
         let maintenance =
             tokio::spawn(service::maintain(state.store.clone(), state.data.clone(), Node::clone(&state.node), sweep));
@@ -249,8 +257,7 @@ impl Application {
 
         listening.store(true, Ordering::Release);
         shutdown.await;
-        stopping.store(true, Ordering::Release);
-        stop.cancel();
+        stop.stop();
         let _ = listeners.await;
         connections.close();
         state.tasks.close();
@@ -274,6 +281,7 @@ impl Application {
         }
         maintenance.abort();
         let _ = maintenance.await;
+        upkeep.abort();
         if let Some(prefetcher) = prefetcher {
             // A copy cut here is never served: it stays under `incomplete/`, emptied at start.
             prefetcher.abort();
@@ -296,8 +304,13 @@ fn overloaded(nova: bool) -> Response {
     fault.with_header(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER)).render(None)
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
+/// Glance's answer to an unexpected error: WebOb's 500 page.
+fn image_panic() -> Response {
+    Fault::bare(StatusCode::INTERNAL_SERVER_ERROR).render(None)
+}
+
+/// Nova's answer to an unexpected error.
+fn compute_panic() -> Response {
     let body = r#"{"computeFault": {"code": 500, "message": "Unexpected API Error. Please contact the administrator\n<class 'imagemeta.Panic'>"}}"#;
     (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, HeaderValue::from_static(FAULT_CONTENT_TYPE))], body)
         .into_response()

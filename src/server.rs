@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -28,7 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
 /// The bounds on every connection (see the module documentation). Each is a `serve` setting.
@@ -90,25 +89,49 @@ pub fn raise_fd_limit_and_cap(wanted: usize) -> usize {
     wanted.min(fits)
 }
 
-/// Serves `listener` with `app` until `stop` is cancelled; then asks every connection to
+/// The signal to stop serving: a flag that every poll of a connection reads (one atomic load),
+/// and a token whose cancellation wakes the connections waiting.
+#[derive(Clone)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Stop {
+    /// A signal that sets `flag` when given.
+    pub fn new(flag: Arc<AtomicBool>) -> Stop {
+        Stop { flag, token: CancellationToken::new() }
+    }
+
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn given(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+/// Serves `listener` with `app` until `stop` is given; then asks every connection to
 /// finish, and cuts those still open when `cut` is cancelled. Connections are tracked by
 /// `connections`.
-pub async fn serve<S>(
+pub async fn serve<A, F>(
     listener: TcpListener,
-    app: S,
+    app: A,
     limits: Limits,
     overload: Arc<[u8]>,
-    stop: CancellationToken,
+    stop: Stop,
     cut: CancellationToken,
     connections: TaskTracker,
 ) where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
+    A: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.token.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -139,10 +162,10 @@ pub async fn serve<S>(
     }
 }
 
-async fn connection<S>(stream: TcpStream, app: S, limits: Limits, stop: CancellationToken, cut: CancellationToken)
+async fn connection<A, F>(stream: TcpStream, app: A, limits: Limits, stop: Stop, cut: CancellationToken)
 where
-    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
+    A: Fn(Request<Body>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
     let phase = Arc::new(Phase::new());
     // The client's address, for the access log only (an allocation per request otherwise spared).
@@ -150,16 +173,22 @@ where
     let io = TokioIo::new(TimedIo::new(stream, phase.clone(), limits));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         phase.set(Phase::BUSY);
-        let mut request = request.map(|body| Body::new(TimeoutBody::new(limits.body_timeout, body)));
+        // A request without a body (most of them) needs no body timeout, nor its allocation.
+        let mut request = request.map(|body| {
+            if http_body::Body::is_end_stream(&body) {
+                Body::empty()
+            } else {
+                Body::new(TimeoutBody::new(limits.body_timeout, body))
+            }
+        });
         if let Some(peer) = peer {
             request.extensions_mut().insert(crate::api::access::Peer(peer));
         }
-        let response = app.clone().oneshot(request);
+        let response = app(request);
         let phase = phase.clone();
         async move {
-            let response = response.await?;
             // The connection is busy until the response has been written to the end.
-            Ok::<_, Infallible>(response.map(|body| Body::new(Written { body, phase })))
+            Ok::<_, Infallible>(response.await.map(|body| Written { body, phase }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -168,9 +197,29 @@ where
     builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => return log_end(result),
-        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    // Until the stop: the stop's wake-up is registered once per waker, not on every poll (a
+    // lock and a waker check each), and the flag is what is read.
+    let mut stopped = std::pin::pin!(stop.token.cancelled());
+    let mut registered: Option<std::task::Waker> = None;
+    let served = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if stop.given() {
+            return Poll::Ready(None);
+        }
+        if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            registered = Some(cx.waker().clone());
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    match served {
+        Some(result) => return log_end(result),
+        None => conn.as_mut().graceful_shutdown(),
     }
     tokio::select! {
         result = conn.as_mut() => log_end(result),
@@ -184,12 +233,40 @@ fn log_end(result: Result<(), hyper::Error>) {
     }
 }
 
+/// `handler`'s response, or, if it panics, `on_panic`'s (logged): the connection is answered
+/// instead of dropped.
+pub async fn catch_panic<F>(handler: F, on_panic: fn() -> Response<Body>) -> Response<Body>
+where
+    F: Future<Output = Response<Body>>,
+{
+    let mut handler = std::pin::pin!(handler);
+    let polled = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+            Ok(Poll::Ready(response)) => Poll::Ready(Some(response)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(None),
+        }
+    })
+    .await;
+    polled.unwrap_or_else(|| {
+        tracing::error!("a request handler panicked");
+        on_panic()
+    })
+}
+
 /// Where a connection is in its request cycle, shared by its socket and its requests.
+///
+/// A phase's deadline runs from the first time its socket waits for a byte in it, not from
+/// the change itself: the two are apart by no more than the poll that made the change, and
+/// a request served at once (the common case) then reads the clock once, not three times.
 struct Phase {
     state: AtomicU8,
-    /// When the state last changed, in milliseconds since `origin`.
+    /// When the socket first waited in this state, in milliseconds since `origin`
+    /// ([`Phase::UNSTAMPED`] until then).
     since: AtomicU64,
     origin: Instant,
+    /// Whether `reader` holds a waker (so that a change of state takes no lock otherwise).
+    parked: AtomicBool,
     /// The connection's task, parked on a read while busy: woken when the state changes, so
     /// that the idle deadline starts to run (no byte may ever come to wake it).
     reader: std::sync::Mutex<Option<std::task::Waker>>,
@@ -202,6 +279,7 @@ impl Phase {
     const HEAD: u8 = 1;
     /// A request is being handled and its response written.
     const BUSY: u8 = 2;
+    const UNSTAMPED: u64 = u64::MAX;
 
     fn new() -> Phase {
         // A new connection is reading its first head: the header timeout runs from now.
@@ -209,6 +287,7 @@ impl Phase {
             state: AtomicU8::new(Phase::HEAD),
             since: AtomicU64::new(0),
             origin: Instant::now(),
+            parked: AtomicBool::new(false),
             reader: std::sync::Mutex::new(None),
         }
     }
@@ -218,9 +297,11 @@ impl Phase {
     }
 
     fn set(&self, state: u8) {
-        self.since.store(self.origin.elapsed().as_millis() as u64, Ordering::Release);
+        self.since.store(Phase::UNSTAMPED, Ordering::Release);
         self.state.store(state, Ordering::Release);
-        if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if self.parked.swap(false, Ordering::AcqRel)
+            && let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
             reader.wake();
         }
     }
@@ -231,14 +312,22 @@ impl Phase {
         if !reader.as_ref().is_some_and(|r| r.will_wake(waker)) {
             *reader = Some(waker.clone());
         }
+        self.parked.store(true, Ordering::Release);
     }
 
+    /// When the socket first waited in the current state (stamped now if it had not yet).
     fn since(&self) -> Instant {
-        self.origin + Duration::from_millis(self.since.load(Ordering::Acquire))
+        let mut since = self.since.load(Ordering::Acquire);
+        if since == Phase::UNSTAMPED {
+            since = self.origin.elapsed().as_millis() as u64;
+            self.since.store(since, Ordering::Release);
+        }
+        self.origin + Duration::from_millis(since)
     }
 }
 
 /// A response body that marks its connection idle once it has been written (or dropped).
+/// Handed to hyper as it is: no box of its own.
 struct Written {
     body: Body,
     phase: Arc<Phase>,
@@ -314,12 +403,39 @@ impl AsyncRead for TimedIo {
                         return Poll::Pending;
                     }
                 };
+                // The timer may be armed early (for an earlier phase): when it fires before the
+                // deadline it is moved on. Resetting it to every new phase's deadline would
+                // cost a trip through the timer wheel per request.
                 let deadline = this.phase.since() + limit;
-                if this.read_deadline.deadline() != deadline {
+                if this.read_deadline.deadline() > deadline {
                     this.read_deadline.as_mut().reset(deadline);
                 }
-                ready!(this.read_deadline.as_mut().poll(cx));
-                Poll::Ready(Err(TimedIo::timed_out(what)))
+                loop {
+                    ready!(this.read_deadline.as_mut().poll(cx));
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(TimedIo::timed_out(what)));
+                    }
+                    this.read_deadline.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+impl TimedIo {
+    /// A write's outcome, with the send-stall deadline: armed when the client stops reading,
+    /// disarmed when a write goes through.
+    fn stalled(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Pending => {
+                let send_timeout = self.limits.send_timeout;
+                let stalled = self.write_stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(send_timeout)));
+                ready!(stalled.as_mut().poll(cx));
+                Poll::Ready(Err(TimedIo::timed_out("sending a response")))
+            }
+            done => {
+                self.write_stalled = None;
+                done
             }
         }
     }
@@ -327,19 +443,22 @@ impl AsyncRead for TimedIo {
 
 impl AsyncWrite for TimedIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            Poll::Pending => {
-                let send_timeout = this.limits.send_timeout;
-                let stalled = this.write_stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(send_timeout)));
-                ready!(stalled.as_mut().poll(cx));
-                Poll::Ready(Err(TimedIo::timed_out("sending a response")))
-            }
-            done => {
-                this.write_stalled = None;
-                done
-            }
-        }
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.stalled(cx, written)
+    }
+
+    /// Head and body go out in one `writev`, without copying the body into hyper's buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.stalled(cx, written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
