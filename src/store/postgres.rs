@@ -7,7 +7,8 @@
 //!   together. A commit is acknowledged once PostgreSQL has it durably (`synchronous_commit`).
 //! * Listings run the statement [`sql::list`] builds for both backends.
 //! * Point reads are served from a read cache ([`ImageCache`]) that is coherent across nodes:
-//!   every write sends `NOTIFY imagemeta_images, '<id>'` in its transaction, and each node
+//!   the ids of the images a node changed go out on `NOTIFY imagemeta_images` after their
+//!   commits (those of up to [`NOTIFY_WINDOW`] together), and each node
 //!   listens on a connection of its own and drops what other nodes changed; while that
 //!   connection is down the cache is bypassed and emptied, and each entry expires [`CACHE_TTL`]
 //!   after the read that produced it, so a write acknowledged by one node is read by every
@@ -67,6 +68,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long a cached image may be served without news from the database.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// The most time a change waits to be notified to the other nodes (well within [`CACHE_TTL`]).
+const NOTIFY_WINDOW: Duration = Duration::from_millis(20);
 
 /// Connections in each node's pool.
 const POOL_SIZE: usize = 16;
@@ -332,7 +335,8 @@ const UPDATE_PROPERTY: &str = "UPDATE image_properties SET value = $3 WHERE imag
 const INSERT_PROPERTY: &str = "INSERT INTO image_properties (image_id, name, value, position) VALUES ($1, $2, $3, \
      (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = $1)) \
      ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value";
-const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+/// Every payload in `$2` a notification on channel `$1`, in one statement and one transaction.
+const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 const LOCK: &str = "SELECT 1 FROM images WHERE id = $1 FOR UPDATE";
 /// The whole image `id`; when `for_update`, its row is locked for the transaction first.
 ///
@@ -530,31 +534,38 @@ async fn insert_image(c: &impl GenericClient, image: &Image) -> Result<(), Store
     write_members(c, image).await
 }
 
-/// Sends the other nodes the ids of the images this node changed, a batch at a time (one
-/// `NOTIFY` for all the writes of a few milliseconds), after their transactions committed.
-/// Not inside them: PostgreSQL serializes the commits of transactions that notify (a
-/// cluster-wide lock held through the commit's flush), which made every write wait for every
-/// other's fsync; nor one per write: a statement and a transaction each. A notification that
-/// is lost (the database unreachable, the process gone) costs at most the caches' TTL.
+/// Sends the other nodes the ids of the images this node changed, after their transactions
+/// committed, those of up to [`NOTIFY_WINDOW`] in one transaction (one statement, as many
+/// notifications as their payloads need). Not inside the writes' transactions: PostgreSQL
+/// serializes the commits of transactions that notify (a cluster-wide lock held through the
+/// commit's flush), which made every write wait for every other's fsync; nor one per batch of
+/// writes: each is a transaction with a flush of its own, and they cost PostgreSQL as much CPU
+/// as the writes themselves. A notification that is late or lost (the database unreachable,
+/// the process gone) costs at most the caches' TTL.
 async fn notifier(pool: Pool, mut changed: tokio::sync::mpsc::Receiver<String>) {
     // A payload stays well under PostgreSQL's 8,000 bytes.
     const MAX_PAYLOAD: usize = 7_000;
+    let mut last = tokio::time::Instant::now();
     while let Some(first) = changed.recv().await {
+        // The first change after a quiet spell goes at once; under load, one transaction per
+        // window carries them all.
+        tokio::time::sleep_until(last + NOTIFY_WINDOW).await;
+        let mut payloads = Vec::new();
         let mut ids = vec![first];
         let mut size = ids[0].len();
-        while size < MAX_PAYLOAD {
-            match changed.try_recv() {
-                Ok(id) => {
-                    size += id.len() + 4;
-                    ids.push(id);
-                }
-                Err(_) => break,
+        while let Ok(id) = changed.try_recv() {
+            if size + id.len() + 4 > MAX_PAYLOAD {
+                payloads.push(serde_json::to_string(&ids).unwrap_or_default());
+                (ids, size) = (Vec::new(), 0);
             }
+            size += id.len() + 4;
+            ids.push(id);
         }
-        let payload = serde_json::to_string(&ids).unwrap_or_default();
+        payloads.push(serde_json::to_string(&ids).unwrap_or_default());
+        last = tokio::time::Instant::now();
         let sent = async {
             let c = pool.get().await?;
-            exec(&c, NOTIFY, &[&CHANNEL, &payload]).await
+            exec(&c, NOTIFY, &[&CHANNEL, &payloads]).await
         };
         if let Err(e) = tokio::time::timeout(OP_TIMEOUT, sent)
             .await
