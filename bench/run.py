@@ -4,8 +4,11 @@
 Builds in release mode, seeds databases, starts imagemeta (embedded SQLite, static tokens,
 synchronous=FULL) and the fixed-body yardstick on loopback, drives each scenario with wrk at
 10 and 50 connections, and prints requests/s, p50, p99 and the ratio to the yardstick measured
-in the same run with a body of the scenario's own response size. Everything it starts it stops;
-everything it writes is under a temporary directory that it removes.
+in the same run with a body of the scenario's own response size. Each scenario runs --pairs
+times (3), each run right after one of its yardstick: the table gives the median run of each
+and the median of the pairs' ratios, so that the machine's drift over minutes does not land
+between a scenario and its yardstick. Everything it starts it stops; everything it writes is
+under a temporary directory that it removes.
 
 With --postgres it also starts a throwaway PostgreSQL cluster (ci/postgres/start.sh, as root)
 and runs the point-read and write scenarios against imagemeta on it, side by side with
@@ -13,7 +16,8 @@ pgbench's single-row update on the same server in the same run (the PostgreSQL y
 writes; reads keep the fixed body's).
 
 Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--main-images N]
-                    [--skip-detail] [--no-build] [--postgres] [--pg-images N]
+                    [--skip-detail] [--no-build] [--postgres] [--pg-images N] [--skip-sqlite]
+                    [--pairs N]
 """
 
 import argparse
@@ -22,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +148,11 @@ def wrk(url, conns, duration, script=None, env=None):
     return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def median_run(runs):
+    """The run of median requests per second."""
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+
+
 def lua(work, name, text):
     path = os.path.join(work, name + ".lua")
     with open(path, "w") as f:
@@ -214,19 +224,19 @@ def postgres_run(args, work, procs, rows, scenarios):
         with open(script, "w") as f:
             f.write("\\set aid random(1, 100000 * :scale)\n"
                     "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
-        yard = {}
-        for c in CONNECTIONS:
+        def pgbench(c):
+            """One run of pgbench's single-row update at `c` clients."""
             out = subprocess.run([os.path.join(pg_bin, "pgbench"), "-n", "-f", script, "-c", str(c), "-j", "2",
                                   "-T", str(args.duration), "-r", f"{server}/pgbench"],
                                  check=True, stdout=subprocess.PIPE, text=True).stdout
             tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
             lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-            yard[c] = {"rps": tps, "p50": lat, "p99": float("nan"), "non2xx": 0}
-            rows.append(("[postgres] pgbench single-row UPDATE (synchronous_commit on)", c, yard[c], None))
             log(f"pgbench single-row update c={c}: {tps:.0f} tps")
+            return {"rps": tps, "p50": lat, "p99": float("nan"), "non2xx": 0}
+
         db = f"{server}/imagemeta?sslmode=disable"
         db_seeded, ids = seed(work, "pg", args.pg_images, 10, database=db)
-        scenarios("postgres", db_seeded, ids, write_yard=yard)
+        scenarios("postgres", db_seeded, ids, write_yard=(pgbench, "pgbench single-row UPDATE (synchronous_commit on)"))
     finally:
         subprocess.run([os.path.join(ROOT, "ci", "postgres", "stop.sh"), state], check=False)
 
@@ -241,6 +251,8 @@ def main():
     ap.add_argument("--postgres", action="store_true", help="also the PostgreSQL run, with pgbench's yardstick")
     ap.add_argument("--pg-images", type=int, default=20000, help="images of the PostgreSQL run")
     ap.add_argument("--skip-sqlite", action="store_true", help="only the PostgreSQL run")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="runs of each scenario, each right after a run of its yardstick (medians reported)")
     args = ap.parse_args()
     if args.main_images % 7919 == 0:
         sys.exit("--main-images must not be a multiple of 7919 (the DELETE scenario's stride)")
@@ -258,20 +270,15 @@ def main():
 
         sizes = [int(s) for s in args.sizes.split(",")]
         done = [0]
-        yards = {}
+        fixed_servers = {}
 
-        def yardstick(size):
-            """The fixed-body server's numbers for a body of `size` bytes (run once per size)."""
-            if size not in yards:
-                fixed = Proc([FIXED, str(size)], ("fixed_body",), work)
-                try:
-                    yards[size] = {c: wrk(fixed.urls["fixed_body"] + "/", c, args.duration) for c in CONNECTIONS}
-                finally:
-                    fixed.stop()
-                for c in CONNECTIONS:
-                    rows.append((f"fixed body ({size} B)", c, yards[size][c], None))
-                    log(f"fixed body {size} B c={c}: {yards[size][c]['rps']:.0f} req/s")
-            return yards[size]
+        def fixed_body(size):
+            """A run of the fixed-body server of `size` bytes (started once, idle between runs)."""
+            if size not in fixed_servers:
+                fixed_servers[size] = Proc([FIXED, str(size)], ("fixed_body",), work)
+                procs.append(fixed_servers[size])
+            url = fixed_servers[size].urls["fixed_body"] + "/"
+            return lambda c: wrk(url, c, args.duration)
 
         def scenarios(label, db, ids, write_yard=None):
             """The point-read and write scenarios on `db`: reads against the fixed body of
@@ -289,14 +296,30 @@ def main():
             delete = lua(work, f"delete-{label}", common + DELETE_LUA)
 
             def run(name, url, size, script=None, writes=False):
-                yard = write_yard if (writes and write_yard) else yardstick(max(size, MIN_FIXED_BODY))
+                """`--pairs` runs of the yardstick and the scenario, one after the other: the
+                medians of each, and the median of the pairs' ratios (the machine's speed
+                drifts over minutes; a pair's two runs are seconds apart)."""
+                if writes and write_yard:
+                    yard, yard_name = write_yard
+                else:
+                    body = max(size, MIN_FIXED_BODY)
+                    yard, yard_name = fixed_body(body), f"fixed body ({body} B)"
                 for c in CONNECTIONS:
-                    env = dict(os.environ, BENCH_OFFSET=str(done[0]))
-                    r = wrk(url, c, args.duration, script, env)
-                    done[0] += int(r["rps"] * args.duration * 1.2) + 1000
-                    b = yard[c]
-                    rows.append((f"[{label}] {name} ({size} B)", c, r, b))
-                    log(f"[{label}] {name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms ({r['rps'] / b['rps']:.2f}x), non-2xx {r['non2xx']}")
+                    ours, theirs, ratios = [], [], []
+                    for _ in range(args.pairs):
+                        b = yard(c)
+                        env = dict(os.environ, BENCH_OFFSET=str(done[0]))
+                        r = wrk(url, c, args.duration, script, env)
+                        done[0] += int(r["rps"] * args.duration * 1.2) + 1000
+                        ours.append(r)
+                        theirs.append(b)
+                        ratios.append(r["rps"] / b["rps"])
+                    r, b, ratio = median_run(ours), median_run(theirs), statistics.median(ratios)
+                    rows.append((f"[{label}] {yard_name}, paired with the next", c, b, None))
+                    rows.append((f"[{label}] {name} ({size} B)", c, r, ratio))
+                    spread = ", ".join(f"{x:.2f}" for x in ratios)
+                    log(f"[{label}] {name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
+                        f"{yard_name} {b['rps']:.0f}: {ratio:.2f}x (pairs: {spread}), non-2xx {r['non2xx']}")
 
             def size_of(method, url, body=None):
                 return len(http(method, url, body)[1])
@@ -352,13 +375,13 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print("| scenario | conns | req/s | p50 ms | p99 ms | ratio to fixed body |")
+    print(f"| scenario (median of {args.pairs} runs) | conns | req/s | p50 ms | p99 ms | median ratio of the pairs |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, c, r, b in rows:
+    for name, c, r, ratio in rows:
         if r is None:
             print(f"| {name} | | | | | |")
             continue
-        ratio = f"{r['rps'] / b['rps']:.2f}" if b else ""
+        ratio = f"{ratio:.2f}" if ratio is not None else ""
         bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
         print(f"| {name}{bad} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} |")
     if len(sizes) > 1 and not args.skip_detail:

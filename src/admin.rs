@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -24,8 +24,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::store::DynStore;
 
 /// Latency buckets, in seconds: from a cache hit (tens of microseconds) to a slow upload.
-const BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Installs the process's metrics recorder (once; later calls get the same handle).
 pub fn recorder() -> PrometheusHandle {
@@ -33,7 +33,7 @@ pub fn recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets(BUCKETS)
+                .set_buckets(&BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         metrics_exporter_prometheus::Matcher::Full("imagemeta_store_write_batch_size".into()),
@@ -101,7 +101,11 @@ pub async fn handle(
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-                admin.metrics.render(),
+                {
+                    let mut body = admin.metrics.render();
+                    requests::render(&mut body);
+                    body
+                },
             )
                 .into_response()
         }
@@ -135,31 +139,181 @@ pub fn request(
     elapsed: Duration,
 ) {
     let method = method_label(method);
-    // The handles of each label set, looked up once per thread: a request then costs an
-    // increment and a record, not two keys built, hashed and found in the registry. The label
-    // strings are static, so their addresses are the key (a string at two addresses only gets
-    // two handles to the same metric).
-    type Handles = (metrics::Counter, metrics::Histogram);
+    // The handles of each label set, looked up once per thread: a request then costs a
+    // lookup and three atomic additions, not two keys built, hashed and found in a registry.
+    // The label strings are static, so their addresses are the key (a string at two addresses
+    // only gets two handles to the same series).
+    type Handles = (Arc<AtomicU64>, Arc<requests::Latency>);
     /// (api, route, method, status).
     type Labels = (usize, usize, usize, u16);
     thread_local! {
         static HANDLES: std::cell::RefCell<HashMap<Labels, Handles, std::hash::BuildHasherDefault<Mix>>> =
             std::cell::RefCell::new(HashMap::default());
     }
-    let handles = || -> Handles {
-        let counter = metrics::counter!("imagemeta_http_requests_total", "api" => api, "route" => route,
-                                        "method" => method, "status" => status.as_str().to_owned());
-        let histogram = metrics::histogram!("imagemeta_http_request_duration_seconds", "api" => api,
-                                            "route" => route, "method" => method);
-        (counter, histogram)
-    };
     HANDLES.with(|cell| {
         let mut map = cell.borrow_mut();
         let key = (api.as_ptr() as usize, route.as_ptr() as usize, method.as_ptr() as usize, status.as_u16());
-        let (counter, histogram) = map.entry(key).or_insert_with(handles);
-        counter.increment(1);
-        histogram.record(elapsed.as_secs_f64());
+        let (counter, latency) = map.entry(key).or_insert_with(|| requests::handles(api, route, method, status));
+        counter.fetch_add(1, Ordering::Relaxed);
+        latency.record(elapsed);
     });
+}
+
+/// The request metrics, kept here rather than in the recorder: a request costs three relaxed
+/// atomic additions (its counter, its latency's bucket, the latencies' sum), where the
+/// recorder's histogram reads a clock and queues a sample per request until its upkeep.
+mod requests {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+
+    /// (api, route, method, status).
+    type CounterKey = (&'static str, &'static str, &'static str, u16);
+    /// (api, route, method).
+    type LatencyKey = (&'static str, &'static str, &'static str);
+
+    /// One label set's latencies: a count per bucket of [`super::BUCKETS`] (not cumulative:
+    /// the last counts those above every bound), their sum and their number.
+    pub struct Latency {
+        buckets: [AtomicU64; super::BUCKETS.len() + 1],
+        sum_nanos: AtomicU64,
+        count: AtomicU64,
+    }
+
+    impl Latency {
+        pub fn record(&self, elapsed: Duration) {
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            let bucket = bounds().iter().position(|&b| nanos <= b).unwrap_or(super::BUCKETS.len());
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+            self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The buckets' upper bounds in nanoseconds.
+    fn bounds() -> &'static [u64; super::BUCKETS.len()] {
+        static BOUNDS: OnceLock<[u64; super::BUCKETS.len()]> = OnceLock::new();
+        BOUNDS.get_or_init(|| super::BUCKETS.map(|s| (s * 1e9).round() as u64))
+    }
+
+    #[derive(Default)]
+    struct Registry {
+        counters: Mutex<BTreeMap<CounterKey, Arc<AtomicU64>>>,
+        latencies: Mutex<BTreeMap<LatencyKey, Arc<Latency>>>,
+    }
+
+    fn registry() -> &'static Registry {
+        static REGISTRY: OnceLock<Registry> = OnceLock::new();
+        REGISTRY.get_or_init(Registry::default)
+    }
+
+    /// The series of one label set (made on first use).
+    pub fn handles(
+        api: &'static str,
+        route: &'static str,
+        method: &'static str,
+        status: StatusCode,
+    ) -> (Arc<AtomicU64>, Arc<Latency>) {
+        let r = registry();
+        let counter = r
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((api, route, method, status.as_u16()))
+            .or_default()
+            .clone();
+        let latency = r
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((api, route, method))
+            .or_insert_with(|| {
+                Arc::new(Latency {
+                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                    sum_nanos: AtomicU64::new(0),
+                    count: AtomicU64::new(0),
+                })
+            })
+            .clone();
+        (counter, latency)
+    }
+
+    /// Appends the request metrics to `out`, in Prometheus' text format.
+    pub fn render(out: &mut String) {
+        let r = registry();
+        let counters = r.counters.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if !counters.is_empty() {
+            out.push_str("# TYPE imagemeta_http_requests_total counter\n");
+        }
+        for ((api, route, method, status), n) in counters {
+            let labels = labels(api, route, method);
+            let _ = writeln!(
+                out,
+                "imagemeta_http_requests_total{{{labels},status=\"{status}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let latencies = r.latencies.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if !latencies.is_empty() {
+            out.push_str("# TYPE imagemeta_http_request_duration_seconds histogram\n");
+        }
+        for ((api, route, method), latency) in latencies {
+            let labels = labels(api, route, method);
+            let name = "imagemeta_http_request_duration_seconds";
+            let mut below = 0;
+            for (bound, bucket) in super::BUCKETS.iter().zip(&latency.buckets) {
+                below += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {below}");
+            }
+            below += latency.buckets[super::BUCKETS.len()].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {below}");
+            let sum = latency.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", latency.count.load(Ordering::Relaxed));
+        }
+    }
+
+    fn labels(api: &str, route: &str, method: &str) -> String {
+        format!("api=\"{}\",route=\"{}\",method=\"{}\"", escape(api), escape(route), escape(method))
+    }
+
+    /// A label value as the text format wants it: backslash, double quote and newline escaped.
+    fn escape(value: &str) -> String {
+        value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn buckets_are_cumulative_and_sum_and_count_add_up() {
+            let (counter, latency) = handles("unit", "/unit/{id}", "GET", StatusCode::OK);
+            counter.fetch_add(3, Ordering::Relaxed);
+            for micros in [50, 300, 20_000_000] {
+                latency.record(Duration::from_micros(micros));
+            }
+            let mut out = String::new();
+            render(&mut out);
+            let series = r#"api="unit",route="/unit/{id}",method="GET""#;
+            for line in [
+                format!(r#"imagemeta_http_requests_total{{{series},status="200"}} 3"#),
+                format!(r#"imagemeta_http_request_duration_seconds_bucket{{{series},le="0.0001"}} 1"#),
+                format!(r#"imagemeta_http_request_duration_seconds_bucket{{{series},le="0.00025"}} 1"#),
+                format!(r#"imagemeta_http_request_duration_seconds_bucket{{{series},le="0.0005"}} 2"#),
+                format!(r#"imagemeta_http_request_duration_seconds_bucket{{{series},le="10"}} 2"#),
+                format!(r#"imagemeta_http_request_duration_seconds_bucket{{{series},le="+Inf"}} 3"#),
+                format!(r#"imagemeta_http_request_duration_seconds_sum{{{series}}} 20.00035"#),
+                format!(r#"imagemeta_http_request_duration_seconds_count{{{series}}} 3"#),
+            ] {
+                assert!(out.lines().any(|l| l == line), "{line} not in\n{out}");
+            }
+            assert_eq!(escape("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+        }
+    }
 }
 
 /// A multiply-rotate hash for keys this process makes itself (never a client's: no flooding to
