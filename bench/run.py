@@ -249,7 +249,7 @@ def main():
     ap.add_argument("--skip-detail", action="store_true", help="only the point-read and write scenarios")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--postgres", action="store_true", help="also the PostgreSQL run, with pgbench's yardstick")
-    ap.add_argument("--pg-images", type=int, default=20000, help="images of the PostgreSQL run")
+    ap.add_argument("--pg-images", type=int, default=80000, help="images of the PostgreSQL run (enough keys for every DELETE run)")
     ap.add_argument("--skip-sqlite", action="store_true", help="only the PostgreSQL run")
     ap.add_argument("--pairs", type=int, default=3,
                     help="runs of each scenario, each right after a run of its yardstick (medians reported)")
