@@ -265,21 +265,8 @@ async fn restage(importer: &Importer, job: &Job, progress: &mut Progress, store:
     if old.staging == new.staging {
         return Ok(());
     }
-    let (held, next, task) = (old.clone(), new.clone(), job.task_id.clone());
-    importer
-        .store
-        .modify_image(
-            &Principal::system(),
-            &job.image_id,
-            Rule::Bookkeeping,
-            Box::new(move |i| {
-                if i.upload.as_ref() != Some(&held) || i.properties.get_str(LOCK) != Some(task.as_str()) {
-                    return Err(Rejection::conflict("Task was aborted externally"));
-                }
-                i.upload = Some(next);
-                Ok(())
-            }),
-        )
+    let next = new.clone();
+    change_held(importer, job, None, Some(old), move |i| i.upload = Some(next))
         .await
         .map_err(|e| task_error(e, "record the import's progress"))?;
     // The previous staging place is left as it is: committed (in an object store the
@@ -293,25 +280,13 @@ async fn restage(importer: &Importer, job: &Job, progress: &mut Progress, store:
 /// into the failed ones. Best effort: the end of the import sets both lists again.
 async fn note_store(importer: &Importer, job: &Job, store: &str, failed: bool) {
     let Some(named) = job.named(store).map(str::to_owned) else { return };
-    let task = job.task_id.clone();
-    let noted = importer
-        .store
-        .modify_image(
-            &Principal::system(),
-            &job.image_id,
-            Rule::Bookkeeping,
-            Box::new(move |i| {
-                if i.properties.get_str(LOCK) != Some(task.as_str()) {
-                    return Err(Rejection::conflict("Task was aborted externally"));
-                }
-                edit_store_list(i, IMPORTING_TO, &[], &[&named]);
-                if failed {
-                    edit_store_list(i, FAILED_IMPORT, &[&named], &[]);
-                }
-                Ok(())
-            }),
-        )
-        .await;
+    let noted = change_held(importer, job, None, None, move |i| {
+        edit_store_list(i, IMPORTING_TO, &[], &[&named]);
+        if failed {
+            edit_store_list(i, FAILED_IMPORT, &[&named], &[]);
+        }
+    })
+    .await;
     if let Err(e) = noted {
         tracing::debug!(error = %e, image = %job.image_id, "cannot record an import's progress");
     }
@@ -477,34 +452,22 @@ async fn remote_metadata(
     let formats =
         (body["container_format"].as_str().map(str::to_owned), body["disk_format"].as_str().map(str::to_owned));
     let size = body["size"].as_u64();
-    let task = job.task_id.clone();
     progress.revert = Some(Revert {
         container_format: before.container_format.clone(),
         disk_format: before.disk_format.clone(),
         properties: taken.iter().map(|(k, _)| (k.clone(), before.properties.get(k).cloned())).collect(),
     });
-    let changed = importer
-        .store
-        .modify_image(
-            &Principal::system(),
-            &job.image_id,
-            Rule::Bookkeeping,
-            Box::new(move |i| {
-                if i.status != ImageStatus::Importing || i.properties.get_str(LOCK) != Some(task.as_str()) {
-                    return Err(Rejection::conflict("Task was aborted externally"));
-                }
-                if let (Some(container), Some(disk)) = formats {
-                    i.container_format = Some(container);
-                    i.disk_format = Some(disk);
-                }
-                for (k, v) in taken {
-                    i.properties.set(k, Some(v));
-                }
-                Ok(())
-            }),
-        )
-        .await
-        .map_err(|e| task_error(e, "record the image's metadata"))?;
+    let changed = change_held(importer, job, Some(ImageStatus::Importing), None, move |i| {
+        if let (Some(container), Some(disk)) = formats {
+            i.container_format = Some(container);
+            i.disk_format = Some(disk);
+        }
+        for (k, v) in taken {
+            i.properties.set(k, Some(v));
+        }
+    })
+    .await
+    .map_err(|e| task_error(e, "record the image's metadata"))?;
     Ok((changed, (format!("{url}/file"), size)))
 }
 
@@ -611,47 +574,65 @@ async fn activate(importer: &Importer, job: &Job, image: &Image, progress: &Prog
         check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &first.head, first.size)
             .map_err(|r| r.message)?
     };
-    let (task, lease) = (job.task_id.clone(), progress.lease.clone());
     let (size, md5, sha512) = (first.size as i64, first.md5.clone(), first.sha512.clone());
     let mut copies: Vec<(String, String)> =
         progress.brought.iter().map(|b| (b.store.clone(), b.location.clone())).collect();
     let named = job.named_stores();
     let expected = if copying { ImageStatus::Active } else { ImageStatus::Importing };
-    let done = importer
+    let done = change_held(importer, job, Some(expected), Some(progress.lease.clone()), move |i| {
+        if !copying {
+            let (store, location) = copies.remove(0);
+            i.status = ImageStatus::Active;
+            i.store = Some(store);
+            i.location = Some(location);
+            i.replicas.clear();
+            i.size = Some(size);
+            i.virtual_size = virtual_size;
+            i.checksum = Some(md5);
+            i.os_hash_algo = Some("sha512".into());
+            i.os_hash_value = Some(sha512);
+        }
+        i.replicas.extend(copies.into_iter().map(|(store, location)| Replica { store, location }));
+        i.upload = None;
+        i.properties.remove(LOCK);
+        let named: Vec<&str> = named.iter().map(String::as_str).collect();
+        edit_store_list(i, IMPORTING_TO, &[], &named);
+    })
+    .await;
+    done.map(|_| ()).map_err(|e| task_error(e, "activate the image"))
+}
+
+/// A bookkeeping change of the import's image, made only while the import still holds it:
+/// the image's lock names the task and, when given, the image has `status` and the staging
+/// hold `lease`. Otherwise refused, as Glance says it: "Task was aborted externally".
+async fn change_held(
+    importer: &Importer,
+    job: &Job,
+    status: Option<ImageStatus>,
+    lease: Option<UploadLease>,
+    change: impl FnOnce(&mut Image) + Send + 'static,
+) -> Result<Image, StoreError> {
+    let task = job.task_id.clone();
+    let held = move |i: &Image| {
+        i.properties.get_str(LOCK) == Some(task.as_str())
+            && status.is_none_or(|s| i.status == s)
+            && lease.as_ref().is_none_or(|l| i.upload.as_ref() == Some(l))
+    };
+    importer
         .store
         .modify_image(
             &Principal::system(),
             &job.image_id,
             Rule::Bookkeeping,
             Box::new(move |i| {
-                if i.status != expected
-                    || i.properties.get_str(LOCK) != Some(task.as_str())
-                    || i.upload.as_ref() != Some(&lease)
-                {
+                if !held(i) {
                     return Err(Rejection::conflict("Task was aborted externally"));
                 }
-                if !copying {
-                    let (store, location) = copies.remove(0);
-                    i.status = ImageStatus::Active;
-                    i.store = Some(store);
-                    i.location = Some(location);
-                    i.replicas.clear();
-                    i.size = Some(size);
-                    i.virtual_size = virtual_size;
-                    i.checksum = Some(md5);
-                    i.os_hash_algo = Some("sha512".into());
-                    i.os_hash_value = Some(sha512);
-                }
-                i.replicas.extend(copies.into_iter().map(|(store, location)| Replica { store, location }));
-                i.upload = None;
-                i.properties.remove(LOCK);
-                let named: Vec<&str> = named.iter().map(String::as_str).collect();
-                edit_store_list(i, IMPORTING_TO, &[], &named);
+                change(i);
                 Ok(())
             }),
         )
-        .await;
-    done.map(|_| ()).map_err(|e| task_error(e, "activate the image"))
+        .await
 }
 
 /// Why the import fails when the catalogue refused or failed a change of its image made
