@@ -93,6 +93,17 @@ impl Properties {
         self.0.retain(|(k, _)| k != key);
         self.0.len() != before
     }
+
+    /// The database's form (PostgreSQL's `images.properties`): a JSON array of
+    /// `[name, value]` pairs in order, `value` null for a stored null.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(&self.0).expect("strings serialize")
+    }
+
+    /// The properties [`Properties::encode`] wrote; `None` for text it did not write.
+    pub fn decode(text: &str) -> Option<Properties> {
+        serde_json::from_str(text).ok().map(Properties)
+    }
 }
 
 /// One Compute API metadata mutation (nova-images §3.3–§3.8).
@@ -159,5 +170,18 @@ mod tests {
         assert!(q.allows(0) && q.allows(2) && !q.allows(3));
         assert!(MetadataQuota::from_config(-1).allows(1_000_000));
         assert!(MetadataQuota::from_config(0).allows(0) && !MetadataQuota::from_config(0).allows(1));
+    }
+
+    #[test]
+    fn database_form_keeps_order_nulls_and_any_text() {
+        let p = Properties::new(vec![
+            ("z".into(), Some("1".into())),
+            ("a".into(), None),
+            ("q\"uote\\".into(), Some("é\u{0}\n".into())),
+        ]);
+        assert_eq!(p.encode(), r#"[["z","1"],["a",null],["q\"uote\\","é\u0000\n"]]"#);
+        assert_eq!(Properties::decode(&p.encode()), Some(p));
+        assert_eq!(Properties::decode("[]"), Some(Properties::default()));
+        assert_eq!(Properties::decode(r#"{"a":"b"}"#), None);
     }
 }

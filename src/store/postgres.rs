@@ -1,10 +1,15 @@
 //! The PostgreSQL catalogue, for several imagemeta nodes on one database.
 //!
 //! # Layout
-//! * Every mutation is one transaction that locks the image's row (`SELECT … FOR UPDATE`),
-//!   applies the same plan as SQLite ([`plan`]), writes only what changes and commits: so
-//!   concurrent writers on any nodes never lose each other's keys, and never exceed a quota
-//!   together. A commit is acknowledged once PostgreSQL has it durably (`synchronous_commit`).
+//! * An image is one row: its properties are in it (a JSON array of `[name, value]` pairs, in
+//!   order), its tags and members in tables of their own, and a revision that every write of
+//!   the row counts up.
+//! * Every mutation applies the same plan as SQLite ([`plan`]) to the image as committed, in
+//!   a transaction that holds the image's row (`SELECT … FOR UPDATE`) or, for the Compute
+//!   API's metadata writes, optimistically: a batch of them is one `UPDATE` of the rows still
+//!   at the revisions read ([`batch`]). Either way concurrent writers on any nodes never lose
+//!   each other's keys, and never exceed a quota together. A write is acknowledged once
+//!   PostgreSQL has committed it durably (`synchronous_commit`).
 //! * Listings run the statement [`sql::list`] builds for both backends.
 //! * Point reads are served from a read cache ([`ImageCache`]) that is coherent across nodes:
 //!   the ids of the images a node changed go out on `NOTIFY imagemeta_images` after their
@@ -55,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_tasks.sql"),
     include_str!("migrations/postgres/0004_metadefs.sql"),
     include_str!("migrations/postgres/0005_image_replicas.sql"),
+    include_str!("migrations/postgres/0006_properties_in_the_image_row.sql"),
 ];
 
 /// Taken while migrating: any value unique to imagemeta.
@@ -79,10 +85,9 @@ const IMAGE_COLUMNS_AS_I: &str = "i.id, i.name, i.status, i.visibility, i.owner,
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
      i.location, i.replicas";
 
-/// An image's properties and tags as arrays, after [`IMAGE_COLUMNS_AS_I`] (one statement, one
-/// snapshot).
-const DETAIL_COLUMNS: &str = ", ARRAY(SELECT p.name FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
-     ARRAY(SELECT p.value FROM image_properties p WHERE p.image_id = i.id ORDER BY p.position), \
+/// An image's properties ([`Properties::encode`]) and its tags as an array, after
+/// [`IMAGE_COLUMNS_AS_I`] (one statement, one snapshot).
+const DETAIL_COLUMNS: &str = ", i.properties::text, \
      ARRAY(SELECT t.tag FROM image_tags t WHERE t.image_id = i.id ORDER BY t.tag COLLATE \"C\")";
 
 /// The select of [`LOAD`] and [`LOAD_MANY`], without their `WHERE`.
@@ -91,11 +96,10 @@ macro_rules! load_select {
         "SELECT i.id, i.name, i.status, i.visibility, i.owner, i.protected, i.os_hidden, \
      i.size, i.virtual_size, i.min_disk, i.min_ram, i.disk_format, i.container_format, i.checksum, \
      i.os_hash_algo, i.os_hash_value, i.created_at, i.updated_at, i.upload_node, i.upload_staging, i.store, \
-     i.location, i.replicas, coalesce(p.names, '{}'), coalesce(p.vals, '{}'), coalesce(t.tags, '{}'), \
-     coalesce(m.projects, '{}'), coalesce(m.statuses, '{}'), coalesce(m.created, '{}'), coalesce(m.updated, '{}') \
+     i.location, i.replicas, i.properties::text, coalesce(t.tags, '{}'), \
+     coalesce(m.projects, '{}'), coalesce(m.statuses, '{}'), coalesce(m.created, '{}'), coalesce(m.updated, '{}'), \
+     i.revision \
      FROM images i \
-     LEFT JOIN LATERAL (SELECT array_agg(name ORDER BY position) AS names, array_agg(value ORDER BY position) AS vals \
-       FROM image_properties WHERE image_id = i.id) p ON TRUE \
      LEFT JOIN LATERAL (SELECT array_agg(tag ORDER BY tag COLLATE \"C\") AS tags FROM image_tags WHERE image_id = i.id) t ON TRUE \
      LEFT JOIN LATERAL (SELECT array_agg(member ORDER BY created_at, member COLLATE \"C\") AS projects, \
        array_agg(status ORDER BY created_at, member COLLATE \"C\") AS statuses, \
@@ -106,11 +110,14 @@ macro_rules! load_select {
 }
 
 /// One whole image by id, in one statement and one scan of each table: the columns of
-/// [`IMAGE_COLUMNS_AS_I`], the arrays of [`DETAIL_COLUMNS`], then the members' (by lateral
-/// joins).
+/// [`IMAGE_COLUMNS_AS_I`], those of [`DETAIL_COLUMNS`], the members' arrays (by lateral
+/// joins), then the row's revision ([`REVISION`]).
 const LOAD: &str = concat!(load_select!(), "WHERE i.id = $1");
 /// The images of the ids in `$1` (an array), each as [`LOAD`] reads one.
 const LOAD_MANY: &str = concat!(load_select!(), "WHERE i.id = ANY($1)");
+/// The column of [`LOAD`]'s rows holding the revision of the image's row: how many times it
+/// was written (the metadata writes' optimistic check, see [`batch`]).
+const REVISION: usize = 29;
 
 /// A `postgres://` URL, as libpq takes it: `sslmode` (`disable`, `prefer` (the default),
 /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` are read here, the rest by
@@ -302,16 +309,15 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     let replicas: Option<String> = row.try_get(22).map_err(get)?;
     image.replicas = Replica::decode(replicas.as_deref()).ok_or_else(|| bad("replica list"))?;
     if row.len() > 23 {
-        let names: Vec<String> = row.try_get(23).map_err(get)?;
-        let values: Vec<Option<String>> = row.try_get(24).map_err(get)?;
-        image.properties = Properties::new(names.into_iter().zip(values).collect());
-        image.tags = row.try_get(25).map_err(get)?;
+        let properties: String = row.try_get(23).map_err(get)?;
+        image.properties = Properties::decode(&properties).ok_or_else(|| bad("property list"))?;
+        image.tags = row.try_get(24).map_err(get)?;
     }
-    if row.len() > 26 {
-        let projects: Vec<String> = row.try_get(26).map_err(get)?;
-        let statuses: Vec<String> = row.try_get(27).map_err(get)?;
-        let created: Vec<i64> = row.try_get(28).map_err(get)?;
-        let updated: Vec<i64> = row.try_get(29).map_err(get)?;
+    if row.len() > 25 {
+        let projects: Vec<String> = row.try_get(25).map_err(get)?;
+        let statuses: Vec<String> = row.try_get(26).map_err(get)?;
+        let created: Vec<i64> = row.try_get(27).map_err(get)?;
+        let updated: Vec<i64> = row.try_get(28).map_err(get)?;
         image.members = projects
             .into_iter()
             .zip(statuses)
@@ -329,12 +335,6 @@ fn image_from_row(row: &Row) -> Result<Image, StoreError> {
     Ok(image)
 }
 
-const DELETE_PROPERTY: &str = "DELETE FROM image_properties WHERE image_id = $1 AND name = $2";
-const UPDATE_PROPERTY: &str = "UPDATE image_properties SET value = $3 WHERE image_id = $1 AND name = $2";
-/// A new key goes last (under the image's row lock no other writer adds one meanwhile).
-const INSERT_PROPERTY: &str = "INSERT INTO image_properties (image_id, name, value, position) VALUES ($1, $2, $3, \
-     (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = $1)) \
-     ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value";
 /// Every payload in `$2` a notification on channel `$1`, in one statement and one transaction.
 const NOTIFY: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p";
 const LOCK: &str = "SELECT 1 FROM images WHERE id = $1 FOR UPDATE";
@@ -401,19 +401,22 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
     let sql = if insert {
         "INSERT INTO images (id, name, status, visibility, owner, protected, os_hidden, size, virtual_size, \
          min_disk, min_ram, disk_format, container_format, checksum, os_hash_algo, os_hash_value, created_at, \
-         updated_at, upload_node, upload_staging, store, location, replicas) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+         updated_at, upload_node, upload_staging, store, location, replicas, properties) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24::text::jsonb)"
     } else {
         "UPDATE images SET name = $2, status = $3, visibility = $4, owner = $5, protected = $6, os_hidden = $7, \
          size = $8, virtual_size = $9, min_disk = $10, min_ram = $11, disk_format = $12, container_format = $13, \
          checksum = $14, os_hash_algo = $15, os_hash_value = $16, created_at = $17, updated_at = $18, \
-         upload_node = $19, upload_staging = $20, store = $21, location = $22, replicas = $23 WHERE id = $1"
+         upload_node = $19, upload_staging = $20, store = $21, location = $22, replicas = $23, \
+         properties = $24::text::jsonb, revision = revision + 1 WHERE id = $1"
     };
     let (status, visibility) = (image.status.as_str(), image.visibility.as_str());
     let (created, updated) = (micros(image.created_at), micros(image.updated_at));
     let node = image.upload.as_ref().map(|u| &u.node);
     let staging = image.upload.as_ref().map(|u| &u.staging);
     let replicas = Replica::encode(&image.replicas);
+    let properties = image.properties.encode();
     exec(
         c,
         sql,
@@ -441,40 +444,10 @@ async fn write_row(c: &impl GenericClient, image: &Image, insert: bool) -> Resul
             &image.store,
             &image.location,
             &replicas,
+            &properties,
         ],
     )
     .await?;
-    Ok(())
-}
-
-/// Sets property `key` of image `id`: an existing key keeps its position, a new one goes last.
-async fn upsert_property(
-    c: &impl GenericClient,
-    id: &str,
-    key: &str,
-    value: Option<&str>,
-    exists: bool,
-) -> Result<(), StoreError> {
-    if exists
-        && exec(c, "UPDATE image_properties SET value = $3 WHERE image_id = $1 AND name = $2", &[&id, &key, &value])
-            .await?
-            == 1
-    {
-        return Ok(());
-    }
-    exec(
-        c,
-        "INSERT INTO image_properties (image_id, name, value, position) VALUES ($1, $2, $3, \
-         (SELECT coalesce(max(position), 0) + 1 FROM image_properties WHERE image_id = $1)) \
-         ON CONFLICT (image_id, name) DO UPDATE SET value = excluded.value",
-        &[&id, &key, &value],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn delete_property(c: &impl GenericClient, id: &str, key: &str) -> Result<(), StoreError> {
-    exec(c, "DELETE FROM image_properties WHERE image_id = $1 AND name = $2", &[&id, &key]).await?;
     Ok(())
 }
 
@@ -521,15 +494,6 @@ async fn insert_image(c: &impl GenericClient, image: &Image) -> Result<(), Store
         }
         other => other?,
     }
-    let names: Vec<&str> = image.properties.iter().map(|(k, _)| k).collect();
-    let values: Vec<Option<&str>> = image.properties.iter().map(|(_, v)| v).collect();
-    exec(
-        c,
-        "INSERT INTO image_properties (image_id, name, value, position) \
-         SELECT $1, p.name, p.value, p.position FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p (name, value, position)",
-        &[&image.id, &names, &values],
-    )
-    .await?;
     write_tags(c, image).await?;
     write_members(c, image).await
 }
@@ -913,12 +877,6 @@ impl Store for PgStore {
                 after.updated_at = now();
                 write_row(&tx, &after, false).await?;
                 let diff = plan::diff(&before, &after);
-                for k in &diff.removed {
-                    delete_property(&tx, id, k).await?;
-                }
-                for (k, v, existed) in &diff.set {
-                    upsert_property(&tx, id, k, *v, *existed).await?;
-                }
                 if diff.tags {
                     write_tags(&tx, &after).await?;
                 }
@@ -1195,5 +1153,50 @@ impl Store for PgStore {
         self.listener.abort();
         self.notifier.abort();
         self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalogue written by imagemeta before properties moved into the image's row keeps
+    /// every property, in its order, nulls included (migration 0006); PostgreSQL when
+    /// `IMAGEMETA_TEST_DATABASE` names a server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn properties_move_into_the_image_row_in_order() {
+        let Ok(admin) = std::env::var("IMAGEMETA_TEST_DATABASE") else { return };
+        let name = format!("imagemeta_migration_{}", uuid::Uuid::new_v4().simple());
+        let (admin_client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let (server, _) = admin.rsplit_once('/').unwrap();
+        let url = format!("{server}/{name}?sslmode=disable");
+        {
+            let (c, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+            tokio::spawn(connection);
+            c.batch_execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
+                .await
+                .unwrap();
+            for (n, migration) in MIGRATIONS[..5].iter().enumerate() {
+                c.batch_execute(migration).await.unwrap();
+                c.execute("INSERT INTO schema_migrations VALUES ($1, 0)", &[&(n as i32 + 1)]).await.unwrap();
+            }
+            c.batch_execute(
+                "INSERT INTO images (id, status, visibility, owner, created_at, updated_at) VALUES \
+                 ('a', 'active', 'public', 'p', 1, 1), ('b', 'queued', 'private', 'p', 2, 2); \
+                 INSERT INTO image_properties (image_id, name, value, position) VALUES \
+                 ('a', 'zeta', '1', 1), ('a', 'kernel_id', NULL, 2), ('a', 'alpha', 'x \"y\"', 5), ('a', 'mid', '3', 3);",
+            )
+            .await
+            .unwrap();
+        }
+        let store = PgStore::open(&PgUrl::parse(&url).unwrap()).await.unwrap();
+        let a = store.find_image("a").await.unwrap().unwrap();
+        let props: Vec<(&str, Option<&str>)> = a.properties.iter().collect();
+        assert_eq!(props, [("zeta", Some("1")), ("kernel_id", None), ("mid", Some("3")), ("alpha", Some("x \"y\""))]);
+        assert!(store.find_image("b").await.unwrap().unwrap().properties.is_empty());
+        drop(store);
+        admin_client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
     }
 }

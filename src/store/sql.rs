@@ -1,6 +1,7 @@
 //! The SQL both backends run for a listing, built once: the visibility rules rendered from
 //! their one definition ([`Cond`]), the filters, the keyset after a marker, and the order.
-//! Each backend names its [`Dialect`]; nothing else differs between them.
+//! Each backend names its [`Dialect`]; nothing else differs between them but where each keeps an
+//! image's properties.
 //!
 //! The order is SQLite's (and Glance-on-MySQL's): NULLs first in ascending order, text in
 //! byte order. PostgreSQL is told so explicitly (`NULLS FIRST`/`LAST`, `COLLATE "C"`), so a
@@ -397,9 +398,17 @@ fn filter(sql: &mut Sql, f: &Filter) {
             sql.push(")");
         }
         Filter::Property(k, v) => {
-            sql.push("EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ");
+            // SQLite keeps properties in a table of their own, PostgreSQL in the image's row
+            // (a JSON array of [name, value] pairs).
+            sql.push(match sql.dialect {
+                Dialect::Sqlite => "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ",
+                Dialect::Postgres => "EXISTS (SELECT 1 FROM jsonb_array_elements(i.properties) AS p WHERE p->>0 = ",
+            });
             sql.arg(Arg::Text(k.clone()));
-            sql.push(" AND p.value = ");
+            sql.push(match sql.dialect {
+                Dialect::Sqlite => " AND p.value = ",
+                Dialect::Postgres => " AND p->>1 = ",
+            });
             sql.arg(Arg::Text(v.clone()));
             sql.push(")");
         }
