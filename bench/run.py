@@ -251,6 +251,7 @@ def main():
     ap.add_argument("--postgres", action="store_true", help="also the PostgreSQL run, with pgbench's yardstick")
     ap.add_argument("--pg-images", type=int, default=80000, help="images of the PostgreSQL run (enough keys for every DELETE run)")
     ap.add_argument("--skip-sqlite", action="store_true", help="only the PostgreSQL run")
+    ap.add_argument("--only", default="", help="only the scenarios whose name contains this (e.g. POST)")
     ap.add_argument("--pairs", type=int, default=3,
                     help="runs of each scenario, each right after a run of its yardstick (medians reported)")
     args = ap.parse_args()
@@ -299,6 +300,8 @@ def main():
                 """`--pairs` runs of the yardstick and the scenario, one after the other: the
                 medians of each, and the median of the pairs' ratios (the machine's speed
                 drifts over minutes; a pair's two runs are seconds apart)."""
+                if args.only not in name:
+                    return
                 if writes and write_yard:
                     yard, yard_name = write_yard
                 else:
