@@ -609,7 +609,7 @@ impl PgStore {
         // take arrays (`= ANY($1)`, `unnest`), for which PostgreSQL otherwise plans every
         // execution anew (measured: more than half of its CPU per write went to the planner).
         let mut writer_config = config.clone();
-        writer_config.options(&format!("{options} -c plan_cache_mode=force_generic_plan"));
+        writer_config.options(format!("{options} -c plan_cache_mode=force_generic_plan"));
         let (pool, writer_pool) = match &tls {
             None => (pool(config.clone(), NoTls, POOL_SIZE)?, pool(writer_config, NoTls, batch::WRITERS)?),
             Some((verify, root_cert)) => {
