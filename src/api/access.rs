@@ -62,6 +62,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn begin(api: &'static str, parts: &Parts) -> Exchange {
         let logged = access_log().then(|| (parts.uri.clone(), parts.extensions.get::<Peer>().map(|p| p.0)));
         Exchange {

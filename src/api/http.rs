@@ -24,7 +24,11 @@ pub fn token(headers: &HeaderMap) -> Option<&str> {
 pub async fn authenticate(state: &AppState, headers: &HeaderMap, nova: bool) -> Result<Arc<Principal>, Fault> {
     let unauthorized = || Fault::Unauthorized { www_authenticate_uri: state.settings.www_authenticate_uri.clone() };
     let token = token(headers).ok_or_else(unauthorized)?;
-    state.auth.authenticate(token).await.map_err(|e| match e {
+    let known = match state.auth.at_once(token) {
+        Some(known) => known,
+        None => state.auth.authenticate(token).await,
+    };
+    known.map_err(|e| match e {
         AuthError::Invalid => unauthorized(),
         AuthError::Unavailable(why) => {
             tracing::error!(error = %why, "identity service unavailable");

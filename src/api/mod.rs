@@ -15,6 +15,8 @@ pub mod rendered;
 mod properties;
 
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use crate::auth::Authenticator;
 use crate::domain::metadata::MetadataQuota;
@@ -123,6 +125,32 @@ pub mod names {
     pub const X_AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
     pub const OPENSTACK_IMAGE_IMPORT_METHODS: HeaderName = HeaderName::from_static("openstack-image-import-methods");
     pub const OPENSTACK_IMAGE_STORE_IDS: HeaderName = HeaderName::from_static("openstack-image-store-ids");
+}
+
+/// The request outran its deadline ([`within`]).
+#[derive(Debug)]
+pub struct DeadlinePassed;
+
+/// `work`'s output, unless `limit` passes from `started` (when the request arrived) first.
+/// The timer is armed only when `work` first waits: a request answered in its first poll (a
+/// cached read) neither reads the clock nor touches the timer wheel, which a
+/// `tokio::time::timeout` per request did (a measurable share of a point read).
+pub async fn within<F: Future>(started: Instant, limit: Duration, work: F) -> Result<F::Output, DeadlinePassed> {
+    let mut work = std::pin::pin!(work);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until((started + limit).into())));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(DeadlinePassed)),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// A request id, `req-<uuid4>`, kept inline (no allocation).

@@ -284,8 +284,15 @@ pub enum Filter {
 /// in the same database.
 #[async_trait]
 pub trait Store: metadefs::MetadefStore + Send + Sync + 'static {
-    /// The image `id`, if `who` may see it (shared: it may come from a cache).
+    /// The image `id`, if `who` may see it (shared: it may come from a cache). Callers use
+    /// [`get_image`], which asks [`Store::get_image_at_once`] first.
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError>;
+
+    /// What [`Store::get_image`] would answer, when the store can tell without waiting (an
+    /// image in its cache); `None`: ask it.
+    fn get_image_at_once(&self, _who: &Principal, _id: &str) -> Option<Result<Arc<Image>, StoreError>> {
+        None
+    }
 
     /// A page of the images `caller` may list (never deleted or killed ones for users).
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError>;
@@ -385,6 +392,15 @@ pub trait Store: metadefs::MetadefStore + Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// Image `id` if `who` may see it ([`Store::get_image`]): at once when the store can answer
+/// so (a point read from the cache then costs no boxed future), else asked.
+pub async fn get_image(store: &dyn Store, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
+    match store.get_image_at_once(who, id) {
+        Some(answer) => answer,
+        None => store.get_image(who, id).await,
+    }
+}
 
 /// A change to one task, run inside the store's transaction.
 pub type TaskChange = Box<dyn FnOnce(&mut Task) + Send>;

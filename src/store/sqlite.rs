@@ -440,6 +440,13 @@ impl SqliteStore {
     }
 
     /// Image `id` from the cache, or read (and cached).
+    fn visible_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
+        match self.fetch(id)? {
+            Some(image) if policy::can_see(who, &image) => Ok(image),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
     fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
         self.health.check()?;
         if let Some(image) = self.cache.get(id) {
@@ -1172,10 +1179,12 @@ fn load_page_details(conn: &Connection, images: &mut [Image]) -> rusqlite::Resul
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
-        match self.fetch(id)? {
-            Some(image) if policy::can_see(who, &image) => Ok(image),
-            _ => Err(StoreError::NotFound),
-        }
+        self.visible_image(who, id)
+    }
+
+    /// Always: a miss reads the database on the calling thread (see `read_inline`).
+    fn get_image_at_once(&self, who: &Principal, id: &str) -> Option<Result<Arc<Image>, StoreError>> {
+        Some(self.visible_image(who, id))
     }
 
     async fn find_image(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {

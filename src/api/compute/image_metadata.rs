@@ -26,7 +26,7 @@ async fn change(ctx: &Ctx<'_>, id: &str, change: MetadataChange) -> Result<Prope
 
 /// `GET /images/{id}/metadata`. Query parameters are ignored (§3.1 Rec).
 pub async fn index(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| fault(e, id))?;
     // The body depends on the image alone: rendered once per cached copy.
     let render = || -> bytes::Bytes {
         crate::api::json::to_vec(&views::MetadataEnvelope { metadata: views::MetadataView(&image.properties) }).into()
@@ -37,7 +37,7 @@ pub async fn index(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
 
 /// `GET /images/{id}/metadata/{key}`: a missing key is WebOb's bare not-found text.
 pub async fn show(ctx: &Ctx<'_>, id: &str, key: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| fault(e, id))?;
     let (key, value) = image.properties.iter().find(|(k, _)| *k == key).ok_or_else(Fault::resource_not_found)?;
     Ok(Reply::ok(views::MetaEnvelope { meta: views::MetaItem(key, value) }))
 }

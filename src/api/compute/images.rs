@@ -223,7 +223,7 @@ fn next_query(ctx: &Ctx<'_>, marker: &str) -> String {
 
 /// `GET /images/{id}`.
 pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::not_found("Image not found."),
         other => Fault::store(&other, true),
     })?;

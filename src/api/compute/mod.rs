@@ -136,10 +136,10 @@ async fn api_request(
 ) -> Response {
     let accept = parts.headers.get(header::ACCEPT).cloned();
     let legacy = prefix == "/v2";
+    let (started, limit) = (exchange.started(), state.settings.request_timeout);
     let mut seen = Seen { version: None, exchange };
     let rest = &parts.uri.path()[rest_at..];
-    let deadline = state.settings.request_timeout;
-    let result = tokio::time::timeout(deadline, pipeline(&state, &parts, body, prefix, legacy, rest, &mut seen))
+    let result = super::within(started, limit, pipeline(&state, &parts, body, prefix, legacy, rest, &mut seen))
         .await
         .unwrap_or_else(|_| Err(Fault::timed_out(true)));
     let mut response = match result {
@@ -263,20 +263,23 @@ async fn pipeline(
     dispatch(&ctx, route.action).await
 }
 
+/// Runs the action. The point reads run inline; every other action's future is boxed, so
+/// that the request's future (moved several times on its way into the connection, once per
+/// request) is as small as a point read needs, not as large as the largest action's.
 async fn dispatch(ctx: &Ctx<'_>, action: Action) -> Result<Reply, Fault> {
     use Action::*;
     match action {
         VersionDocument => unreachable!("answered before authentication"),
-        ImageIndex => images::index(ctx).await,
-        ImageDetail => images::detail(ctx).await,
         ImageShow(id) => images::show(ctx, &id).await,
-        ImageDelete(id) => images::delete(ctx, &id).await,
         MetadataIndex(id) => image_metadata::index(ctx, &id).await,
-        MetadataCreate(id) => image_metadata::create(ctx, &id).await,
-        MetadataUpdateAll(id) => image_metadata::update_all(ctx, &id).await,
         MetadataShow(id, key) => image_metadata::show(ctx, &id, &key).await,
-        MetadataUpdate(id, key) => image_metadata::update(ctx, &id, &key).await,
-        MetadataDelete(id, key) => image_metadata::delete(ctx, &id, &key).await,
+        ImageIndex => Box::pin(images::index(ctx)).await,
+        ImageDetail => Box::pin(images::detail(ctx)).await,
+        ImageDelete(id) => Box::pin(images::delete(ctx, &id)).await,
+        MetadataCreate(id) => Box::pin(image_metadata::create(ctx, &id)).await,
+        MetadataUpdateAll(id) => Box::pin(image_metadata::update_all(ctx, &id)).await,
+        MetadataUpdate(id, key) => Box::pin(image_metadata::update(ctx, &id, &key)).await,
+        MetadataDelete(id, key) => Box::pin(image_metadata::delete(ctx, &id, &key)).await,
         Limits => limits::index(ctx),
         VersionShow(id) => versions::show(ctx, &id),
     }

@@ -30,7 +30,7 @@ fn image_not_found(id: &str) -> Fault {
 
 /// The image `id` as the caller sees it; `None` when it does not exist (for the caller).
 async fn find(ctx: &Ctx, id: &str) -> Result<Option<std::sync::Arc<Image>>, Fault> {
-    match ctx.state.store.get_image(&ctx.principal, id).await {
+    match crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await {
         Ok(image) => Ok(Some(image)),
         Err(StoreError::NotFound) => Ok(None),
         Err(e) => Err(store_fault(e, id)),

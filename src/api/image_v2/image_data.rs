@@ -137,7 +137,7 @@ async fn activate(
                 format!("Size of uploaded data ({}) does not match the declared size ({expected}).", staged.size),
             ));
         }
-        let image = state.store.get_image(who, id).await.map_err(|e| store_fault(e, id))?;
+        let image = crate::store::get_image(&*state.store, who, id).await.map_err(|e| store_fault(e, id))?;
         check_format(image.container_format.as_deref(), image.disk_format.as_deref(), &staged.head, staged.size)
             .map_err(rejection)
     }
@@ -245,7 +245,7 @@ pub(super) async fn requeue(state: &AppState, who: &Principal, id: &str, lease: 
 
 /// `GET /v2/images/{id}/file`, with single byte ranges.
 pub async fn download(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     if image.status == ImageStatus::Deactivated {
         ctx.authorize(&Rule::DownloadDeactivated, Some(&image), || {
             Fault::explained(

@@ -87,7 +87,7 @@ pub async fn create(ctx: &Ctx, body: Body) -> Result<Reply, Fault> {
 
 /// `GET /v2/images/{id}`.
 pub async fn show(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     // The object depends on the image alone (its links are relative): rendered once per
     // cached copy.
     let render =

@@ -183,7 +183,7 @@ pub async fn import(ctx: &Ctx, id: &str, body: Body) -> Result<Reply, Fault> {
     let all_stores = fields.get("all_stores").and_then(Value::as_bool).unwrap_or(false);
     let must_succeed = fields.get("all_stores_must_succeed").and_then(Value::as_bool).unwrap_or(true);
 
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     ready_for(&image, method_kind)?;
     let remote = match method_kind {
         ImportMethod::GlanceDownload => Some(remote_image(ctx, method)?),

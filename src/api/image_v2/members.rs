@@ -35,14 +35,14 @@ fn listed<'a>(ctx: &Ctx, image: &'a Image) -> Vec<&'a Member> {
 
 /// `GET /v2/images/{id}/members`.
 pub async fn list(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     let members: Vec<Value> = listed(ctx, &image).into_iter().map(|m| view(id, m)).collect();
     Ok(Reply::ok(&json!({"members": members, "schema": "/v2/schemas/members"})))
 }
 
 /// `GET /v2/images/{id}/members/{member}`.
 pub async fn show(ctx: &Ctx, id: &str, member: &str) -> Result<Reply, Fault> {
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| store_fault(e, id))?;
     let found = listed(ctx, &image)
         .into_iter()
         .find(|m| m.project == member)

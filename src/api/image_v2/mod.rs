@@ -159,13 +159,13 @@ async fn api_request(
     }
     let query = parse_query(parts.uri.query().unwrap_or(""))
         .ok_or_else(|| Fault::explained(StatusCode::BAD_REQUEST, "Query string is not UTF-8 encoded"))?;
-    let deadline = state.settings.request_timeout;
+    let limit = state.settings.request_timeout;
     let ctx = Ctx { state, principal, parts, query, request_id: request_id.to_owned() };
     // Image data is bounded by its inactivity timeouts; everything else by the deadline.
     if action.streams() {
         return dispatch(&ctx, action, body).await;
     }
-    match tokio::time::timeout(deadline, dispatch(&ctx, action, body)).await {
+    match super::within(exchange.started(), limit, dispatch(&ctx, action, body)).await {
         Ok(result) => result,
         Err(_) => Err(Fault::timed_out(false)),
     }

@@ -57,7 +57,7 @@ pub async fn delete_from(ctx: &Ctx, store: &str, id: &str) -> Result<Reply, Faul
             format!("The selected store {store} is not available on this node."),
         ));
     }
-    let image = ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
+    let image = crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => {
             Fault::explained(StatusCode::NOT_FOUND, format!("Failed to find image {id}"))
         }

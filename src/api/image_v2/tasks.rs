@@ -218,7 +218,7 @@ pub fn create(ctx: &Ctx) -> Result<Reply, Fault> {
 /// `GET /v2/images/{id}/tasks`: the import tasks of an image the caller sees, its own
 /// project's (all of them for admins).
 pub async fn of_image(ctx: &Ctx, id: &str) -> Result<Reply, Fault> {
-    ctx.state.store.get_image(&ctx.principal, id).await.map_err(|e| match e {
+    crate::store::get_image(&*ctx.state.store, &ctx.principal, id).await.map_err(|e| match e {
         StoreError::NotFound => Fault::bare(StatusCode::NOT_FOUND),
         other => store_fault(other, id),
     })?;
