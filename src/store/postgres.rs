@@ -1219,4 +1219,59 @@ mod tests {
         drop(store);
         admin_client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
     }
+
+    /// The writes a batch still has after its optimistic rounds (here: none) are applied with
+    /// their rows locked, with the outcomes they would have had alone, in order; PostgreSQL
+    /// when `IMAGEMETA_TEST_DATABASE` names a server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_left_to_the_locks_merge_refuse_and_keep_the_quota() {
+        use crate::domain::metadata::{MetadataKey, MetadataValue};
+        let Ok(admin) = std::env::var("IMAGEMETA_TEST_DATABASE") else { return };
+        let name = format!("imagemeta_locked_{}", uuid::Uuid::new_v4().simple());
+        let (admin_client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let (server, _) = admin.rsplit_once('/').unwrap();
+        let store = PgStore::open(&PgUrl::parse(&format!("{server}/{name}?sslmode=disable")).unwrap()).await.unwrap();
+        let mut image = Image::new("a".into(), now());
+        image.owner = Some("p".into());
+        image.properties.set("k0".into(), Some("v0".into()));
+        store.insert_images(vec![image]).await.unwrap();
+
+        let who = Principal::new("u".into(), "p".into(), vec!["member".into()]);
+        let merge =
+            |k: &str| MetadataChange::Merge(vec![(MetadataKey::parse(k).unwrap(), MetadataValue::parse("v").unwrap())]);
+        let job = |id: &str, change| batch::Job {
+            who: who.clone(),
+            id: id.into(),
+            change,
+            quota: MetadataQuota(Some(2)),
+            queued: std::time::Instant::now(),
+            reply: tokio::sync::oneshot::channel().0,
+        };
+        let jobs = vec![
+            job("a", merge("k1")),
+            job("a", merge("k2")),
+            job("a", MetadataChange::Delete("k0".into())),
+            job("a", merge("k2")),
+            job("missing", merge("k1")),
+        ];
+        let mut answers: Vec<batch::Answer> = vec![None; jobs.len()];
+        let c = store.pool.get().await.unwrap();
+        batch::apply(&c, &jobs, &mut answers, 0).await.unwrap();
+        let answers: Vec<String> = answers
+            .into_iter()
+            .map(|a| match a.expect("every write answered") {
+                Ok(p) => p.iter().map(|(k, _)| k).collect::<Vec<_>>().join(","),
+                Err(e) => format!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(answers, ["k0,k1", "QuotaExceeded", "k1", "k1,k2", "NotFound"]);
+        let row = c.query_one("SELECT properties::text, revision FROM images WHERE id = 'a'", &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), r#"[["k1", "v"], ["k2", "v"]]"#);
+        assert_eq!(row.get::<_, i64>(1), 1, "one write of the row for the whole batch");
+        drop(c);
+        drop(store);
+        admin_client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+    }
 }

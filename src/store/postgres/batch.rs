@@ -71,7 +71,7 @@ pub(super) struct Job {
 }
 
 /// A write's answer, once it has one.
-type Answer = Option<Result<Properties, StoreError>>;
+pub(super) type Answer = Option<Result<Properties, StoreError>>;
 
 /// What a committed batch tells the node: the images it changed.
 pub(super) type Changed = Arc<dyn Fn(&str) + Send + Sync>;
@@ -170,7 +170,7 @@ async fn writer(pool: Pool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, changed: Cha
 async fn run(pool: &Pool, batch: &[Job], answers: &mut [Answer], budget: Duration) -> Result<(), StoreError> {
     let work = async {
         let client = pool.get().await?;
-        let result = apply(&client, batch, answers).await;
+        let result = apply(&client, batch, answers, OPTIMISTIC_ROUNDS).await;
         if result.is_err() {
             // Whatever state it is in, the connection does not go back to the pool.
             drop(deadpool_postgres::Object::take(client));
@@ -180,10 +180,16 @@ async fn run(pool: &Pool, batch: &[Job], answers: &mut [Answer], budget: Duratio
     tokio::time::timeout(budget, work).await.unwrap_or_else(|_| Err(late()))
 }
 
-async fn apply(c: &deadpool_postgres::Client, batch: &[Job], answers: &mut [Answer]) -> Result<(), StoreError> {
+/// Applies `batch` in up to `rounds` optimistic rounds, then what is left under locks.
+pub(super) async fn apply(
+    c: &deadpool_postgres::Client,
+    batch: &[Job],
+    answers: &mut [Answer],
+    rounds: usize,
+) -> Result<(), StoreError> {
     let load = c.prepare_cached(LOAD_MANY).await?;
     let write = c.prepare_cached(WRITE_MANY).await?;
-    for _ in 0..OPTIMISTIC_ROUNDS {
+    for _ in 0..rounds {
         let ids = unanswered_ids(batch, answers);
         if ids.is_empty() {
             return Ok(());
