@@ -1180,18 +1180,38 @@ impl Store for PgStore {
 mod tests {
     use super::*;
 
+    /// An empty database of its own on the server `IMAGEMETA_TEST_DATABASE` names (`None`
+    /// without one), dropped with the guard.
+    struct Scratch {
+        admin: tokio_postgres::Client,
+        name: String,
+        url: String,
+    }
+
+    impl Scratch {
+        async fn new(tag: &str) -> Option<Scratch> {
+            let admin = std::env::var("IMAGEMETA_TEST_DATABASE").ok()?;
+            let name = format!("imagemeta_{tag}_{}", uuid::Uuid::new_v4().simple());
+            let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+            let (server, _) = admin.rsplit_once('/').unwrap();
+            let url = format!("{server}/{name}?sslmode=disable");
+            Some(Scratch { admin: client, name, url })
+        }
+
+        async fn drop(self) {
+            self.admin.batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name)).await.unwrap();
+        }
+    }
+
     /// A catalogue written by imagemeta before properties moved into the image's row keeps
     /// every property, in its order, nulls included (migration 0006); PostgreSQL when
     /// `IMAGEMETA_TEST_DATABASE` names a server.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn properties_move_into_the_image_row_in_order() {
-        let Ok(admin) = std::env::var("IMAGEMETA_TEST_DATABASE") else { return };
-        let name = format!("imagemeta_migration_{}", uuid::Uuid::new_v4().simple());
-        let (admin_client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
-        tokio::spawn(connection);
-        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        let (server, _) = admin.rsplit_once('/').unwrap();
-        let url = format!("{server}/{name}?sslmode=disable");
+        let Some(db) = Scratch::new("migration").await else { return };
+        let url = db.url.clone();
         {
             let (c, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
             tokio::spawn(connection);
@@ -1217,7 +1237,7 @@ mod tests {
         assert_eq!(props, [("zeta", Some("1")), ("kernel_id", None), ("mid", Some("3")), ("alpha", Some("x \"y\""))]);
         assert!(store.find_image("b").await.unwrap().unwrap().properties.is_empty());
         drop(store);
-        admin_client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+        db.drop().await;
     }
 
     /// The writes a batch still has after its optimistic rounds (here: none) are applied with
@@ -1226,13 +1246,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_left_to_the_locks_merge_refuse_and_keep_the_quota() {
         use crate::domain::metadata::{MetadataKey, MetadataValue};
-        let Ok(admin) = std::env::var("IMAGEMETA_TEST_DATABASE") else { return };
-        let name = format!("imagemeta_locked_{}", uuid::Uuid::new_v4().simple());
-        let (admin_client, connection) = tokio_postgres::connect(&admin, NoTls).await.unwrap();
-        tokio::spawn(connection);
-        admin_client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        let (server, _) = admin.rsplit_once('/').unwrap();
-        let store = PgStore::open(&PgUrl::parse(&format!("{server}/{name}?sslmode=disable")).unwrap()).await.unwrap();
+        let Some(db) = Scratch::new("locked").await else { return };
+        let store = PgStore::open(&PgUrl::parse(&db.url).unwrap()).await.unwrap();
         let mut image = Image::new("a".into(), now());
         image.owner = Some("p".into());
         image.properties.set("k0".into(), Some("v0".into()));
@@ -1272,6 +1287,6 @@ mod tests {
         assert_eq!(row.get::<_, i64>(1), 1, "one write of the row for the whole batch");
         drop(c);
         drop(store);
-        admin_client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)")).await.unwrap();
+        db.drop().await;
     }
 }
