@@ -17,7 +17,7 @@ writes; reads keep the fixed body's).
 
 Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--main-images N]
                     [--skip-detail] [--no-build] [--postgres] [--pg-images N] [--skip-sqlite]
-                    [--pairs N]
+                    [--pairs N] [--only NAME]
 """
 
 import argparse

@@ -393,6 +393,15 @@ pub trait Store: metadefs::MetadefStore + Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// `image` if there is one and `who` may see it; else not found (an image a caller may not see
+/// does not exist for it). Every backend's reads and writes of one image ask this.
+pub(crate) fn visible<I: std::borrow::Borrow<Image>>(image: Option<I>, who: &Principal) -> Result<I, StoreError> {
+    match image {
+        Some(image) if crate::domain::policy::can_see(who, image.borrow()) => Ok(image),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
 /// Image `id` if `who` may see it ([`Store::get_image`]): at once when the store can answer
 /// so (a point read from the cache then costs no boxed future), else asked.
 pub async fn get_image(store: &dyn Store, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {

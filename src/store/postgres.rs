@@ -43,7 +43,7 @@ mod batch;
 use super::cache::ImageCache;
 use super::plan;
 use super::sql::{self, Arg, Dialect, micros};
-use super::{Caller, ListQuery, Modification, Store, StoreError, TaskChange, error_text};
+use super::{Caller, ListQuery, Modification, Store, StoreError, TaskChange, error_text, visible};
 use crate::domain::metadata::{MetadataChange, MetadataQuota};
 use crate::domain::policy::Rule;
 use crate::domain::task::{Task, TaskQuery};
@@ -545,13 +545,6 @@ fn notified_ids(payload: &str) -> Vec<String> {
     if payload.starts_with('[') { serde_json::from_str(payload).unwrap_or_default() } else { vec![payload.to_owned()] }
 }
 
-fn visible(image: Option<Image>, who: &Principal) -> Result<Image, StoreError> {
-    match image {
-        Some(image) if policy::can_see(who, &image) => Ok(image),
-        _ => Err(StoreError::NotFound),
-    }
-}
-
 /// Ids that cannot name a row (text in PostgreSQL cannot hold NUL): not found, without asking.
 fn impossible(id: &str) -> bool {
     id.contains('\0')
@@ -660,16 +653,26 @@ impl PgStore {
         }
     }
 
+    /// Image `id` when it is known without asking the database: from the cache while it is
+    /// coherent, or none for an id no row can have.
+    fn cached(&self, id: &str) -> Option<Option<Arc<Image>>> {
+        if impossible(id) {
+            return Some(None);
+        }
+        if !self.coherent.load(Ordering::Acquire) {
+            return None;
+        }
+        let image = self.cache.get(id)?;
+        self.cache.hit();
+        Some(Some(image))
+    }
+
     /// Image `id`, from the cache while it is coherent, else read (and cached).
     async fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
-        if impossible(id) {
-            return Ok(None);
+        if let Some(known) = self.cached(id) {
+            return Ok(known);
         }
         let coherent = self.coherent.load(Ordering::Acquire);
-        if coherent && let Some(image) = self.cache.get(id) {
-            self.cache.hit();
-            return Ok(Some(image));
-        }
         self.cache.miss();
         let seen = self.cache.generation();
         let Some(image) = self.with(async |c| load(&*c, id, false).await).await? else {
@@ -817,23 +820,12 @@ where
 #[async_trait]
 impl Store for PgStore {
     async fn get_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
-        match self.fetch(id).await? {
-            Some(image) if policy::can_see(who, &image) => Ok(image),
-            _ => Err(StoreError::NotFound),
-        }
+        visible(self.fetch(id).await?, who)
     }
 
     /// When the image is in the cache (and the cache may be used).
     fn get_image_at_once(&self, who: &Principal, id: &str) -> Option<Result<Arc<Image>, StoreError>> {
-        if impossible(id) {
-            return Some(Err(StoreError::NotFound));
-        }
-        if !self.coherent.load(Ordering::Acquire) {
-            return None;
-        }
-        let image = self.cache.get(id)?;
-        self.cache.hit();
-        Some(if policy::can_see(who, &image) { Ok(image) } else { Err(StoreError::NotFound) })
+        self.cached(id).map(|image| visible(image, who))
     }
 
     async fn list_images(&self, caller: Caller<'_>, query: &ListQuery) -> Result<Vec<Image>, StoreError> {
@@ -903,7 +895,7 @@ impl Store for PgStore {
                 if diff.members {
                     write_members(&tx, &after).await?;
                 }
-                // As stored: properties in their positions, tags in order.
+                // As stored: tags and members in the database's order.
                 let stored = load(&tx, id, false).await?.ok_or(StoreError::NotFound)?;
                 tx.commit().await?;
                 Ok(stored)
@@ -1181,7 +1173,7 @@ mod tests {
     use super::*;
 
     /// An empty database of its own on the server `IMAGEMETA_TEST_DATABASE` names (`None`
-    /// without one), dropped with the guard.
+    /// without one), dropped by [`Scratch::drop`].
     struct Scratch {
         admin: tokio_postgres::Client,
         name: String,

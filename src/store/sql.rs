@@ -400,15 +400,18 @@ fn filter(sql: &mut Sql, f: &Filter) {
         Filter::Property(k, v) => {
             // SQLite keeps properties in a table of their own, PostgreSQL in the image's row
             // (a JSON array of [name, value] pairs).
-            sql.push(match sql.dialect {
-                Dialect::Sqlite => "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ",
-                Dialect::Postgres => "EXISTS (SELECT 1 FROM jsonb_array_elements(i.properties) AS p WHERE p->>0 = ",
-            });
+            let (name_is, value_is) = match sql.dialect {
+                Dialect::Sqlite => (
+                    "EXISTS (SELECT 1 FROM image_properties p WHERE p.image_id = i.id AND p.name = ",
+                    " AND p.value = ",
+                ),
+                Dialect::Postgres => {
+                    ("EXISTS (SELECT 1 FROM jsonb_array_elements(i.properties) AS p WHERE p->>0 = ", " AND p->>1 = ")
+                }
+            };
+            sql.push(name_is);
             sql.arg(Arg::Text(k.clone()));
-            sql.push(match sql.dialect {
-                Dialect::Sqlite => " AND p.value = ",
-                Dialect::Postgres => " AND p->>1 = ",
-            });
+            sql.push(value_is);
             sql.arg(Arg::Text(v.clone()));
             sql.push(")");
         }

@@ -441,10 +441,7 @@ impl SqliteStore {
 
     /// Image `id` from the cache, or read (and cached).
     fn visible_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
-        match self.fetch(id)? {
-            Some(image) if policy::can_see(who, &image) => Ok(image),
-            _ => Err(StoreError::NotFound),
-        }
+        super::visible(self.fetch(id)?, who)
     }
 
     fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
@@ -895,10 +892,7 @@ fn load_image(conn: &Connection, id: &str) -> rusqlite::Result<Option<Image>> {
 
 /// The image if `who` may see it, else `NotFound`.
 fn visible_image(conn: &Connection, who: &Principal, id: &str) -> Result<Image, StoreError> {
-    match load_image(conn, id)? {
-        Some(image) if policy::can_see(who, &image) => Ok(image),
-        _ => Err(StoreError::NotFound),
-    }
+    super::visible(load_image(conn, id)?, who)
 }
 
 /// Sets `updated_at` to now; returns it as stored (to the microsecond).
@@ -944,9 +938,9 @@ fn change_metadata_tx(
     change: MetadataChange,
     quota: MetadataQuota,
 ) -> rusqlite::Result<Result<Image, StoreError>> {
-    let image = match batch.image(id)? {
-        Some(image) if policy::can_see(who, &image) => image,
-        _ => return Ok(Err(StoreError::NotFound)),
+    let image = match super::visible(batch.image(id)?, who) {
+        Ok(image) => image,
+        Err(not_found) => return Ok(Err(not_found)),
     };
     let plan = match plan::metadata(&image, who, change, quota) {
         Ok(plan) => plan,

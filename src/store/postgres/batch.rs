@@ -195,12 +195,7 @@ pub(super) async fn apply(
             return Ok(());
         }
         // Round trip 1: the images as committed, with their revisions.
-        let mut before = HashMap::new();
-        for row in c.query(&load, &[&ids]).await? {
-            let revision: i64 = row.try_get(REVISION).map_err(|e| StoreError::Internal(e.to_string()))?;
-            let image = image_from_row(&row)?;
-            before.insert(image.id.clone(), (image, revision));
-        }
+        let before = loaded(c.query(&load, &[&ids]).await?)?;
         let Planned { outcomes, after } = plan_all(batch, answers, &before);
         // Round trip 2: the changed images, each only at the revision read (one statement,
         // its own transaction).
@@ -244,12 +239,7 @@ async fn locked(c: &deadpool_postgres::Client, batch: &[Job], answers: &mut [Ans
         tokio::join!(client.batch_execute("BEGIN"), client.query(&lock, &params), client.query(&load, &params));
     begun?;
     locked?;
-    let mut before = HashMap::new();
-    for row in rows? {
-        let revision: i64 = row.try_get(REVISION).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let image = image_from_row(&row)?;
-        before.insert(image.id.clone(), (image, revision));
-    }
+    let before = loaded(rows?)?;
     let Planned { outcomes, after } = plan_all(batch, answers, &before);
     if after.is_empty() {
         c.batch_execute("ROLLBACK").await?;
@@ -269,6 +259,17 @@ async fn locked(c: &deadpool_postgres::Client, batch: &[Job], answers: &mut [Ans
         answers[n] = Some(outcome);
     }
     Ok(())
+}
+
+/// The images of [`LOAD_MANY`]'s rows by id, each with its row's revision.
+fn loaded(rows: Vec<tokio_postgres::Row>) -> Result<HashMap<String, (Image, i64)>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            let revision: i64 = row.try_get(REVISION).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let image = image_from_row(row)?;
+            Ok((image.id.clone(), (image, revision)))
+        })
+        .collect()
 }
 
 /// The images of the writes not answered yet, sorted, once each.
