@@ -184,12 +184,7 @@ where
         if let Some(peer) = peer {
             request.extensions_mut().insert(crate::api::access::Peer(peer));
         }
-        let response = app(request);
-        let phase = phase.clone();
-        async move {
-            // The connection is busy until the response has been written to the end.
-            Ok::<_, Infallible>(response.await.map(|body| Written { body, phase }))
-        }
+        Answer { response: app(request), phase: Some(phase.clone()) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The header and idle timeouts are the connection's own (TimedIo): hyper's would start
@@ -233,25 +228,62 @@ fn log_end(result: Result<(), hyper::Error>) {
     }
 }
 
-/// `handler`'s response, or, if it panics, `on_panic`'s (logged): the connection is answered
-/// instead of dropped.
-pub async fn catch_panic<F>(handler: F, on_panic: fn() -> Response<Body>) -> Response<Body>
+pin_project_lite::pin_project! {
+    /// `handler`'s response, or, if it panics, `on_panic`'s (logged): the connection is answered
+    /// instead of dropped. A future of its own, not an `async fn`: an `async fn` keeps the
+    /// handler's future twice (its argument, and the pinned local it is polled in), and a
+    /// request's future is copied whole on its way into the connection (see [`Answer`]).
+    pub struct CatchPanic<F> {
+        #[pin]
+        handler: F,
+        on_panic: fn() -> Response<Body>,
+    }
+}
+
+pub fn catch_panic<F>(handler: F, on_panic: fn() -> Response<Body>) -> CatchPanic<F>
 where
     F: Future<Output = Response<Body>>,
 {
-    let mut handler = std::pin::pin!(handler);
-    let polled = std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
-            Ok(Poll::Ready(response)) => Poll::Ready(Some(response)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(None),
+    CatchPanic { handler, on_panic }
+}
+
+impl<F: Future<Output = Response<Body>>> Future for CatchPanic<F> {
+    type Output = Response<Body>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<Body>> {
+        let this = self.project();
+        let handler = this.handler;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.poll(cx))) {
+            Ok(polled) => polled,
+            Err(_) => {
+                tracing::error!("a request handler panicked");
+                Poll::Ready((this.on_panic)())
+            }
         }
-    })
-    .await;
-    polled.unwrap_or_else(|| {
-        tracing::error!("a request handler panicked");
-        on_panic()
-    })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer as the connection takes it: the response, its body wrapped so that
+    /// the connection stays busy until the body has been written to the end. A plain future,
+    /// for the reason [`CatchPanic`] is one: hyper moves the whole future into the connection
+    /// for every request, so its size is a copy per request.
+    struct Answer<F> {
+        #[pin]
+        response: F,
+        phase: Option<Arc<Phase>>,
+    }
+}
+
+impl<F: Future<Output = Response<Body>>> Future for Answer<F> {
+    type Output = Result<Response<Written>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.response.poll(cx));
+        let phase = this.phase.take().expect("an answer is polled to the end once");
+        Poll::Ready(Ok(response.map(|body| Written { body, phase })))
+    }
 }
 
 /// Where a connection is in its request cycle, shared by its socket and its requests.
@@ -485,4 +517,28 @@ pub async fn response_bytes(response: Response<Body>) -> Vec<u8> {
     out.extend_from_slice(format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(&body);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    fn teapot() -> Response<Body> {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+        response
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_by_on_panic() {
+        let answered = catch_panic(async { Response::new(Body::empty()) }, teapot).await;
+        assert_eq!(answered.status(), StatusCode::OK);
+        let panicking = async {
+            tokio::task::yield_now().await;
+            panic!("a handler's bug");
+        };
+        assert_eq!(catch_panic(panicking, teapot).await.status(), StatusCode::IM_A_TEAPOT);
+    }
 }

@@ -135,22 +135,39 @@ pub struct DeadlinePassed;
 /// The timer is armed only when `work` first waits: a request answered in its first poll (a
 /// cached read) neither reads the clock nor touches the timer wheel, which a
 /// `tokio::time::timeout` per request did (a measurable share of a point read).
-pub async fn within<F: Future>(started: Instant, limit: Duration, work: F) -> Result<F::Output, DeadlinePassed> {
-    let mut work = std::pin::pin!(work);
-    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+pub fn within<F: Future>(started: Instant, limit: Duration, work: F) -> Within<F> {
+    Within { work, timer: None, deadline: started + limit }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]: a plain future, not an `async fn`, which would keep `work`
+    /// twice (its argument and the pinned local it polls), and a request's future is copied
+    /// whole several times on its way into the connection.
+    pub struct Within<F> {
+        #[pin]
+        work: F,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        deadline: Instant,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, DeadlinePassed>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.work.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if timer.is_none() {
-            timer.set(Some(tokio::time::sleep_until((started + limit).into())));
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep_until((*this.deadline).into())));
         }
-        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(DeadlinePassed)),
             _ => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 /// A request id, `req-<uuid4>`, kept inline (no allocation).
@@ -359,7 +376,26 @@ pub fn quote_plus(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{negotiate, quote_plus};
+    use std::time::{Duration, Instant};
+
+    use super::{negotiate, quote_plus, within};
+
+    #[tokio::test]
+    async fn within_answers_work_done_in_time_and_refuses_work_past_its_deadline() {
+        let nap = |ms| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            7
+        };
+        let started = Instant::now();
+        assert_eq!(within(started, Duration::from_secs(5), async { 7 }).await.ok(), Some(7));
+        assert_eq!(within(started, Duration::from_secs(5), nap(10)).await.ok(), Some(7));
+        assert!(within(started, Duration::from_millis(50), nap(5_000)).await.is_err());
+        // The deadline counts from `started` (the request's arrival), not from the first poll.
+        let arrived = Instant::now() - Duration::from_secs(5);
+        let waited = Instant::now();
+        assert!(within(arrived, Duration::from_millis(5_050), nap(5_000)).await.is_err());
+        assert!(waited.elapsed() < Duration::from_secs(4), "{:?}", waited.elapsed());
+    }
 
     #[test]
     fn quote_plus_like_python() {

@@ -104,8 +104,9 @@ pub async fn handle(State(state): State<AppState>, request: axum::extract::Reque
     let request_id = super::RequestId::new();
     let span = super::request_span(request_id.as_str(), &parts.method, path);
     let mut exchange = super::access::Exchange::begin("compute", &parts);
-    let request = api_request(state, parts, body, prefix, rest_at, &request_id, &mut exchange);
-    let mut response = if span.is_none() { request.await } else { request.instrument(span).await };
+    // One expression: a future first bound to a name is kept twice in this one's.
+    let mut response =
+        api_request(state, parts, body, prefix, rest_at, &request_id, &mut exchange).instrument(span).await;
     let id = request_id.header_value();
     response.headers_mut().insert(names::X_COMPUTE_REQUEST_ID, id.clone());
     response.headers_mut().insert(names::X_OPENSTACK_REQUEST_ID, id);
