@@ -22,6 +22,7 @@ Usage: bench/run.py [--duration SECONDS] [--sizes 10000,100000,1000000] [--main-
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -130,14 +131,27 @@ def start_imagemeta(work, db, tag):
     return Proc(args, ("compute", "image"), env_cwd)
 
 
-def wrk(url, conns, duration, script=None, env=None):
+def cpu_seconds(pid):
+    """The user and system CPU time process `pid` (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, conns, duration, script=None, env=None, pid=None):
+    """One wrk run; with `pid`, also the CPU time that server process spent per request (a
+    steadier measure than requests/s on a machine shared with wrk: it does not move with how
+    the two cores happen to be shared)."""
     args = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{duration}s", "--latency",
             "-H", f"X-Auth-Token: {TOKEN}"]
     if script:
         args += ["-s", script]
     args.append(url)
+    before = cpu_seconds(pid) if pid else None
     out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
+    after = cpu_seconds(pid) if pid else None
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
 
     def pct(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -145,7 +159,9 @@ def wrk(url, conns, duration, script=None, env=None):
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0}
+    cpu_us = (after - before) / requests * 1e6 if pid and requests else float("nan")
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "non2xx": int(errors.group(1)) if errors else 0,
+            "cpu_us": cpu_us}
 
 
 def median_run(runs):
@@ -232,7 +248,7 @@ def postgres_run(args, work, procs, rows, scenarios):
             tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
             lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
             log(f"pgbench single-row update c={c}: {tps:.0f} tps")
-            return {"rps": tps, "p50": lat, "p99": float("nan"), "non2xx": 0}
+            return {"rps": tps, "p50": lat, "p99": float("nan"), "non2xx": 0, "cpu_us": float("nan")}
 
         db = f"{server}/imagemeta?sslmode=disable"
         db_seeded, ids = seed(work, "pg", args.pg_images, 10, database=db)
@@ -279,7 +295,7 @@ def main():
                 fixed_servers[size] = Proc([FIXED, str(size)], ("fixed_body",), work)
                 procs.append(fixed_servers[size])
             url = fixed_servers[size].urls["fixed_body"] + "/"
-            return lambda c: wrk(url, c, args.duration)
+            return lambda c: wrk(url, c, args.duration, pid=fixed_servers[size].p.pid)
 
         def scenarios(label, db, ids, write_yard=None):
             """The point-read and write scenarios on `db`: reads against the fixed body of
@@ -308,21 +324,24 @@ def main():
                     body = max(size, MIN_FIXED_BODY)
                     yard, yard_name = fixed_body(body), f"fixed body ({body} B)"
                 for c in CONNECTIONS:
-                    ours, theirs, ratios = [], [], []
+                    ours, theirs, ratios, cpu_ratios = [], [], [], []
                     for _ in range(args.pairs):
                         b = yard(c)
                         env = dict(os.environ, BENCH_OFFSET=str(done[0]))
-                        r = wrk(url, c, args.duration, script, env)
+                        r = wrk(url, c, args.duration, script, env, pid=im.p.pid)
                         done[0] += int(r["rps"] * args.duration * 1.2) + 1000
                         ours.append(r)
                         theirs.append(b)
                         ratios.append(r["rps"] / b["rps"])
+                        cpu_ratios.append(r["cpu_us"] / b["cpu_us"])
                     r, b, ratio = median_run(ours), median_run(theirs), statistics.median(ratios)
                     rows.append((f"[{label}] {yard_name}, paired with the next", c, b, None))
                     rows.append((f"[{label}] {name} ({size} B)", c, r, ratio))
                     spread = ", ".join(f"{x:.2f}" for x in ratios)
+                    cpu = statistics.median(cpu_ratios)
+                    cpu_note = "" if math.isnan(cpu) else f"; server CPU per request {r['cpu_us']:.1f} us, {cpu:.2f}x the yardstick's"
                     log(f"[{label}] {name} c={c}: {r['rps']:.0f} req/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, "
-                        f"{yard_name} {b['rps']:.0f}: {ratio:.2f}x (pairs: {spread}), non-2xx {r['non2xx']}")
+                        f"{yard_name} {b['rps']:.0f}: {ratio:.2f}x (pairs: {spread}), non-2xx {r['non2xx']}{cpu_note}")
 
             def size_of(method, url, body=None):
                 return len(http(method, url, body)[1])
@@ -378,15 +397,16 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"| scenario (median of {args.pairs} runs) | conns | req/s | p50 ms | p99 ms | median ratio of the pairs |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| scenario (median of {args.pairs} runs) | conns | req/s | p50 ms | p99 ms | server CPU µs/req | median ratio of the pairs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, c, r, ratio in rows:
         if r is None:
-            print(f"| {name} | | | | | |")
+            print(f"| {name} | | | | | | |")
             continue
         ratio = f"{ratio:.2f}" if ratio is not None else ""
         bad = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
-        print(f"| {name}{bad} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} |")
+        cpu = "" if math.isnan(r.get("cpu_us", float("nan"))) else f"{r['cpu_us']:.1f}"
+        print(f"| {name}{bad} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {cpu} | {ratio} |")
     if len(sizes) > 1 and not args.skip_detail:
         for c in CONNECTIONS:
             small, big = detail[(sizes[0], c)], detail[(sizes[-1], c)]

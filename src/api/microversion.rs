@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use super::names;
 
@@ -81,12 +81,12 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<String>)
     Ok(v)
 }
 
-fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 fn requested(headers: &HeaderMap) -> Option<String> {
-    let compute = header_values(headers, "openstack-api-version")
+    let compute = header_values(headers, &names::OPENSTACK_API_VERSION)
         .filter_map(|item| {
             let mut parts = item.split_whitespace();
             let service = parts.next()?;
@@ -97,10 +97,7 @@ fn requested(headers: &HeaderMap) -> Option<String> {
     if compute.is_some() {
         return compute;
     }
-    if headers.contains_key("x-openstack-nova-api-version") {
-        return header_values(headers, "x-openstack-nova-api-version").last().map(str::to_owned);
-    }
-    None
+    header_values(headers, &names::X_OPENSTACK_NOVA_API_VERSION).last().map(str::to_owned)
 }
 
 /// Adds the four response headers of a `/v2.1` resource response, for version `v` as the

@@ -6,19 +6,30 @@ use super::metadefs::Namespace;
 use super::{Image, ImageStatus, MemberStatus, Visibility};
 
 /// The caller, as an authenticated token describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: String,
     pub project_id: String,
     pub roles: Vec<String>,
     /// Holds the `admin` role: sees and changes every project's images.
     pub is_admin: bool,
+    /// [`visible_to`] this principal, made once: a principal outlives its request (tokens are
+    /// cached), and every point read asks it.
+    visible: std::sync::OnceLock<Cond>,
 }
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Principal) -> bool {
+        (&self.user_id, &self.project_id, &self.roles) == (&other.user_id, &other.project_id, &other.roles)
+    }
+}
+
+impl Eq for Principal {}
 
 impl Principal {
     pub fn new(user_id: String, project_id: String, roles: Vec<String>) -> Principal {
         let is_admin = roles.iter().any(|r| r == "admin");
-        Principal { user_id, project_id, roles, is_admin }
+        Principal { user_id, project_id, roles, is_admin, visible: std::sync::OnceLock::new() }
     }
 
     /// imagemeta itself, acting for no user (recovering a dead node's uploads): an admin.
@@ -150,7 +161,7 @@ pub enum ListVisibility {
 
 /// Whether `image` exists for `who` at all (see [`visible_to`]).
 pub fn can_see(who: &Principal, image: &Image) -> bool {
-    who.is_admin || visible_to(who).holds(image)
+    who.is_admin || who.visible.get_or_init(|| visible_to(who)).holds(image)
 }
 
 /// What a caller asks to do, by the policy names of Glance (and Nova) under secure RBAC. Every
