@@ -6,7 +6,7 @@ use super::metadefs::Namespace;
 use super::{Image, ImageStatus, MemberStatus, Visibility};
 
 /// The caller, as an authenticated token describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Principal {
     pub user_id: String,
     pub project_id: String,
@@ -16,6 +16,13 @@ pub struct Principal {
     /// [`visible_to`] this principal, made once: a principal outlives its request (tokens are
     /// cached), and every point read asks it.
     visible: std::sync::OnceLock<Cond>,
+}
+
+/// A clone makes its own visibility rule: a clone is how a principal is changed.
+impl Clone for Principal {
+    fn clone(&self) -> Principal {
+        Principal::new(self.user_id.clone(), self.project_id.clone(), self.roles.clone())
+    }
 }
 
 impl PartialEq for Principal {
