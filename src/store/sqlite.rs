@@ -439,11 +439,12 @@ impl SqliteStore {
         }
     }
 
-    /// Image `id` from the cache, or read (and cached).
+    /// Image `id` if `who` may see it, from the cache or read ([`SqliteStore::fetch`]).
     fn visible_image(&self, who: &Principal, id: &str) -> Result<Arc<Image>, StoreError> {
         super::visible(self.fetch(id)?, who)
     }
 
+    /// Image `id` from the cache, or read (and cached).
     fn fetch(&self, id: &str) -> Result<Option<Arc<Image>>, StoreError> {
         self.health.check()?;
         if let Some(image) = self.cache.get(id) {
