@@ -13,8 +13,8 @@
 //! * `imagemeta_build_info{version}`: 1.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -104,6 +104,7 @@ pub async fn handle(
                 {
                     let mut body = admin.metrics.render();
                     requests::render(&mut body);
+                    Tally::render(&mut body);
                     body
                 },
             )
@@ -130,6 +131,97 @@ impl Admin {
     }
 }
 
+/// One thread's part of a metric, alone on its cache lines (128 bytes: the prefetcher fetches
+/// lines in pairs). Counters every request bumps are kept per thread and summed when scraped:
+/// the cores serving requests side by side then never write to the same line, which would
+/// otherwise move between them on every request.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct Shard<T>(T);
+
+impl<T> std::ops::Deref for Shard<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The counters of the request path's caches, kept per thread (see [`Shard`]).
+#[derive(Clone, Copy)]
+pub enum Tally {
+    /// `imagemeta_store_cache_hits_total`: reads the store's cache answered.
+    StoreCacheHit,
+    /// `imagemeta_store_cache_misses_total`: reads the store had to make.
+    StoreCacheMiss,
+    /// `imagemeta_keystone_cache_hits_total`: tokens known without asking Keystone.
+    KeystoneCacheHit,
+    /// `imagemeta_keystone_cache_misses_total`: tokens Keystone was asked about.
+    KeystoneCacheMiss,
+}
+
+impl Tally {
+    const ALL: [Tally; 4] =
+        [Tally::StoreCacheHit, Tally::StoreCacheMiss, Tally::KeystoneCacheHit, Tally::KeystoneCacheMiss];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tally::StoreCacheHit => "imagemeta_store_cache_hits_total",
+            Tally::StoreCacheMiss => "imagemeta_store_cache_misses_total",
+            Tally::KeystoneCacheHit => "imagemeta_keystone_cache_hits_total",
+            Tally::KeystoneCacheMiss => "imagemeta_keystone_cache_misses_total",
+        }
+    }
+
+    /// Counts one.
+    pub fn add(self) {
+        tallies::SHARD.with(|shard| shard[self as usize].fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// Every thread's count, summed.
+    fn total(self) -> u64 {
+        tallies::all()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|s| s[self as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Appends every tally to `out`, in Prometheus' text format.
+    fn render(out: &mut String) {
+        use std::fmt::Write;
+        for tally in Tally::ALL {
+            let name = tally.name();
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", tally.total());
+        }
+    }
+}
+
+mod tallies {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+    use super::{Shard, Tally};
+
+    type Counts = [AtomicU64; Tally::ALL.len()];
+
+    /// Every thread's shard (kept after the thread ends: counters never go down).
+    pub fn all() -> &'static Mutex<Vec<Arc<Shard<Counts>>>> {
+        static ALL: OnceLock<Mutex<Vec<Arc<Shard<Counts>>>>> = OnceLock::new();
+        ALL.get_or_init(Mutex::default)
+    }
+
+    thread_local! {
+        /// This thread's shard.
+        pub static SHARD: Arc<Shard<Counts>> = {
+            let shard: Arc<Shard<Counts>> = Arc::new(Shard::default());
+            all().lock().unwrap_or_else(PoisonError::into_inner).push(shard.clone());
+            shard
+        };
+    }
+}
+
 /// Records one answered request of `api` (`compute`, `image`) for the route template `route`.
 pub fn request(
     api: &'static str,
@@ -140,10 +232,10 @@ pub fn request(
 ) {
     let method = method_label(method);
     // The handles of each label set, looked up once per thread: a request then costs a
-    // lookup and three atomic additions, not two keys built, hashed and found in a registry.
+    // lookup and four atomic additions, not two keys built, hashed and found in a registry.
     // The label strings are static, so their addresses are the key (a string at two addresses
     // only gets two handles to the same series).
-    type Handles = (Arc<AtomicU64>, Arc<requests::Latency>);
+    type Handles = (Arc<Shard<AtomicU64>>, Arc<Shard<requests::Latency>>);
     /// (api, route, method, status).
     type Labels = (usize, usize, usize, u16);
     thread_local! {
@@ -159,9 +251,13 @@ pub fn request(
     });
 }
 
-/// The request metrics, kept here rather than in the recorder: a request costs three relaxed
-/// atomic additions (its counter, its latency's bucket, the latencies' sum), where the
-/// recorder's histogram reads a clock and queues a sample per request until its upkeep.
+/// The request metrics, kept here rather than in the recorder: a request costs four relaxed
+/// atomic additions (its counter, its latency's bucket, sum and count), where the recorder's
+/// histogram reads a clock and queues a sample per request until its upkeep.
+///
+/// Each thread counts in series of its own ([`Shard`]s), summed when scraped: the two cores
+/// serving requests side by side then never write to the same cache line, which would bounce
+/// between them on every request.
 mod requests {
     use std::collections::BTreeMap;
     use std::fmt::Write;
@@ -171,6 +267,8 @@ mod requests {
 
     use axum::http::StatusCode;
 
+    use super::Shard;
+
     /// (api, route, method, status).
     type CounterKey = (&'static str, &'static str, &'static str, u16);
     /// (api, route, method).
@@ -178,6 +276,7 @@ mod requests {
 
     /// One label set's latencies: a count per bucket of [`super::BUCKETS`] (not cumulative:
     /// the last counts those above every bound), their sum and their number.
+    #[derive(Default)]
     pub struct Latency {
         buckets: [AtomicU64; super::BUCKETS.len() + 1],
         sum_nanos: AtomicU64,
@@ -192,6 +291,15 @@ mod requests {
             self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
             self.count.fetch_add(1, Ordering::Relaxed);
         }
+
+        /// Adds `other`'s counts to this one's.
+        fn add(&self, other: &Latency) {
+            for (to, from) in self.buckets.iter().zip(&other.buckets) {
+                to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            self.sum_nanos.fetch_add(other.sum_nanos.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.count.fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
     }
 
     /// The buckets' upper bounds in nanoseconds.
@@ -200,10 +308,11 @@ mod requests {
         BOUNDS.get_or_init(|| super::BUCKETS.map(|s| (s * 1e9).round() as u64))
     }
 
+    /// Every thread's shards of every series.
     #[derive(Default)]
     struct Registry {
-        counters: Mutex<BTreeMap<CounterKey, Arc<AtomicU64>>>,
-        latencies: Mutex<BTreeMap<LatencyKey, Arc<Latency>>>,
+        counters: Mutex<BTreeMap<CounterKey, Vec<Arc<Shard<AtomicU64>>>>>,
+        latencies: Mutex<BTreeMap<LatencyKey, Vec<Arc<Shard<Latency>>>>>,
     }
 
     fn registry() -> &'static Registry {
@@ -211,53 +320,60 @@ mod requests {
         REGISTRY.get_or_init(Registry::default)
     }
 
-    /// The series of one label set (made on first use).
+    /// A new shard of the series of one label set, for the calling thread (which keeps it:
+    /// one per thread and label set).
     pub fn handles(
         api: &'static str,
         route: &'static str,
         method: &'static str,
         status: StatusCode,
-    ) -> (Arc<AtomicU64>, Arc<Latency>) {
+    ) -> (Arc<Shard<AtomicU64>>, Arc<Shard<Latency>>) {
         let r = registry();
-        let counter = r
-            .counters
+        let counter: Arc<Shard<AtomicU64>> = Arc::new(Shard::default());
+        r.counters
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry((api, route, method, status.as_u16()))
             .or_default()
-            .clone();
-        let latency = r
-            .latencies
+            .push(counter.clone());
+        let latency: Arc<Shard<Latency>> = Arc::new(Shard::default());
+        r.latencies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry((api, route, method))
-            .or_insert_with(|| {
-                Arc::new(Latency {
-                    buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-                    sum_nanos: AtomicU64::new(0),
-                    count: AtomicU64::new(0),
-                })
-            })
-            .clone();
+            .or_default()
+            .push(latency.clone());
         (counter, latency)
     }
 
     /// Appends the request metrics to `out`, in Prometheus' text format.
     pub fn render(out: &mut String) {
         let r = registry();
-        let counters = r.counters.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let counters: Vec<(CounterKey, u64)> = r
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key, shards)| (*key, shards.iter().map(|s| s.load(Ordering::Relaxed)).sum()))
+            .collect();
         if !counters.is_empty() {
             out.push_str("# TYPE imagemeta_http_requests_total counter\n");
         }
         for ((api, route, method, status), n) in counters {
             let labels = labels(api, route, method);
-            let _ = writeln!(
-                out,
-                "imagemeta_http_requests_total{{{labels},status=\"{status}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "imagemeta_http_requests_total{{{labels},status=\"{status}\"}} {n}");
         }
-        let latencies = r.latencies.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let latencies: Vec<(LatencyKey, Latency)> = r
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key, shards)| {
+                let total = Latency::default();
+                shards.iter().for_each(|s| total.add(s));
+                (*key, total)
+            })
+            .collect();
         if !latencies.is_empty() {
             out.push_str("# TYPE imagemeta_http_request_duration_seconds histogram\n");
         }
@@ -290,12 +406,16 @@ mod requests {
         use super::*;
 
         #[test]
-        fn buckets_are_cumulative_and_sum_and_count_add_up() {
+        fn buckets_are_cumulative_and_sum_and_count_add_up_over_threads() {
+            // Two threads' shards of one series: the scrape shows their sum.
             let (counter, latency) = handles("unit", "/unit/{id}", "GET", StatusCode::OK);
-            counter.fetch_add(3, Ordering::Relaxed);
-            for micros in [50, 300, 20_000_000] {
+            counter.fetch_add(2, Ordering::Relaxed);
+            for micros in [50, 300] {
                 latency.record(Duration::from_micros(micros));
             }
+            let (counter, latency) = handles("unit", "/unit/{id}", "GET", StatusCode::OK);
+            counter.fetch_add(1, Ordering::Relaxed);
+            latency.record(Duration::from_micros(20_000_000));
             let mut out = String::new();
             render(&mut out);
             let series = r#"api="unit",route="/unit/{id}",method="GET""#;

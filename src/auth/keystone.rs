@@ -332,16 +332,16 @@ impl Authenticator for Keystone {
         let k = key(token);
         if let Some(v) = self.valid.get(&k).await {
             if Instant::now() < v.until {
-                metrics::counter!("imagemeta_keystone_cache_hits_total").increment(1);
+                crate::admin::Tally::KeystoneCacheHit.add();
                 return Ok(v.principal);
             }
             self.valid.invalidate(&k).await;
         }
         if self.refused.get(&k).await.is_some() {
-            metrics::counter!("imagemeta_keystone_cache_hits_total").increment(1);
+            crate::admin::Tally::KeystoneCacheHit.add();
             return Err(AuthError::Invalid);
         }
-        metrics::counter!("imagemeta_keystone_cache_misses_total").increment(1);
+        crate::admin::Tally::KeystoneCacheMiss.add();
         let started = Instant::now();
         let validated = self.validate(token).await;
         let outcome = match &validated {

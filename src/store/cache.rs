@@ -20,8 +20,6 @@ pub struct ImageCache {
     inner: Mutex<Inner>,
     /// How long an entry lives (`None`: until invalidated: one node alone writes).
     ttl: Option<Duration>,
-    hits: metrics::Counter,
-    misses: metrics::Counter,
 }
 
 #[derive(Default)]
@@ -52,22 +50,17 @@ impl Inner {
 
 impl ImageCache {
     pub fn new(ttl: Option<Duration>) -> ImageCache {
-        ImageCache {
-            inner: Mutex::new(Inner::default()),
-            ttl,
-            hits: metrics::counter!("imagemeta_store_cache_hits_total"),
-            misses: metrics::counter!("imagemeta_store_cache_misses_total"),
-        }
+        ImageCache { inner: Mutex::new(Inner::default()), ttl }
     }
 
     /// Counts a read the cache answered.
     pub fn hit(&self) {
-        self.hits.increment(1);
+        crate::admin::Tally::StoreCacheHit.add();
     }
 
     /// Counts a read the store had to make.
     pub fn miss(&self) {
-        self.misses.increment(1);
+        crate::admin::Tally::StoreCacheMiss.add();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
