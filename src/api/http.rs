@@ -1,12 +1,13 @@
 //! What both APIs read from a request the same way: the token and who it names, the media
-//! type, the host the client addressed, the declared length, and a body within its limit.
-//! Each API words its own faults.
+//! type, the host the client addressed, the declared length, and a body within its limit;
+//! and how both start a response with a body. Each API words its own faults.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 
 use super::fault::Fault;
 use super::{AppState, names};
@@ -84,4 +85,19 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
             BodyError::Broken
         }
     })
+}
+
+/// How many headers a response carries at most on the common path (its own, the request ids,
+/// the microversion's, and hyper's `content-length` and `date`): reserved at once, so that
+/// its map is allocated once and never grown (every entry rehashed) on the way out.
+const RESPONSE_HEADERS: usize = 12;
+
+/// A response of `status` with `body`, of `content_type`.
+pub fn body_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.reserve(RESPONSE_HEADERS);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }

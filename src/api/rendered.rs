@@ -13,7 +13,7 @@ pub struct Renderings {
     pub compute_metadata: OnceLock<Bytes>,
     /// The Compute API's `{"image": {...}}` body, with the key of the links it was made with
     /// (its links depend on the request's host and URL).
-    pub compute_image: OnceLock<(String, Bytes)>,
+    pub compute_image: OnceLock<(crate::api::compute::views::LinkKey, Bytes)>,
     /// The image API's image object.
     pub glance_image: OnceLock<Bytes>,
 }

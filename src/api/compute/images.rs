@@ -231,13 +231,15 @@ pub async fn show(ctx: &Ctx<'_>, id: &str) -> Result<Reply, Fault> {
     struct Show<'a> {
         image: views::ImageDetail<'a>,
     }
-    let links = ctx.links();
-    let render = || crate::api::json::to_vec(&Show { image: views::ImageDetail(&links, &image) }).into();
+    let source = ctx.link_source();
+    let render = || {
+        let links = views::LinkBase::new(source, &ctx.state.settings);
+        crate::api::json::to_vec(&Show { image: views::ImageDetail(&links, &image) }).into()
+    };
     // Rendered once per cached copy for the links of the first request; other links render anew.
-    let key = links.key();
     let body = match crate::api::rendered::of(&image) {
-        Some(r) => match r.compute_image.get_or_init(|| (key.clone(), render())) {
-            (made_for, body) if *made_for == key => body.clone(),
+        Some(r) => match r.compute_image.get_or_init(|| (views::LinkKey::of(source), render())) {
+            (made_for, body) if made_for.is(source) => body.clone(),
             _ => render(),
         },
         None => render(),

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 use tracing::Instrument;
 
 use self::routes::{Action, NoRoute, Route};
 use self::schemas::Strictness;
-use self::views::LinkBase;
+use self::views::{LinkBase, LinkSource};
 use super::fault::Fault;
 use super::microversion::{self, Version};
 use super::{AppState, names, parse_query, percent_decode};
@@ -33,7 +33,7 @@ use crate::domain::Principal;
 
 /// A request that passed the protocol checks, as the actions see it.
 pub struct Ctx<'a> {
-    pub state: AppState,
+    pub state: &'a AppState,
     pub principal: Arc<Principal>,
     /// The negotiated microversion; `None` on `/v2`.
     pub version: Option<Version>,
@@ -49,8 +49,13 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Where this request's links point (built on demand: most actions have no links).
+    /// What this request's links are made from.
+    pub fn link_source(&self) -> LinkSource<'_> {
+        link_source(self.parts, self.prefix, Some(&self.principal))
+    }
+
     pub fn links(&self) -> LinkBase {
-        link_base(self.parts, self.prefix, Some(&self.principal), &self.state.settings)
+        LinkBase::new(self.link_source(), &self.state.settings)
     }
 
     /// All values of query parameter `name`, in order.
@@ -210,7 +215,7 @@ async fn pipeline(
     };
 
     let Some(principal) = principal else {
-        return Ok(versions::document(prefix, &link_base(parts, prefix, None, settings)));
+        return Ok(versions::document(prefix, &LinkBase::new(link_source(parts, prefix, None), settings)));
     };
 
     // 5. Content-Type, on every method.
@@ -252,7 +257,7 @@ async fn pipeline(
         .ok_or_else(|| Fault::bad_request("Query string is not UTF-8 encoded"))?;
 
     let ctx = Ctx {
-        state: state.clone(),
+        state,
         principal,
         version,
         strictness: if legacy { Strictness::Legacy } else { Strictness::Strict },
@@ -318,24 +323,46 @@ async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
 
 /// Builds the link base of §4.1 from the request: the `Host` header names the root, and the
 /// project appears when the token's project id occurs anywhere in the request URL.
-fn link_base(parts: &Parts, prefix: &'static str, who: Option<&Principal>, settings: &super::Settings) -> LinkBase {
-    let host = super::http::host(parts).to_owned();
-    let root = format!("http://{host}");
-    let url = format!("{root}{}", parts.uri.path_and_query().map_or("", |p| p.as_str()));
-    let project = match who {
-        Some(p) if !p.project_id.is_empty() && url.contains(&p.project_id) => {
-            format!("/{}", p.project_id)
-        }
-        _ => String::new(),
-    };
-    let image_endpoint = settings.image_url.clone().unwrap_or_else(|| {
-        let hostname = match host.strip_prefix('[') {
-            Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
-            None => host.split(':').next().unwrap_or("").to_owned(),
-        };
-        format!("http://{hostname}:{}", settings.image_port)
-    });
-    LinkBase { root, version_prefix: prefix, project, image_endpoint }
+/// What `parts`' links are made from, for `prefix` and (when the request has a token) `who`.
+fn link_source<'a>(parts: &'a Parts, prefix: &'static str, who: Option<&'a Principal>) -> LinkSource<'a> {
+    let host = super::http::host(parts);
+    let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    // Nova's `project_id in request.url`: the URL as WebOb rebuilds it from the host.
+    let project =
+        who.map(|p| p.project_id.as_str()).filter(|p| !p.is_empty() && occurs_in(&["http://", host, path], p));
+    LinkSource { host, prefix, project }
+}
+
+/// Whether `needle` occurs in the concatenation of `pieces`, without making it.
+fn occurs_in(pieces: &[&str], needle: &str) -> bool {
+    if pieces.iter().any(|p| p.contains(needle)) {
+        return true;
+    }
+    // Otherwise only a match that starts in a piece and ends in a later one: it starts
+    // within the last `needle.len() - 1` bytes of its piece.
+    let needle = needle.as_bytes();
+    pieces.iter().enumerate().any(|(i, piece)| {
+        let piece = piece.as_bytes();
+        (piece.len().saturating_sub(needle.len().saturating_sub(1))..piece.len()).any(|start| {
+            let mut rest = needle;
+            let mut following = pieces[i + 1..].iter().map(|p| p.as_bytes());
+            let mut at = &piece[start..];
+            loop {
+                let n = rest.len().min(at.len());
+                if at[..n] != rest[..n] {
+                    return false;
+                }
+                rest = &rest[n..];
+                if rest.is_empty() {
+                    return true;
+                }
+                match following.next() {
+                    Some(next) => at = next,
+                    None => return false,
+                }
+            }
+        })
+    })
 }
 
 /// Success responses: `application/json` (or the compute vendor type when `Accept` prefers
@@ -344,6 +371,35 @@ fn render(reply: Reply, request_headers: &HeaderMap) -> Response {
     let accept = request_headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let content_type = super::negotiate(accept, &["application/json", "application/vnd.openstack.compute+json"])
         .unwrap_or("application/json");
-    let body = reply.body.unwrap_or_default();
-    (reply.status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    super::http::body_response(reply.status, content_type, reply.body.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::occurs_in;
+
+    #[test]
+    fn a_project_id_is_found_across_the_pieces_of_a_url() {
+        let project = "0123456789abcdef0123456789abcdef";
+        assert!(occurs_in(&["http://", "h:8774", "/v2.1/0123456789abcdef0123456789abcdef/images"], project));
+        // Split between the host and the path, and spanning a whole short piece.
+        assert!(occurs_in(&["http://", "0123456789abcdef", "0123456789abcdef/images"], project));
+        assert!(occurs_in(&["http://0123", "4567", "89abcdef0123456789abcdef"], project));
+        assert!(!occurs_in(&["http://", "h:8774", "/v2.1/images/0123456789abcdef0123456789abcde"], project));
+        assert!(!occurs_in(&["http://", "0123456789abcdef", "123456789abcdef"], project));
+    }
+
+    proptest! {
+        /// The same answer as searching the concatenation (small alphabet: many near-misses).
+        #[test]
+        fn occurs_in_is_contains_of_the_concatenation(
+            pieces in prop::collection::vec("[ab]{0,6}", 0..5),
+            needle in "[ab]{1,5}",
+        ) {
+            let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+            prop_assert_eq!(occurs_in(&pieces, &needle), pieces.concat().contains(needle.as_str()));
+        }
+    }
 }

@@ -6,7 +6,39 @@ use time::macros::format_description;
 
 use crate::domain::{Image, ImageStatus, Properties};
 
-/// Where links point: built once per request from its URL.
+/// What a request's links are made from, borrowed from it: requests with equal sources get
+/// equal links (the image endpoint follows from the host and the process's settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSource<'a> {
+    /// The host the client addressed.
+    pub host: &'a str,
+    /// `/v2` or `/v2.1`.
+    pub prefix: &'static str,
+    /// The token's project, when it occurs in the request URL (Nova's `_get_project_id`).
+    pub project: Option<&'a str>,
+}
+
+/// A [`LinkSource`] kept with what was rendered from it (telling whether a later request's
+/// links are the same takes no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkKey {
+    host: String,
+    prefix: &'static str,
+    project: Option<String>,
+}
+
+impl LinkKey {
+    pub fn of(source: LinkSource<'_>) -> LinkKey {
+        LinkKey { host: source.host.to_owned(), prefix: source.prefix, project: source.project.map(str::to_owned) }
+    }
+
+    /// Whether `source`'s links are the ones this key's source made.
+    pub fn is(&self, source: LinkSource<'_>) -> bool {
+        self.host == source.host && self.prefix == source.prefix && self.project.as_deref() == source.project
+    }
+}
+
+/// Where links point: built from a request's [`LinkSource`].
 #[derive(Debug, Clone)]
 pub struct LinkBase {
     /// `http://host:8774`: the root, for bookmark links.
@@ -20,6 +52,25 @@ pub struct LinkBase {
 }
 
 impl LinkBase {
+    /// The links of `source`; the image endpoint is the settings' `image_url` when set, else
+    /// the host's name on the settings' `image_port`.
+    pub fn new(source: LinkSource<'_>, settings: &crate::api::Settings) -> LinkBase {
+        let host = source.host;
+        let image_endpoint = settings.image_url.clone().unwrap_or_else(|| {
+            let hostname = match host.strip_prefix('[') {
+                Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
+                None => host.split(':').next().unwrap_or("").to_owned(),
+            };
+            format!("http://{hostname}:{}", settings.image_port)
+        });
+        LinkBase {
+            root: format!("http://{host}"),
+            version_prefix: source.prefix,
+            project: source.project.map(|p| format!("/{p}")).unwrap_or_default(),
+            image_endpoint,
+        }
+    }
+
     /// `<root><prefix><project>/<collection>/<id>`: the `self` link.
     pub fn href(&self, collection: &str, id: &str) -> String {
         format!("{}{}{}/{collection}/{id}", self.root, self.version_prefix, self.project)
@@ -28,11 +79,6 @@ impl LinkBase {
     /// The same without the version segment: the `bookmark` link.
     pub fn bookmark(&self, collection: &str, id: &str) -> String {
         format!("{}{}/{collection}/{id}", self.root, self.project)
-    }
-
-    /// Tells link bases apart: equal keys, equal links.
-    pub fn key(&self) -> String {
-        format!("{}{}{} {}", self.root, self.version_prefix, self.project, self.image_endpoint)
     }
 
     /// A collection URL with a query string (pagination `next` links).

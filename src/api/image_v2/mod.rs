@@ -287,10 +287,9 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let (mut response, headers) = match self {
             Reply::Json { status, body: None, headers } => (status.into_response(), headers),
-            Reply::Json { status, body: Some(body), headers } => (
-                (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
-                headers,
-            ),
+            Reply::Json { status, body: Some(body), headers } => {
+                (super::http::body_response(status, "application/json", body), headers)
+            }
             Reply::Data { status, body, headers } => ((status, body).into_response(), headers),
         };
         response.headers_mut().extend(headers);
