@@ -87,17 +87,10 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     })
 }
 
-/// How many headers a response carries at most on the common path (its own, the request ids,
-/// the microversion's, and hyper's `content-length` and `date`): reserved at once, so that
-/// its map is allocated once and never grown (every entry rehashed) on the way out.
-const RESPONSE_HEADERS: usize = 12;
-
 /// A response of `status` with `body`, of `content_type`.
 pub fn body_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.reserve(RESPONSE_HEADERS);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

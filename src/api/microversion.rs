@@ -81,8 +81,16 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Version, (Fault, Option<String>)
     Ok(v)
 }
 
-fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
-    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+/// The comma-separated items of every `name` header, in order. A scan, not a lookup: a
+/// request has a handful of headers (a hundred at most), and comparing their names costs
+/// less than hashing these long custom ones on every request.
+fn header_values<'a>(headers: &'a HeaderMap, name: &'a HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .iter()
+        .filter(move |(n, _)| *n == name)
+        .filter_map(|(_, v)| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 fn requested(headers: &HeaderMap) -> Option<String> {
@@ -116,9 +124,48 @@ pub fn add_response_headers(headers: &mut HeaderMap, v: &str) {
     headers.append(header::VARY, HeaderValue::from_static("X-OpenStack-Nova-API-Version"));
 }
 
+/// The headers of a `/v2.1` response with a body of `content_type`, for version `v`: the
+/// content type, then those of [`add_response_headers`]. The common case (JSON at 2.1) is a copy of
+/// a map made once: hashing and inserting these long names anew cost more than copying them.
+pub fn response_headers(content_type: &'static str, v: &str) -> HeaderMap {
+    fn make(content_type: &'static str, v: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        add_response_headers(&mut headers, v);
+        headers
+    }
+    static JSON_AT_MIN: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| make("application/json", "2.1"));
+    if content_type == "application/json" && v == "2.1" { JSON_AT_MIN.clone() } else { make(content_type, v) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_headers_are_the_content_type_then_the_version_headers_in_order() {
+        let pairs = |m: &HeaderMap| -> Vec<(String, String)> {
+            m.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect()
+        };
+        for (content_type, v) in [
+            ("application/json", "2.1"),
+            ("application/json", "2.38"),
+            ("application/vnd.openstack.compute+json", "2.1"),
+        ] {
+            let expected = [
+                ("content-type", content_type.to_owned()),
+                ("openstack-api-version", format!("compute {v}")),
+                ("x-openstack-nova-api-version", v.to_owned()),
+                ("vary", "OpenStack-API-Version".to_owned()),
+                ("vary", "X-OpenStack-Nova-API-Version".to_owned()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v));
+            // Twice: the made-once copy must not change between responses.
+            for _ in 0..2 {
+                assert_eq!(pairs(&response_headers(content_type, v)), expected, "{content_type} {v}");
+            }
+        }
+    }
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

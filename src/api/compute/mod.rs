@@ -148,17 +148,17 @@ async fn api_request(
     let result = super::within(started, limit, pipeline(&state, &parts, body, prefix, legacy, rest, &mut seen))
         .await
         .unwrap_or_else(|_| Err(Fault::timed_out(true)));
-    let mut response = match result {
-        Ok(reply) => render(reply, &parts.headers),
+    match result {
+        Ok(reply) => render(reply, &parts.headers, seen.version.as_deref()),
         Err(fault) => {
             fault.log(request_id.as_str());
-            fault.render(accept.as_ref())
+            let mut response = fault.render(accept.as_ref());
+            if let Some(v) = seen.version {
+                microversion::add_response_headers(response.headers_mut(), &v);
+            }
+            response
         }
-    };
-    if let Some(v) = seen.version {
-        microversion::add_response_headers(response.headers_mut(), &v);
     }
-    response
 }
 
 async fn pipeline(
@@ -366,12 +366,22 @@ fn occurs_in(pieces: &[&str], needle: &str) -> bool {
 }
 
 /// Success responses: `application/json` (or the compute vendor type when `Accept` prefers
-/// it); a 204 keeps the content type and has an empty body.
-fn render(reply: Reply, request_headers: &HeaderMap) -> Response {
+/// it); a 204 keeps the content type and has an empty body. On `/v2.1` (`version`), with the
+/// microversion's headers.
+fn render(reply: Reply, request_headers: &HeaderMap, version: Option<&str>) -> Response {
     let accept = request_headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
     let content_type = super::negotiate(accept, &["application/json", "application/vnd.openstack.compute+json"])
         .unwrap_or("application/json");
-    super::http::body_response(reply.status, content_type, reply.body.unwrap_or_default())
+    let body = reply.body.unwrap_or_default();
+    match version {
+        Some(v) => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = reply.status;
+            *response.headers_mut() = microversion::response_headers(content_type, v);
+            response
+        }
+        None => super::http::body_response(reply.status, content_type, body),
+    }
 }
 
 #[cfg(test)]
