@@ -48,12 +48,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Where this request's links point (built on demand: most actions have no links).
     /// What this request's links are made from.
     pub fn link_source(&self) -> LinkSource<'_> {
         link_source(self.parts, self.prefix, Some(&self.principal))
     }
 
+    /// Where this request's links point (built on demand: most actions have no links).
     pub fn links(&self) -> LinkBase {
         LinkBase::new(self.link_source(), &self.state.settings)
     }
@@ -321,9 +321,9 @@ async fn read_json(body: Body, limit: usize) -> Result<Option<Value>, Fault> {
     serde_json::from_slice(&bytes).map(Some).map_err(|_| Fault::bad_request("Malformed request body"))
 }
 
-/// Builds the link base of §4.1 from the request: the `Host` header names the root, and the
-/// project appears when the token's project id occurs anywhere in the request URL.
-/// What `parts`' links are made from, for `prefix` and (when the request has a token) `who`.
+/// What `parts`' links are made from (§4.1), for `prefix` and (when the request has a token)
+/// `who`: the `Host` header names the root, and the project appears when the token's project
+/// id occurs anywhere in the request URL.
 fn link_source<'a>(parts: &'a Parts, prefix: &'static str, who: Option<&'a Principal>) -> LinkSource<'a> {
     let host = super::http::host(parts);
     let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
