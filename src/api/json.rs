@@ -25,7 +25,8 @@ impl Formatter for PythonFormatter {
     }
 
     fn write_string_fragment<W: ?Sized + Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
-        if !self.ascii {
+        // Most strings are ASCII throughout: one word-at-a-time check, then one copy.
+        if !self.ascii || fragment.is_ascii() {
             return w.write_all(fragment.as_bytes());
         }
         let mut start = 0;
