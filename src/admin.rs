@@ -147,6 +147,60 @@ impl<T> std::ops::Deref for Shard<T> {
     }
 }
 
+/// What a metric counted per thread adds up.
+trait Counts: Default {
+    /// Adds `other`'s counts to these.
+    fn add(&self, other: &Self);
+}
+
+impl Counts for AtomicU64 {
+    fn add(&self, other: &Self) {
+        self.fetch_add(other.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+impl Counts for [AtomicU64; 4] {
+    fn add(&self, other: &Self) {
+        self.iter().zip(other).for_each(|(to, from)| to.add(from));
+    }
+}
+
+/// A metric counted per thread: the shards of the living threads, and what the threads that
+/// ended counted. A thread's shard is folded in when the thread ends, so there are never more
+/// shards than threads (the runtime's blocking threads come and go).
+#[derive(Default)]
+struct Series<T> {
+    ended: T,
+    live: Vec<Arc<Shard<T>>>,
+}
+
+impl<T: Counts> Series<T> {
+    /// A new shard, for the calling thread.
+    fn join(&mut self) -> Arc<Shard<T>> {
+        let shard: Arc<Shard<T>> = Arc::new(Shard::default());
+        self.live.push(shard.clone());
+        shard
+    }
+
+    /// Folds `shard` in: its thread ends.
+    fn leave(&mut self, shard: &Arc<Shard<T>>) {
+        self.ended.add(shard);
+        self.live.retain(|s| !Arc::ptr_eq(s, shard));
+    }
+
+    /// Every thread's counts, summed.
+    fn total(&self) -> T {
+        let total = T::default();
+        total.add(&self.ended);
+        self.live.iter().for_each(|s| total.add(s));
+        total
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The counters of the request path's caches, kept per thread (see [`Shard`]).
 #[derive(Clone, Copy)]
 pub enum Tally {
@@ -175,50 +229,48 @@ impl Tally {
 
     /// Counts one.
     pub fn add(self) {
-        tallies::SHARD.with(|shard| shard[self as usize].fetch_add(1, Ordering::Relaxed));
-    }
-
-    /// Every thread's count, summed.
-    fn total(self) -> u64 {
-        tallies::all()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|s| s[self as usize].load(Ordering::Relaxed))
-            .sum()
+        let counted = tallies::MINE.try_with(|mine| mine.0[self as usize].fetch_add(1, Ordering::Relaxed));
+        if counted.is_err() {
+            // This thread is ending and its shard is gone: straight to what ended threads counted.
+            lock(tallies::series()).ended[self as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Appends every tally to `out`, in Prometheus' text format.
     fn render(out: &mut String) {
         use std::fmt::Write;
+        let total = lock(tallies::series()).total();
         for tally in Tally::ALL {
             let name = tally.name();
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", tally.total());
+            let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", total[tally as usize].load(Ordering::Relaxed));
         }
     }
 }
 
 mod tallies {
     use std::sync::atomic::AtomicU64;
-    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    use std::sync::{Arc, Mutex, OnceLock};
 
-    use super::{Shard, Tally};
+    use super::{Series, Shard, Tally, lock};
 
     type Counts = [AtomicU64; Tally::ALL.len()];
 
-    /// Every thread's shard (kept after the thread ends: counters never go down).
-    pub fn all() -> &'static Mutex<Vec<Arc<Shard<Counts>>>> {
-        static ALL: OnceLock<Mutex<Vec<Arc<Shard<Counts>>>>> = OnceLock::new();
-        ALL.get_or_init(Mutex::default)
+    pub fn series() -> &'static Mutex<Series<Counts>> {
+        static SERIES: OnceLock<Mutex<Series<Counts>>> = OnceLock::new();
+        SERIES.get_or_init(Mutex::default)
+    }
+
+    /// A thread's shard, folded into the series when the thread ends.
+    pub struct Mine(pub Arc<Shard<Counts>>);
+
+    impl Drop for Mine {
+        fn drop(&mut self) {
+            lock(series()).leave(&self.0);
+        }
     }
 
     thread_local! {
-        /// This thread's shard.
-        pub static SHARD: Arc<Shard<Counts>> = {
-            let shard: Arc<Shard<Counts>> = Arc::new(Shard::default());
-            all().lock().unwrap_or_else(PoisonError::into_inner).push(shard.clone());
-            shard
-        };
+        pub static MINE: Mine = Mine(lock(series()).join());
     }
 }
 
@@ -235,20 +287,22 @@ pub fn request(
     // lookup and four atomic additions, not two keys built, hashed and found in a registry.
     // The label strings are static, so their addresses are the key (a string at two addresses
     // only gets two handles to the same series).
-    type Handles = (Arc<Shard<AtomicU64>>, Arc<Shard<requests::Latency>>);
     /// (api, route, method, status).
     type Labels = (usize, usize, usize, u16);
     thread_local! {
-        static HANDLES: std::cell::RefCell<HashMap<Labels, Handles, std::hash::BuildHasherDefault<Mix>>> =
+        static HANDLES: std::cell::RefCell<HashMap<Labels, requests::Handles, std::hash::BuildHasherDefault<Mix>>> =
             std::cell::RefCell::new(HashMap::default());
     }
-    HANDLES.with(|cell| {
+    let counted = HANDLES.try_with(|cell| {
         let mut map = cell.borrow_mut();
         let key = (api.as_ptr() as usize, route.as_ptr() as usize, method.as_ptr() as usize, status.as_u16());
-        let (counter, latency) = map.entry(key).or_insert_with(|| requests::handles(api, route, method, status));
-        counter.fetch_add(1, Ordering::Relaxed);
-        latency.record(elapsed);
+        let handles = map.entry(key).or_insert_with(|| requests::Handles::new(api, route, method, status));
+        handles.record(elapsed);
     });
+    if counted.is_err() {
+        // This thread is ending: a handle of its own would be folded in at once.
+        requests::Handles::new(api, route, method, status).record(elapsed);
+    }
 }
 
 /// The request metrics, kept here rather than in the recorder: a request costs four relaxed
@@ -262,12 +316,12 @@ mod requests {
     use std::collections::BTreeMap;
     use std::fmt::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
     use axum::http::StatusCode;
 
-    use super::Shard;
+    use super::{Counts, Series, Shard, lock};
 
     /// (api, route, method, status).
     type CounterKey = (&'static str, &'static str, &'static str, u16);
@@ -291,14 +345,13 @@ mod requests {
             self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
             self.count.fetch_add(1, Ordering::Relaxed);
         }
+    }
 
-        /// Adds `other`'s counts to this one's.
+    impl Counts for Latency {
         fn add(&self, other: &Latency) {
-            for (to, from) in self.buckets.iter().zip(&other.buckets) {
-                to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
-            self.sum_nanos.fetch_add(other.sum_nanos.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.count.fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.buckets.iter().zip(&other.buckets).for_each(|(to, from)| to.add(from));
+            self.sum_nanos.add(&other.sum_nanos);
+            self.count.add(&other.count);
         }
     }
 
@@ -308,11 +361,11 @@ mod requests {
         BOUNDS.get_or_init(|| super::BUCKETS.map(|s| (s * 1e9).round() as u64))
     }
 
-    /// Every thread's shards of every series.
+    /// Every series, by label set.
     #[derive(Default)]
     struct Registry {
-        counters: Mutex<BTreeMap<CounterKey, Vec<Arc<Shard<AtomicU64>>>>>,
-        latencies: Mutex<BTreeMap<LatencyKey, Vec<Arc<Shard<Latency>>>>>,
+        counters: Mutex<BTreeMap<CounterKey, Series<AtomicU64>>>,
+        latencies: Mutex<BTreeMap<LatencyKey, Series<Latency>>>,
     }
 
     fn registry() -> &'static Registry {
@@ -320,42 +373,47 @@ mod requests {
         REGISTRY.get_or_init(Registry::default)
     }
 
-    /// A new shard of the series of one label set, for the calling thread (which keeps it:
-    /// one per thread and label set).
-    pub fn handles(
-        api: &'static str,
-        route: &'static str,
-        method: &'static str,
-        status: StatusCode,
-    ) -> (Arc<Shard<AtomicU64>>, Arc<Shard<Latency>>) {
-        let r = registry();
-        let counter: Arc<Shard<AtomicU64>> = Arc::new(Shard::default());
-        r.counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((api, route, method, status.as_u16()))
-            .or_default()
-            .push(counter.clone());
-        let latency: Arc<Shard<Latency>> = Arc::new(Shard::default());
-        r.latencies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((api, route, method))
-            .or_default()
-            .push(latency.clone());
-        (counter, latency)
+    /// One thread's shards of the series of one label set (folded in when dropped, at the
+    /// thread's end).
+    pub struct Handles {
+        counter_key: CounterKey,
+        counter: Arc<Shard<AtomicU64>>,
+        latency_key: LatencyKey,
+        latency: Arc<Shard<Latency>>,
+    }
+
+    impl Handles {
+        pub fn new(api: &'static str, route: &'static str, method: &'static str, status: StatusCode) -> Handles {
+            let r = registry();
+            let (counter_key, latency_key) = ((api, route, method, status.as_u16()), (api, route, method));
+            let counter = lock(&r.counters).entry(counter_key).or_default().join();
+            let latency = lock(&r.latencies).entry(latency_key).or_default().join();
+            Handles { counter_key, counter, latency_key, latency }
+        }
+
+        pub fn record(&self, elapsed: Duration) {
+            self.counter.fetch_add(1, Ordering::Relaxed);
+            self.latency.record(elapsed);
+        }
+    }
+
+    impl Drop for Handles {
+        fn drop(&mut self) {
+            let r = registry();
+            if let Some(series) = lock(&r.counters).get_mut(&self.counter_key) {
+                series.leave(&self.counter);
+            }
+            if let Some(series) = lock(&r.latencies).get_mut(&self.latency_key) {
+                series.leave(&self.latency);
+            }
+        }
     }
 
     /// Appends the request metrics to `out`, in Prometheus' text format.
     pub fn render(out: &mut String) {
         let r = registry();
-        let counters: Vec<(CounterKey, u64)> = r
-            .counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(key, shards)| (*key, shards.iter().map(|s| s.load(Ordering::Relaxed)).sum()))
-            .collect();
+        let counters: Vec<(CounterKey, u64)> =
+            lock(&r.counters).iter().map(|(key, series)| (*key, series.total().load(Ordering::Relaxed))).collect();
         if !counters.is_empty() {
             out.push_str("# TYPE imagemeta_http_requests_total counter\n");
         }
@@ -363,17 +421,8 @@ mod requests {
             let labels = labels(api, route, method);
             let _ = writeln!(out, "imagemeta_http_requests_total{{{labels},status=\"{status}\"}} {n}");
         }
-        let latencies: Vec<(LatencyKey, Latency)> = r
-            .latencies
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(key, shards)| {
-                let total = Latency::default();
-                shards.iter().for_each(|s| total.add(s));
-                (*key, total)
-            })
-            .collect();
+        let latencies: Vec<(LatencyKey, Latency)> =
+            lock(&r.latencies).iter().map(|(key, series)| (*key, series.total())).collect();
         if !latencies.is_empty() {
             out.push_str("# TYPE imagemeta_http_request_duration_seconds histogram\n");
         }
@@ -407,15 +456,17 @@ mod requests {
 
         #[test]
         fn buckets_are_cumulative_and_sum_and_count_add_up_over_threads() {
-            // Two threads' shards of one series: the scrape shows their sum.
-            let (counter, latency) = handles("unit", "/unit/{id}", "GET", StatusCode::OK);
-            counter.fetch_add(2, Ordering::Relaxed);
+            // Two threads' shards of one series, one of them ended (folded in, no longer a
+            // shard): the scrape shows their sum.
+            let ended = Handles::new("unit", "/unit/{id}", "GET", StatusCode::OK);
             for micros in [50, 300] {
-                latency.record(Duration::from_micros(micros));
+                ended.record(Duration::from_micros(micros));
             }
-            let (counter, latency) = handles("unit", "/unit/{id}", "GET", StatusCode::OK);
-            counter.fetch_add(1, Ordering::Relaxed);
-            latency.record(Duration::from_micros(20_000_000));
+            drop(ended);
+            let live = Handles::new("unit", "/unit/{id}", "GET", StatusCode::OK);
+            live.record(Duration::from_micros(20_000_000));
+            let key = ("unit", "/unit/{id}", "GET");
+            assert_eq!(lock(&registry().latencies)[&key].live.len(), 1);
             let mut out = String::new();
             render(&mut out);
             let series = r#"api="unit",route="/unit/{id}",method="GET""#;
@@ -482,4 +533,17 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// `imagemeta_build_info{version}`.
 pub fn build_info() {
     metrics::gauge!("imagemeta_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_s_tallies_outlive_it() {
+        let total = || lock(tallies::series()).total()[Tally::KeystoneCacheMiss as usize].load(Ordering::Relaxed);
+        let before = total();
+        std::thread::spawn(|| (0..3).for_each(|_| Tally::KeystoneCacheMiss.add())).join().unwrap();
+        assert!(total() >= before + 3);
+    }
 }
