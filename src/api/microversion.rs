@@ -125,8 +125,9 @@ pub fn add_response_headers(headers: &mut HeaderMap, v: &str) {
 }
 
 /// The headers of a `/v2.1` response with a body of `content_type`, for version `v`: the
-/// content type, then those of [`add_response_headers`]. The common case (JSON at 2.1) is a copy of
-/// a map made once: hashing and inserting these long names anew cost more than copying them.
+/// content type, then those of [`add_response_headers`]. The common case (JSON at 2.1) is a
+/// copy of a map made once: hashing and inserting these long names anew costs more than
+/// copying them.
 pub fn response_headers(content_type: &'static str, v: &str) -> HeaderMap {
     fn make(content_type: &'static str, v: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
